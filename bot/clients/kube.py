@@ -1,0 +1,140 @@
+"""Kubernetes API access through kubernetes-asyncio, as plain JSON dicts.
+
+Handlers read many kinds, core and custom alike; working on the decoded JSON (instead of the
+generated model classes) keeps one code path for CRDs and avoids model construction cost on
+large lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+from bot.clients.errors import SourceError
+
+PatchType = Literal["merge", "strategic", "json"]
+_PATCH_CONTENT = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
+                  subresource: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = base
+    if namespace:
+        path += f"/namespaces/{namespace}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeClient:
+    """One cluster. ``source`` names it in findings ("kubernetes", "harvester")."""
+
+    def __init__(self, api: client.ApiClient, source: str = "kubernetes", timeout_s: float = 10.0):
+        self.api = api
+        self.source = source
+        self.timeout_s = timeout_s
+
+    @classmethod
+    async def connect(cls, kubeconfig: Path | None = None, context: str | None = None,
+                      source: str = "kubernetes", timeout_s: float = 10.0) -> "KubeClient":
+        """In-cluster config when running in a pod and no kubeconfig is given, else kubeconfig."""
+        cfg = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                await config.load_kube_config(context=context, client_configuration=cfg)
+        else:
+            await config.load_kube_config(config_file=str(kubeconfig), context=context,
+                                          client_configuration=cfg)
+        return cls(client.ApiClient(cfg), source=source, timeout_s=timeout_s)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+                      body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """One API call; a non-2xx answer raises SourceError carrying the Status message."""
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self.api.call_api(
+                    path, method, query_params=params,
+                    header_params={"Accept": "application/json", "Content-Type": content_type},
+                    body=body, auth_settings=["BearerToken"], _preload_content=False,
+                    _request_timeout=self.timeout_s,
+                )
+                raw = await resp.read()
+        except TimeoutError:
+            raise SourceError(self.source, f"{method} {path} timed out after {self.timeout_s:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise SourceError(self.source, f"{method} {path} failed: {exc.__class__.__name__}: {exc}") from None
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        if not 200 <= resp.status < 300:
+            message = data.get("message") if isinstance(data, dict) else None
+            raise SourceError(self.source, message or f"{method} {path} answered HTTP {resp.status}",
+                              status=resp.status)
+        return data
+
+    async def pages(self, api_version: str, plural: str, namespace: str | None = None, *,
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield the items of a list one page at a time (limit/continue)."""
+        path = resource_path(api_version, plural, namespace)
+        cont: str | None = None
+        while True:
+            data = await self.request("GET", path, query={
+                "labelSelector": label_selector, "fieldSelector": field_selector,
+                "limit": limit, "continue": cont})
+            yield data.get("items") or []
+            cont = (data.get("metadata") or {}).get("continue")
+            if not cont:
+                return
+
+    async def list(self, api_version: str, plural: str, namespace: str | None = None, *,
+                   label_selector: str | None = None, field_selector: str | None = None,
+                   limit: int = 500) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        async for page in self.pages(api_version, plural, namespace, label_selector=label_selector,
+                                     field_selector=field_selector, limit=limit):
+            items.extend(page)
+        return items
+
+    async def get(self, api_version: str, plural: str, name: str,
+                  namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", resource_path(api_version, plural, namespace, name))
+
+    async def create(self, api_version: str, plural: str, body: dict[str, Any],
+                     namespace: str | None = None, *, subresource_of: str | None = None,
+                     subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+        path = resource_path(api_version, plural, namespace, subresource_of, subresource)
+        return await self.request("POST", path, body=body, query={"dryRun": "All" if dry_run else None})
+
+    async def patch(self, api_version: str, plural: str, name: str, body: Any,
+                    namespace: str | None = None, *, patch_type: PatchType = "merge",
+                    dry_run: bool = False) -> dict[str, Any]:
+        return await self.request(
+            "PATCH", resource_path(api_version, plural, namespace, name), body=body,
+            content_type=_PATCH_CONTENT[patch_type], query={"dryRun": "All" if dry_run else None})
+
+    async def delete(self, api_version: str, plural: str, name: str, namespace: str | None = None,
+                     *, dry_run: bool = False) -> dict[str, Any]:
+        return await self.request("DELETE", resource_path(api_version, plural, namespace, name),
+                                  query={"dryRun": "All" if dry_run else None})

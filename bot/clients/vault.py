@@ -1,0 +1,76 @@
+"""Vault replicas through hvac. hvac is synchronous: each call runs in a worker thread with a
+timeout, one client per replica address (each replica must be asked about itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from bot.clients.errors import SourceError
+
+T = TypeVar("T")
+
+
+class VaultPool:
+    def __init__(self, addrs: list[str], token: str | None = None, timeout_s: float = 5.0,
+                 verify: bool | str = True, names: list[str] | None = None):
+        self.addrs = list(addrs)
+        self.names = names or [f"vault-{i}" for i in range(len(addrs))]
+        self.timeout_s = timeout_s
+        self._clients = {
+            addr: hvac.Client(url=addr, token=token, timeout=timeout_s, verify=verify) for addr in addrs
+        }
+        self.has_token = token is not None
+
+    def name_of(self, addr: str) -> str:
+        return self.names[self.addrs.index(addr)]
+
+    async def call(self, addr: str, fn: Callable[[hvac.Client], T]) -> T:
+        """Run ``fn(client)`` for one replica; failures become SourceError naming the replica."""
+        name = self.name_of(addr)
+        try:
+            async with asyncio.timeout(self.timeout_s + 1):
+                return await asyncio.to_thread(fn, self._clients[addr])
+        except TimeoutError:
+            raise SourceError(name, f"no answer within {self.timeout_s:g}s") from None
+        except requests.ConnectionError:
+            raise SourceError(name, f"unreachable at {addr}") from None
+        except requests.Timeout:
+            raise SourceError(name, f"no answer within {self.timeout_s:g}s") from None
+        except hvac.exceptions.VaultError as exc:
+            # hvac puts the server's "errors" list in the message; never request data.
+            status = getattr(exc, "status_code", None) or _status_of(exc)
+            reason = str(exc).split(", on ")[0] or exc.__class__.__name__
+            raise SourceError(name, f"{exc.__class__.__name__}: {reason}", status=status) from None
+
+    async def seal_status(self, addr: str) -> dict[str, Any]:
+        return await self.call(addr, lambda c: c.sys.read_seal_status())
+
+    async def leader(self, addr: str) -> dict[str, Any]:
+        return await self.call(addr, lambda c: c.sys.read_leader_status())
+
+    async def raft_configuration(self, addr: str) -> dict[str, Any]:
+        return await self.call(addr, lambda c: c.sys.read_raft_config())
+
+    async def unseal(self, addr: str, key: str) -> dict[str, Any]:
+        # The key never appears in an exception text we raise: SourceError is built from the
+        # server's answer only.
+        return await self.call(addr, lambda c: c.sys.submit_unseal_key(key=key))
+
+
+def _status_of(exc: Exception) -> int | None:
+    return {
+        hvac.exceptions.InvalidRequest: 400,
+        hvac.exceptions.Unauthorized: 401,
+        hvac.exceptions.Forbidden: 403,
+        hvac.exceptions.InvalidPath: 404,
+        hvac.exceptions.RateLimitExceeded: 429,
+        hvac.exceptions.InternalServerError: 500,
+        hvac.exceptions.VaultNotInitialized: 501,
+        hvac.exceptions.VaultDown: 503,
+    }.get(type(exc))

@@ -1,0 +1,22 @@
+"""What a handler gets to work with: the platform's clients and the check settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.clients.kube import KubeClient
+    from bot.clients.vault import VaultPool
+
+
+@dataclass
+class HandlerContext:
+    kube: "KubeClient | None" = None
+    # Second cluster, e.g. the Harvester management cluster (runbook 2.1, 10.x).
+    kube_mgmt: "KubeClient | None" = None
+    vault: "VaultPool | None" = None
+    prometheus: Any = None
+    alertmanager: Any = None
+    # Free-form check settings from config (expected node count, LB IP...), by SOP id.
+    checks: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,110 @@
+"""The sandbox cluster's objects: plain Kubernetes JSON dicts keyed by (apiVersion, kind).
+
+The world builder and scenarios write here directly; the API server serves from here. Every
+write bumps the cluster-wide resourceVersion and is published to watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+Obj = dict[str, Any]
+TypeKey = tuple[str, str]  # (apiVersion, kind)
+ObjKey = tuple[str, str]  # (namespace or "", name)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED
+    object: Obj
+
+
+@dataclass
+class ObjectStore:
+    _types: dict[TypeKey, dict[ObjKey, Obj]] = field(default_factory=dict)
+    resource_version: int = 1000
+    _watchers: list[tuple[TypeKey, asyncio.Queue[WatchEvent]]] = field(default_factory=list)
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
+        return self._types.get((api_version, kind), {}).get((namespace or "", name))
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
+        """Objects of a kind, in (namespace, name) order: a stable order for limit/continue."""
+        objs = self._types.get((api_version, kind), {})
+        keys = sorted(objs)
+        if namespace:
+            keys = [k for k in keys if k[0] == namespace]
+        return [objs[k] for k in keys]
+
+    def count(self, api_version: str, kind: str) -> int:
+        return len(self._types.get((api_version, kind), {}))
+
+    # -- writes ------------------------------------------------------------------------------
+    def _next_rv(self) -> str:
+        self.resource_version += 1
+        return str(self.resource_version)
+
+    def add(self, obj: Obj) -> Obj:
+        """Create: fills uid, resourceVersion, creationTimestamp, generation. Replaces silently
+        if it exists (the world builder relies on that); the API server checks for 409 itself."""
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", now_iso())
+        meta.setdefault("generation", 1)
+        meta["resourceVersion"] = self._next_rv()
+        key = (obj["apiVersion"], obj["kind"])
+        existed = (meta.get("namespace", ""), meta["name"]) in self._types.get(key, {})
+        self._types.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = obj
+        self._publish(key, WatchEvent("MODIFIED" if existed else "ADDED", obj))
+        return obj
+
+    def replace(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        meta["resourceVersion"] = self._next_rv()
+        key = (obj["apiVersion"], obj["kind"])
+        self._types.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = obj
+        self._publish(key, WatchEvent("MODIFIED", obj))
+        return obj
+
+    def update(self, api_version: str, kind: str, name: str, namespace: str,
+               fn: Callable[[Obj], None]) -> Obj:
+        """Mutate an object in place through ``fn`` and record it as a new version."""
+        obj = self.get(api_version, kind, name, namespace)
+        if obj is None:
+            raise KeyError(f"{kind} {namespace}/{name} not found")
+        fn(obj)
+        return self.replace(obj)
+
+    def remove(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
+        key = (api_version, kind)
+        obj = self._types.get(key, {}).pop((namespace or "", name), None)
+        if obj is not None:
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._publish(key, WatchEvent("DELETED", obj))
+        return obj
+
+    # -- watch -------------------------------------------------------------------------------
+    def subscribe(self, api_version: str, kind: str) -> asyncio.Queue[WatchEvent]:
+        q: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self._watchers.append(((api_version, kind), q))
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[WatchEvent]) -> None:
+        self._watchers = [(k, w) for k, w in self._watchers if w is not q]
+
+    def _publish(self, key: TypeKey, event: WatchEvent) -> None:
+        for k, q in self._watchers:
+            if k == key:
+                q.put_nowait(WatchEvent(event.type, copy.deepcopy(event.object)))
