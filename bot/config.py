@@ -1,0 +1,179 @@
+"""Bot configuration: environment variables (``SOPBOT_…``, nested with ``__``) over an optional
+YAML file (``sopbot run --config FILE``). Every secret is a ``SecretStr``."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("sopbot_config_file", default=None)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MattermostConfig(Section):
+    url: str = Field("http://localhost:8065", description="Mattermost server URL")
+    token: SecretStr | None = Field(None, description="bot account's access token")
+    team: str = Field("platform", description="team name (URL name) the bot works in")
+    channel: str = Field("sop-alerts", description="default channel for alerts and reports")
+    rate_limit_per_s: float = Field(10.0, gt=0, description="posts per second at most")
+    request_timeout_s: float = Field(10.0, gt=0)
+    websocket: bool = Field(True, description="follow reactions over the websocket")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SlashCommandConfig(Section):
+    tokens: list[SecretStr] = Field(default_factory=list,
+                                    description="tokens Mattermost sends with /sop (several allowed)")
+    trigger: str = Field("sop", description="the slash command's trigger word")
+
+
+class ServerConfig(Section):
+    host: str = Field("127.0.0.1", description="listen address (0.0.0.0 in a container)")
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(None, description="URL Mattermost reaches the bot at (dialogs)")
+
+
+class KubernetesConfig(Section):
+    kubeconfig: Path | None = Field(None, description="kubeconfig; in-cluster config when unset")
+    context: str | None = None
+    mgmt_kubeconfig: Path | None = Field(
+        None, description="second cluster, e.g. cluster/kubeconfig-harvester.yaml")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class VaultConfig(Section):
+    # NoDecode: the environment gives "http://a:8200,http://b:8200", not JSON.
+    addrs: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                 description="one address per replica")
+    names: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                 description="replica names (default vault-N)")
+    token: SecretStr | None = Field(None, description="read token for raft peers")
+    timeout_s: float = Field(5.0, gt=0)
+    verify: bool = True
+
+    @field_validator("addrs", "names", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+
+class PrometheusConfig(Section):
+    url: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AlertmanagerConfig(Section):
+    url: str | None = Field(None, description="Alertmanager API base URL")
+    webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager sends")
+    webhook_username: str | None = None
+    webhook_password: SecretStr | None = None
+    max_body_bytes: int = Field(1 << 20, gt=0)
+
+
+class RunbookConfig(Section):
+    path: Path | None = Field(None, description="the team's runbook (Markdown, numbered headings)")
+    url: str | None = Field(None, description="where people read it; section anchors are appended")
+
+
+class StoreConfig(Section):
+    path: Path = Field(Path("sopbot.db"), description="SQLite file")
+
+
+class RemediationConfig(Section):
+    enabled: bool = Field(False, description="read-only unless true")
+    approvers: list[str] = Field(default_factory=list, description="Mattermost usernames")
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOPBOT_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    mattermost: MattermostConfig = Field(default_factory=MattermostConfig)
+    slash: SlashCommandConfig = Field(default_factory=SlashCommandConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    vault: VaultConfig = Field(default_factory=VaultConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    runbook: RunbookConfig = Field(default_factory=RunbookConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    remediation: RemediationConfig = Field(default_factory=RemediationConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Per-SOP check settings handed to handlers (expected node count, LB IP...).
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """A config that cannot run; ``problems`` holds one line per problem, naming the field."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    if path is not None and not path.is_file():
+        raise ConfigError([f"--config: {path} does not exist or is not a file"])
+    token = _CONFIG_FILE.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_problem(e) for e in exc.errors()]) from None
+    except ValueError as exc:  # YAML syntax errors and the like
+        raise ConfigError([f"{path}: {exc}"]) from None
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def _problem(err: Any) -> str:
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or "token" in field or "password" in field else f" (got {got!r})"
+    return f"{field}: {msg}{shown}"
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, secrets shown as '**********'."""
+    return settings.model_dump(mode="json", by_alias=True)
