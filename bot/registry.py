@@ -89,11 +89,12 @@ class SOP:
         """``key=<type> (default …)`` for every parameter, for help and error replies."""
         parts = []
         for name, info in self.params.model_fields.items():
-            hint = getattr(info.annotation, "__name__", str(info.annotation))
+            hint = info.description or "value"
             if info.is_required():
                 parts.append(f"{name}=<{hint}>")
             else:
-                parts.append(f"[{name}=<{hint}> default {info.default!r}]")
+                default = "" if info.default is None else f", default {info.default}"
+                parts.append(f"[{name}=<{hint}>{default}]")
         return " ".join(parts)
 
 

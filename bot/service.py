@@ -1,0 +1,95 @@
+"""The bot's core: answers slash commands at once and runs SOPs in the background, posting the
+findings in a thread. Chat-system specifics stay behind ``bot.ports.Chat``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.commands import (CommandError, Invocation, Reply, RunRequest, Subcommand, bad_args_text,
+                          help_text, list_text, resolve, search_text, unknown_text)
+from bot.context import HandlerContext
+from bot.engine import run_sop
+from bot.ports import Chat
+from bot.registry import BadArguments, Registry, UnknownSOP
+from bot.render import EMOJI, report_markdown, section_ref
+from bot.runbook import Runbook
+
+log = logging.getLogger(__name__)
+
+
+class Bot:
+    def __init__(self, *, registry: Registry, chat: Chat, ctx: HandlerContext,
+                 runbook: Runbook | None = None, trigger: str = "sop",
+                 handler_timeout_s: float = 60.0):
+        self.registry = registry
+        self.chat = chat
+        self.ctx = ctx
+        self.runbook = runbook
+        self.trigger = trigger
+        self.handler_timeout_s = handler_timeout_s
+        self.subcommands: dict[str, Subcommand] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- background work -------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run after answering; keep a reference so shutdown can wait for it."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for in-flight work (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    # -- commands --------------------------------------------------------------------------
+    async def command(self, inv: Invocation) -> Reply:
+        """The immediate answer to ``/sop …``; SOP runs continue in the background."""
+        words = inv.text.split()
+        if not words:
+            return Reply(text=help_text(self.registry, self.runbook, "", self.trigger, self.subcommands))
+        head, rest = words[0].lower(), words[1:]
+        try:
+            if head == "help":
+                return Reply(text=help_text(self.registry, self.runbook, " ".join(rest[:1]),
+                                            self.trigger, self.subcommands))
+            if head == "list":
+                return Reply(text=list_text(self.registry, self.trigger))
+            if head == "search":
+                if not rest:
+                    raise CommandError(f"say what to look for: `/{self.trigger} search certificate expired`")
+                return Reply(text=search_text(self.registry, self.runbook, " ".join(rest), self.trigger))
+            if head in self.subcommands:
+                return await self.subcommands[head].run(inv, rest)
+            request = resolve(self.registry, head, rest)
+        except UnknownSOP as exc:
+            return Reply(text=unknown_text(exc, self.trigger))
+        except BadArguments as exc:
+            return Reply(text=bad_args_text(exc, self.trigger))
+        except CommandError as exc:
+            return Reply(text=str(exc))
+        self.spawn(self.run_in_thread(inv, request), name=f"sop:{request.sop.id}")
+        return Reply(text=f"Running `{request.sop.id}` ({request.sop.title}); "
+                          f"the findings will appear in a thread in this channel.")
+
+    async def run_in_thread(self, inv: Invocation, request: RunRequest) -> None:
+        sop = request.sop
+        head = (f"@{inv.user_name} ran `/{self.trigger} {' '.join(inv.text.split())}` — "
+                f"**{sop.title}** ({section_ref(sop.section, self.runbook)}, {sop.severity.value})")
+        root = await self.chat.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
+        report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
+        await self.chat.post(inv.channel_id, report_markdown(report, self.runbook), root_id=root.id)
+        await self.chat.edit(root.id, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")

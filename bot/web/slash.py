@@ -1,0 +1,63 @@
+"""``POST /mattermost/command``: the form Mattermost sends for a slash command."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bot.commands import MAX_TEXT, Invocation
+from bot.service import Bot
+
+log = logging.getLogger(__name__)
+
+
+class SlashCommandForm(BaseModel):
+    """Mattermost's slash-command request fields (form-encoded)."""
+
+    token: str
+    team_id: str = ""
+    team_domain: str = ""
+    channel_id: str
+    channel_name: str = ""
+    user_id: str
+    user_name: str
+    command: str = ""
+    text: str = ""
+    response_url: str = ""
+    trigger_id: str = ""
+
+
+def token_ok(given: str, tokens: list[str]) -> bool:
+    # Compare against every token so timing does not tell which one was close.
+    ok = False
+    for expected in tokens:
+        ok |= hmac.compare_digest(given.encode(), expected.encode())
+    return ok and bool(given)
+
+
+def slash_handler(bot: Bot, tokens: list[str]):
+    async def handle(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > 64 * 1024:
+            return web.json_response({"text": "request too large"}, status=413)
+        form = await request.post()
+        if not token_ok(str(form.get("token", "")), tokens):
+            log.warning("slash command with a bad or missing token from %s", request.remote)
+            return web.json_response({"text": "invalid slash command token"}, status=401)
+        try:
+            data = SlashCommandForm.model_validate({k: str(v) for k, v in form.items()})
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+            return web.json_response({"text": f"malformed slash command request: {fields}"}, status=400)
+        if len(data.text) > MAX_TEXT:
+            return web.json_response({"response_type": "ephemeral",
+                                      "text": f"Command text is too long ({len(data.text)} characters)."})
+        inv = Invocation(user_id=data.user_id, user_name=data.user_name, channel_id=data.channel_id,
+                         team_id=data.team_id, text=data.text, trigger_id=data.trigger_id,
+                         response_url=data.response_url)
+        reply = await bot.command(inv)
+        return web.json_response(reply.model_dump())
+
+    return handle
