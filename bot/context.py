@@ -20,3 +20,8 @@ class HandlerContext:
     alertmanager: Any = None
     # Free-form check settings from config (expected node count, LB IP...), by SOP id.
     checks: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        for kube in (self.kube, self.kube_mgmt):
+            if kube is not None:
+                await kube.close()

@@ -181,7 +181,7 @@ def sop(
         if not (isinstance(params_model, type) and issubclass(params_model, SOPParams)):
             raise TypeError(f"SOP {sop_id}: 'params' must be annotated with an SOPParams model")
         module = func.__module__.rsplit(".", 1)[-1]
-        (registry or REGISTRY).add(
+        (registry if registry is not None else REGISTRY).add(
             SOP(
                 id=sop_id,
                 title=title,

@@ -121,13 +121,16 @@ def _parts(lines: list[str]) -> dict[str, str]:
     """The labelled parts of a section: ``**Symptom**: …`` up to the next label or heading."""
     parts: dict[str, list[str]] = {}
     label: str | None = None
+    in_code = False
     for line in lines:
-        m = _LABEL.match(line.strip())
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        m = None if in_code else _LABEL.match(line.strip())
         if m:
             label = m.group(1).strip().lower()
             parts[label] = [m.group(2)] if m.group(2) else []
         elif label is not None:
-            if line.startswith("---") or line.startswith("#"):
+            if not in_code and (line.startswith("---") or line.startswith("#")):
                 label = None
             else:
                 parts[label].append(line)

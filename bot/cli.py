@@ -1,0 +1,146 @@
+"""``sopbot``: serve, list, diagnose from a terminal, check the config, run the sandbox or demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings, masked
+
+EXIT = {"ok": 0, "warn": 1, "crit": 2, "unknown": 3}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        print("sopbot: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(78) from None  # EX_CONFIG
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bot.catalog import catalog_markdown, catalog_text
+    from bot.registry import load_handlers
+
+    registry = load_handlers()
+    print(catalog_markdown(registry) if args.markdown else catalog_text(registry))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from bot.commands import CommandError, resolve
+    from bot.engine import run_sop
+    from bot.registry import BadArguments, UnknownSOP, load_handlers
+    from bot.render import report_text
+    from bot.runtime import build_context, load_runbook
+
+    settings = _settings(args)
+    registry = load_handlers()
+    try:
+        request = resolve(registry, args.sop_id, args.args)
+    except UnknownSOP as exc:
+        hint = f" Did you mean: {', '.join(exc.suggestions)}?" if exc.suggestions else ""
+        print(f"sopbot: no SOP {exc.sop_id!r}.{hint} ('sopbot list' shows them all)", file=sys.stderr)
+        return 64
+    except (BadArguments, CommandError) as exc:
+        print(f"sopbot: {exc}", file=sys.stderr)
+        if isinstance(exc, BadArguments):
+            print(f"usage: sopbot diagnose {exc.sop.id} {exc.sop.usage()}", file=sys.stderr)
+        return 64
+
+    async def go() -> int:
+        ctx = await build_context(settings)
+        try:
+            report = await run_sop(request.sop, ctx, request.params)  # type: ignore[arg-type]
+        finally:
+            await ctx.close()
+        print(report_text(report, load_runbook(settings)))
+        return EXIT[report.status.value]
+
+    return asyncio.run(go())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from bot.runtime import check_connections
+
+    settings = _settings(args)
+    print(json.dumps(masked(settings), indent=2, default=str))
+    results = asyncio.run(check_connections(settings))
+    worst = 0
+    for name, problem in results.items():
+        print(f"{name:<12} {'ok' if problem is None else 'FAILED: ' + problem}")
+        worst = worst if problem is None else 1
+    return worst
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.runtime import serve
+
+    settings = _settings(args)
+    return asyncio.run(serve(settings))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox.runner import print_scenarios, serve_sandbox
+
+    if args.list:
+        print_scenarios()
+        return 0
+    return asyncio.run(serve_sandbox(args.scenario or [], size=args.size, workdir=args.workdir))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return asyncio.run(run_demo(args.scenario or ["vault-partially-sealed"], script=args.script))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sopbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, help="YAML config file (environment SOPBOT_* wins)")
+        return p
+
+    with_config(sub.add_parser("run", help="serve: slash commands, webhooks, schedules")).set_defaults(
+        func=cmd_run)
+    p = sub.add_parser("list", help="the SOPs the bot can run")
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
+    p.set_defaults(func=cmd_list)
+    p = with_config(sub.add_parser(
+        "diagnose", help="run one SOP and print the report (exit 0 ok, 1 warn, 2 crit, 3 unknown)"))
+    p.add_argument("sop_id")
+    p.add_argument("args", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_diagnose)
+    with_config(sub.add_parser("check-config", help="print the effective config (secrets masked) "
+                               "and check Mattermost, Kubernetes and Vault answer")).set_defaults(
+        func=cmd_check_config)
+    p = sub.add_parser("sandbox", help="a simulated platform on 127.0.0.1 (Kubernetes, Vault, Mattermost)")
+    p.add_argument("--scenario", action="append", metavar="NAME", help="failure scenario (repeatable)")
+    p.add_argument("--size", type=int, default=1, help="scale the cluster up (benchmarks)")
+    p.add_argument("--workdir", type=Path, default=Path("sandbox-work"))
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.set_defaults(func=cmd_sandbox)
+    p = sub.add_parser("demo", help="sandbox + bot + a terminal chat to type /sop commands in")
+    p.add_argument("--scenario", action="append", metavar="NAME")
+    p.add_argument("--script", type=Path, help="read commands from this file instead of the terminal")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""The runbook is the team's file, parsed at run time; these use a small runbook of our own."""
+
+from pathlib import Path
+
+from bot.runbook import Runbook
+
+RUNBOOK = Path(__file__).parent / "fixtures" / "runbook.md"
+
+
+def rb() -> Runbook:
+    return Runbook.load(RUNBOOK, url="https://git.example/runbook.md")
+
+
+def test_sections_are_numbered_headings_only():
+    book = rb()
+    assert set(book.sections) == {"4", "4.1", "5", "5.1", "5.2", "5.3", "3", "3.2"}
+    assert book.get("5.1").title == "Vault Sealed After Restart"
+    assert book.get("9.9") is None  # inside a code block
+
+
+def test_labelled_parts_and_severity():
+    section = rb().get("5.1")
+    assert section.severity == "P1"
+    assert "0/1 Ready" in section.part("symptom")
+    assert "Shamir" in section.part("root cause")
+    assert "submit them" in section.part("resolution")
+    assert section.part("escalation").startswith("Lost shares")
+    assert rb().get("4.1").severity == "P2"
+
+
+def test_links_use_github_anchors():
+    assert rb().link("3.2") == ("https://git.example/runbook.md"
+                                "#32-l2-announcement-not-working-no-arp-responses")
+    assert Runbook.load(RUNBOOK).link("3.2") is None  # no URL configured
+
+
+def test_search_ranks_the_section_that_names_the_symptom():
+    book = rb()
+    assert book.search("certificate has expired")[0][0].number == "4.1"
+    assert book.search("ARP")[0][0].number == "3.2"
+    assert book.search("leader")[0][0].number == "5.3"
+    assert book.search("the and of") == []
