@@ -3,7 +3,8 @@ supervisor for reactions and posts. Knows nothing of SOPs."""
 
 from bot.chat.errors import ChatError
 from bot.chat.events import EventSupervisor
-from bot.chat.mattermost import MAX_POST_RUNES, MattermostChat
+from bot.chat.long_messages import MAX_POST_RUNES
+from bot.chat.mattermost import MattermostChat
 from bot.chat.models import Post, PostedEvent, PostRef, Reaction, ReactionEvent
 from bot.chat.queue import WriteQueue
 

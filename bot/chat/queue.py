@@ -143,6 +143,8 @@ class WriteQueue:
         self.max_retry_after_s = max_retry_after_s
         self._items: collections.deque[_Item[Any]] = collections.deque()
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
         self._closed = False
@@ -168,6 +170,7 @@ class WriteQueue:
             self._items.appendleft(item)
         else:
             self._items.append(item)
+        self._idle.clear()
         self._ensure_worker()
         self._wakeup.set()
         return await fut
@@ -184,12 +187,8 @@ class WriteQueue:
 
     async def drain(self) -> None:
         """Wait until every queued job has finished."""
-        while self.depth:
-            fut = self._items[-1].future if self._items else None
-            if fut is not None:
-                await asyncio.wait([fut])
-            else:
-                await asyncio.sleep(0)
+        if self._worker is not None and not self._worker.done():
+            await self._idle.wait()
 
     async def close(self, *, drain: bool = True) -> None:
         self._closed = True
@@ -214,6 +213,7 @@ class WriteQueue:
     async def _work(self) -> None:
         while True:
             if not self._items:
+                self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
