@@ -1,0 +1,248 @@
+"""Stand the sandbox up on 127.0.0.1: Kubernetes API, three Vault listeners, Mattermost.
+
+``Sandbox`` is an async context manager used by tests (in-process, well under a second) and by
+``sopbot sandbox`` / ``sopbot demo``. It writes into its work dir: ``kubeconfig``, ``sopbot.yaml``
+(a bot config pointing at the sandbox) and ``env`` (shell exports), ``env`` last so its presence
+means "ready".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shlex
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from sandbox.kube.server import make_app as make_kube_app
+from sandbox.kube.server import write_kubeconfig
+from sandbox.mattermost.server import make_app as make_mattermost_app
+from sandbox.mattermost.state import MattermostState
+from sandbox.platform import Platform
+from sandbox.scenarios import SCENARIOS, apply_scenarios
+from sandbox.vault.server import make_app as make_vault_app
+from sandbox.world import build_platform
+
+HOST = "127.0.0.1"
+RUNBOOK = Path(__file__).with_name("runbook.md")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class _Listener:
+    """One aiohttp app on a fixed loopback port that can be stopped and started again (a Vault
+    replica going down refuses connections, as a dead pod does)."""
+
+    def __init__(self, app: web.Application, port: int = 0):
+        self.app = app
+        self.port = port
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self.runner is not None
+
+    async def start(self) -> None:
+        if self.runner is None:
+            self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, HOST, self.port, reuse_address=True)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
+
+
+class Sandbox:
+    def __init__(self, scenarios: list[str] | tuple[str, ...] = (), *, size: int = 1,
+                 workdir: Path | None = None, bot_port: int | None = None,
+                 platform: Platform | None = None):
+        unknown = [s for s in scenarios if s not in SCENARIOS]
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        self.scenarios = list(scenarios)
+        self.workdir = workdir
+        self.platform = platform or build_platform(size=size)
+        self.kube_token = secrets.token_hex(16)
+        self.alertmanager_token = secrets.token_hex(16)
+        self.bot_port = bot_port or free_port()
+        self.bot_url = f"http://{HOST}:{self.bot_port}"
+        self.mattermost = MattermostState(command_url=f"{self.bot_url}/mattermost/command")
+        self._kube = _Listener(make_kube_app(self.platform.kube, self.kube_token))
+        self._mm = _Listener(make_mattermost_app(self.mattermost))
+        self._vault = [_Listener(make_vault_app(self.platform.vault, i))
+                       for i in range(len(self.platform.vault.replicas))]
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def kube_url(self) -> str:
+        return self._kube.url
+
+    @property
+    def mattermost_url(self) -> str:
+        return self._mm.url
+
+    @property
+    def vault_addrs(self) -> list[str]:
+        return [v.url for v in self._vault]
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "kubeconfig"
+
+    @property
+    def team_id(self) -> str:
+        return self.mattermost.team.id
+
+    @property
+    def channel_id(self) -> str:
+        return self.mattermost.channel("sop-alerts").id
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> "Sandbox":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.workdir is None:
+            import tempfile
+            self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-sandbox-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        await self._kube.start()
+        await self._mm.start()
+        self.mattermost.site_url = self.mattermost_url
+        for listener in self._vault:
+            await listener.start()
+        if self.scenarios:
+            await self.apply(*self.scenarios)
+        self._write_files()
+
+    async def stop(self) -> None:
+        await self.mattermost.hub.close_all()
+        for listener in [self._kube, self._mm, *self._vault]:
+            await listener.stop()
+        close = getattr(self.mattermost, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def apply(self, *names: str) -> None:
+        """Break the running platform further (scenarios compose)."""
+        apply_scenarios(self.platform, list(names))
+        await self.sync_vault_listeners()
+
+    async def sync_vault_listeners(self) -> None:
+        """A replica marked unreachable stops listening; a reachable one listens again."""
+        for replica, listener in zip(self.platform.vault.replicas, self._vault):
+            if getattr(replica, "reachable", True):
+                await listener.start()
+            else:
+                await listener.stop()
+
+    # -- files for people and tools --------------------------------------------------------
+    def bot_config(self) -> dict[str, Any]:
+        """The bot's config (as YAML data) pointing at this sandbox, everything it can exercise on."""
+        return {
+            "mattermost": {"url": self.mattermost_url, "token": self.mattermost.tokens["sop-bot"],
+                           "team": self.mattermost.team.name, "channel": "sop-alerts"},
+            "slash": {"tokens": [self.mattermost.slash_token]},
+            "server": {"host": HOST, "port": self.bot_port, "public_url": self.bot_url},
+            "kubernetes": {"kubeconfig": str(self.kubeconfig)},
+            "vault": {"addrs": self.vault_addrs, "names": self.platform.vault_names(),
+                      "token": self.platform.vault.root_token},
+            "alertmanager": {"webhook_token": self.alertmanager_token},
+            "runbook": {"path": str(RUNBOOK)},
+            "store": {"path": str(self.workdir / "sopbot.db")},  # type: ignore[operator]
+            "remediation": {"enabled": True, "approvers": ["alice"]},
+        }
+
+    def settings(self, **overrides: Any):  # -> bot.config.Settings
+        """A bot ``Settings`` for this sandbox; ``overrides`` replace whole sections."""
+        from bot.config import Settings
+
+        data = self.bot_config()
+        data.update(overrides)
+        return Settings.model_validate(data)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "VAULT_ADDRS": ",".join(self.vault_addrs),
+            "MATTERMOST_URL": self.mattermost_url,
+            "MM_TEAM_ID": self.team_id,
+            "MM_CHANNEL_ID": self.channel_id,
+            "MM_TOKEN_BOT": self.mattermost.tokens["sop-bot"],
+            "MM_TOKEN_ALICE": self.mattermost.tokens["alice"],
+            "MM_TOKEN_BOB": self.mattermost.tokens["bob"],
+            "SLASH_TOKEN": self.mattermost.slash_token,
+            "BOT_URL": self.bot_url,
+            "ALERTMANAGER_TOKEN": self.alertmanager_token,
+        }
+
+    def _write_files(self) -> None:
+        assert self.workdir is not None
+        write_kubeconfig(self.kubeconfig, self.kube_url, self.kube_token)
+        (self.workdir / "sopbot.yaml").write_text(yaml.safe_dump(self.bot_config(), sort_keys=False))
+        env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
+        tmp = self.workdir / "env.tmp"
+        tmp.write_text(env)
+        tmp.replace(self.workdir / "env")  # atomic: "env" exists only once complete
+
+    def howto(self) -> str:
+        w = self.workdir
+        return "\n".join([
+            f"SOP Bot sandbox is up ({', '.join(self.scenarios) or 'healthy'}).",
+            f"  Kubernetes  {self.kube_url}     kubectl --kubeconfig {w}/kubeconfig get nodes",
+            f"  Vault       {', '.join(self.vault_addrs)}",
+            f"              curl {self.vault_addrs[0]}/v1/sys/seal-status",
+            f"  Mattermost  {self.mattermost_url}  (team 'platform', channel 'sop-alerts')",
+            f"  Bot config  {w}/sopbot.yaml      sopbot run --config {w}/sopbot.yaml",
+            f"  Shell       . {w}/env",
+            "  Run /sop as alice once the bot runs:",
+            f"    curl -s -H \"Authorization: Bearer $MM_TOKEN_ALICE\" {self.mattermost_url}/api/v4/commands/execute \\",
+            "      -d \"{\\\"channel_id\\\":\\\"$MM_CHANNEL_ID\\\",\\\"command\\\":\\\"/sop vault-status\\\"}\"",
+            "Ctrl-C stops it.",
+        ])
+
+
+def print_scenarios() -> None:
+    width = max(len(n) for n in SCENARIOS)
+    for name, scenario in SCENARIOS.items():
+        print(f"{name:<{width}}  {scenario.description}")
+
+
+async def serve_sandbox(scenarios: list[str], *, size: int = 1, workdir: Path | None = None) -> int:
+    try:
+        sandbox = Sandbox(scenarios, size=size, workdir=workdir)
+    except ValueError as exc:
+        print(f"sopbot sandbox: {exc}", file=sys.stderr)
+        return 64
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with sandbox:
+        print(sandbox.howto(), flush=True)
+        await stop.wait()
+    print("sandbox stopped", flush=True)
+    return 0

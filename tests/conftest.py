@@ -1,0 +1,30 @@
+"""Shared fixtures: the sandbox platform and a bot running against it, both in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.runner import Sandbox
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """A healthy platform; tests break it with ``await sandbox.apply("vault-sealed")``."""
+    async with Sandbox(workdir=tmp_path / "sandbox") as sb:
+        yield sb
+
+
+@pytest.fixture
+async def bot(sandbox: Sandbox):
+    """The bot (``bot.runtime.Runtime``) running against ``sandbox`` with its generated config."""
+    from bot.runtime import Runtime
+
+    runtime = Runtime(sandbox.settings())
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
