@@ -27,122 +27,122 @@ async def served() -> AsyncIterator[Served]:
 
 
 @pytest.fixture
-async def bot(served: Served) -> AsyncIterator[AsyncTypedDriver]:
+async def drv(served: Served) -> AsyncIterator[AsyncTypedDriver]:
     driver = served.driver("sop-bot")
     await driver.login()
     yield driver
     await driver.close()
 
 
-async def test_login_returns_the_bot_account(bot: AsyncTypedDriver, served: Served) -> None:
-    me = await bot.users.get_user("me")
+async def test_login_returns_the_bot_account(drv: AsyncTypedDriver, served: Served) -> None:
+    me = await drv.users.get_user("me")
     assert me["username"] == "sop-bot"
     assert me["is_bot"] is True
-    assert bot.client.userid == served.state.user("sop-bot").id
-    alice = await bot.users.get_user_by_username("alice")
+    assert drv.client.userid == served.state.user("sop-bot").id
+    alice = await drv.users.get_user_by_username("alice")
     assert alice["is_bot"] is False
-    again = await bot.users.get_user(alice["id"])
+    again = await drv.users.get_user(alice["id"])
     assert again["username"] == "alice"
-    both = await bot.users.get_users_by_ids([alice["id"], me["id"]])
+    both = await drv.users.get_users_by_ids([alice["id"], me["id"]])
     assert sorted(u["username"] for u in both) == ["alice", "sop-bot"]
 
 
-async def test_team_and_channel_by_name(bot: AsyncTypedDriver, served: Served) -> None:
-    team = await bot.teams.get_team_by_name("platform")
+async def test_team_and_channel_by_name(drv: AsyncTypedDriver, served: Served) -> None:
+    team = await drv.teams.get_team_by_name("platform")
     assert (team["name"], team["display_name"]) == ("platform", "Platform")
-    channel = await bot.channels.get_channel_by_name(team["id"], "sop-alerts")
+    channel = await drv.channels.get_channel_by_name(team["id"], "sop-alerts")
     assert channel["id"] == served.state.channel("sop-alerts").id
     assert channel["team_id"] == team["id"]
-    fetched = await bot.channels.get_channel(channel["id"])
+    fetched = await drv.channels.get_channel(channel["id"])
     assert fetched["name"] == "sop-alerts"
-    member = await bot.channels.get_channel_member(channel["id"], served.state.user("alice").id)
+    member = await drv.channels.get_channel_member(channel["id"], served.state.user("alice").id)
     assert member["user_id"] == served.state.user("alice").id
     with pytest.raises(ResourceNotFound):
-        await bot.channels.get_channel_by_name(team["id"], "no-such-channel")
+        await drv.channels.get_channel_by_name(team["id"], "no-such-channel")
 
 
-async def test_post_reply_edit_and_thread(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_post_reply_edit_and_thread(drv: AsyncTypedDriver, served: Served) -> None:
     alerts = served.state.channel("sop-alerts").id
-    root = await bot.posts.create_post(alerts, "Vault sealed on vault-1", props={"sop": "5.1"})
+    root = await drv.posts.create_post(alerts, "Vault sealed on vault-1", props={"sop": "5.1"})
     assert len(root["id"]) == 26 and root["create_at"] > 0 and root["edit_at"] == 0
-    reply = await bot.posts.create_post(alerts, "Diagnosis: 2/3 unsealed", root_id=root["id"])
+    reply = await drv.posts.create_post(alerts, "Diagnosis: 2/3 unsealed", root_id=root["id"])
     assert reply["root_id"] == root["id"]
 
-    edited = await bot.posts.patch_post(root["id"], message="Vault sealed on vault-1 (resolved)")
+    edited = await drv.posts.patch_post(root["id"], message="Vault sealed on vault-1 (resolved)")
     assert edited["edit_at"] > 0
     assert edited["props"] == {"sop": "5.1"}
-    assert (await bot.posts.get_post(root["id"]))["message"].endswith("(resolved)")
+    assert (await drv.posts.get_post(root["id"]))["message"].endswith("(resolved)")
 
-    thread = await bot.posts.get_post_thread(reply["id"])
+    thread = await drv.posts.get_post_thread(reply["id"])
     assert thread["order"] == [reply["id"], root["id"]]  # newest first, as Mattermost orders it
     assert set(thread["posts"]) == {root["id"], reply["id"]}
     assert [p.message for p in served.state.thread(root["id"])] == [
         "Vault sealed on vault-1 (resolved)",
         "Diagnosis: 2/3 unsealed",
     ]
-    listing = await bot.posts.get_posts_for_channel(alerts, page=0, per_page=1)
+    listing = await drv.posts.get_posts_for_channel(alerts, page=0, per_page=1)
     assert listing["order"] == [reply["id"]]
 
-    await bot.posts.delete_post(reply["id"])
+    await drv.posts.delete_post(reply["id"])
     assert [p.id for p in served.state.posts_in("sop-alerts")] == [root["id"]]
 
 
-async def test_update_post_replaces_message(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_update_post_replaces_message(drv: AsyncTypedDriver, served: Served) -> None:
     post = served.state.post_as("sop-bot", "sop-ops", "checking")
-    updated = await bot.posts.update_post(post.id, id=post.id, message="checked")
+    updated = await drv.posts.update_post(post.id, id=post.id, message="checked")
     assert updated["message"] == "checked" and updated["edit_at"] > 0
 
 
-async def test_reply_to_post_of_another_channel_is_rejected(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_reply_to_post_of_another_channel_is_rejected(drv: AsyncTypedDriver, served: Served) -> None:
     elsewhere = served.state.post_as("alice", "town-square", "hello")
     with pytest.raises(InvalidOrMissingParameters) as err:
-        await bot.posts.create_post(served.state.channel("sop-alerts").id, "reply", root_id=elsewhere.id)
+        await drv.posts.create_post(served.state.channel("sop-alerts").id, "reply", root_id=elsewhere.id)
     assert err.value.error_id == "api.post.create_post.root_id.app_error"
 
 
-async def test_post_length_limit_is_16383_runes(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_post_length_limit_is_16383_runes(drv: AsyncTypedDriver, served: Served) -> None:
     alerts = served.state.channel("sop-alerts").id
-    ok = await bot.posts.create_post(alerts, "é" * 16383)  # runes, not bytes
+    ok = await drv.posts.create_post(alerts, "é" * 16383)  # runes, not bytes
     assert len(ok["message"]) == 16383
     with pytest.raises(InvalidOrMissingParameters) as err:
-        await bot.posts.create_post(alerts, "x" * 16384)
+        await drv.posts.create_post(alerts, "x" * 16384)
     assert err.value.error_id == "model.post.is_valid.msg.app_error"
     assert len(served.state.posts_in(alerts)) == 1
 
 
-async def test_reactions_add_list_remove(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_reactions_add_list_remove(drv: AsyncTypedDriver, served: Served) -> None:
     post = served.state.post_as("sop-bot", "sop-alerts", "Approve restart?")
     me = served.state.user("sop-bot").id
-    saved = await bot.reactions.save_reaction({"user_id": me, "post_id": post.id, "emoji_name": "eyes"})
+    saved = await drv.reactions.save_reaction({"user_id": me, "post_id": post.id, "emoji_name": "eyes"})
     assert saved["emoji_name"] == "eyes" and saved["create_at"] > 0
     served.state.react("alice", post.id, "white_check_mark")
-    listed = await bot.reactions.get_reactions(post.id)
+    listed = await drv.reactions.get_reactions(post.id)
     assert sorted(r["emoji_name"] for r in listed) == ["eyes", "white_check_mark"]
-    assert len((await bot.posts.get_post(post.id))["metadata"]["reactions"]) == 2
+    assert len((await drv.posts.get_post(post.id))["metadata"]["reactions"]) == 2
 
-    await bot.reactions.delete_reaction(me, post.id, "eyes")
+    await drv.reactions.delete_reaction(me, post.id, "eyes")
     assert [r.emoji_name for r in served.state.reactions_on(post.id)] == ["white_check_mark"]
 
     alice_id = served.state.user("alice").id
     with pytest.raises(NotEnoughPermissions) as err:
-        await bot.reactions.save_reaction({"user_id": alice_id, "post_id": post.id, "emoji_name": "+1"})
+        await drv.reactions.save_reaction({"user_id": alice_id, "post_id": post.id, "emoji_name": "+1"})
     assert err.value.error_id == "api.reaction.save_reaction.user_id.app_error"
 
 
-async def test_upload_file_and_post_with_it(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_upload_file_and_post_with_it(drv: AsyncTypedDriver, served: Served) -> None:
     alerts = served.state.channel("sop-alerts").id
     content = b"vault-0 sealed=true\nvault-1 sealed=false\n"
-    uploaded = await bot.files.upload_file(channel_id=alerts, files=("report.txt", content, "text/plain"))
+    uploaded = await drv.files.upload_file(channel_id=alerts, files=("report.txt", content, "text/plain"))
     info = uploaded["file_infos"][0]
     assert (info["name"], info["size"], info["extension"]) == ("report.txt", len(content), "txt")
 
-    post = await bot.posts.create_post(alerts, "full report attached", file_ids=[info["id"]])
+    post = await drv.posts.create_post(alerts, "full report attached", file_ids=[info["id"]])
     assert post["file_ids"] == [info["id"]]
     assert post["metadata"]["files"][0]["post_id"] == post["id"]
 
-    raw = await bot.files.get_file(info["id"])
+    raw = await drv.files.get_file(info["id"])
     assert raw.content == content
-    assert (await bot.files.get_file_info(info["id"]))["post_id"] == post["id"]
+    assert (await drv.files.get_file_info(info["id"]))["post_id"] == post["id"]
 
 
 async def test_wrong_token_is_401_with_the_real_error_body(served: Served) -> None:
@@ -200,12 +200,12 @@ async def test_rate_limited_server_answers_429_with_headers() -> None:
         await driver.close()
 
 
-async def test_fail_next_answers_5xx_then_recovers(bot: AsyncTypedDriver, served: Served) -> None:
+async def test_fail_next_answers_5xx_then_recovers(drv: AsyncTypedDriver, served: Served) -> None:
     served.state.fail_next(1, status=503)
     with pytest.raises(UnknownMattermostError) as err:
-        await bot.posts.create_post(served.state.channel("sop-alerts").id, "lost")
+        await drv.posts.create_post(served.state.channel("sop-alerts").id, "lost")
     assert err.value.status_code == 503
-    post = await bot.posts.create_post(served.state.channel("sop-alerts").id, "kept")
+    post = await drv.posts.create_post(served.state.channel("sop-alerts").id, "kept")
     assert [p.message for p in served.state.posts_in("sop-alerts")] == [post["message"]]
 
 
