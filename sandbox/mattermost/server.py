@@ -96,7 +96,8 @@ def make_gate_mw(state: MattermostState) -> Any:
         if status is not None:
             return AppError("ServeHTTP", "api.sandbox.injected_fault.app_error", "Injected fault.", status).response()
         token = token_of(request)
-        decision = state.check_rate(token or (request.remote or ""))
+        user = state.user_for_token(token)
+        decision = state.check_rate(token or (request.remote or ""), user)
         if decision is not None and not decision.allowed:
             # Mattermost's throttled limiter: plain-text body, relative reset seconds.
             return web.Response(
@@ -110,7 +111,6 @@ def make_gate_mw(state: MattermostState) -> Any:
                 },
             )
         if path not in _PUBLIC:
-            user = state.user_for_token(token)
             if user is None:
                 resp: web.StreamResponse = session_expired().response()
                 return resp

@@ -40,10 +40,15 @@ PostPredicate = Callable[[Post], bool]
 
 @dataclass
 class RateLimit:
-    """Token bucket per token (user): `burst` requests at once, refilled at `per_sec`."""
+    """Token bucket per token (user): `burst` requests at once, refilled at `per_sec`.
+
+    By default only bot accounts are limited, so tests that play people typing commands are not
+    throttled themselves; `everyone=True` limits every caller as the real server does.
+    """
 
     per_sec: float
     burst: int
+    everyone: bool = False
 
 
 @dataclass
@@ -518,9 +523,9 @@ class MattermostState:
                 return f.status
         return None
 
-    def check_rate(self, key: str) -> RateDecision | None:
+    def check_rate(self, key: str, user: User | None) -> RateDecision | None:
         rl = self.rate_limit
-        if rl is None:
+        if rl is None or not (rl.everyone or (user is not None and user.is_bot)):
             return None
         now = self.clock()
         b = self._buckets.get(key)
@@ -547,6 +552,8 @@ class MattermostState:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    aclose = close
 
 
 def _check_message(message: str) -> None:

@@ -190,14 +190,29 @@ async def test_rate_limited_server_answers_429_with_headers() -> None:
             assert resp.headers["X-RateLimit-Reset"] == "2"  # seconds until full, not an epoch
             assert resp.headers["Retry-After"] == "1"
 
+            # People (alice typing commands) are not limited unless `everyone` is set.
+            alice = {"Authorization": f"Bearer {state.tokens['alice']}"}
+            for _ in range(3):
+                assert (await http.get(f"{served.url}/api/v4/users/me", headers=alice)).status_code == 200
             clock.advance(1.0)
-            ok = await http.get(f"{served.url}/api/v4/users/me", headers={"Authorization": f"Bearer {state.tokens['alice']}"})
-            assert ok.status_code == 200 and ok.headers["X-RateLimit-Remaining"] == "1"  # buckets are per token
 
         await driver.posts.create_post(alerts, "second, after refill")
         assert state.post_times("sop-bot") == [1000.0, 1001.0]
         assert [p.message for p in state.posts_in("sop-alerts")] == ["first", "second, after refill"]
         await driver.close()
+
+
+async def test_rate_limit_for_everyone_uses_one_bucket_per_token() -> None:
+    state = MattermostState(clock=FakeClock())
+    state.rate_limit = RateLimit(per_sec=1, burst=1, everyone=True)
+    async with serve(state) as served, httpx.AsyncClient() as http:
+        url = f"{served.url}/api/v4/users/me"
+        alice = {"Authorization": f"Bearer {state.tokens['alice']}"}
+        bob = {"Authorization": f"Bearer {state.tokens['bob']}"}
+        first = await http.get(url, headers=alice)
+        assert first.status_code == 200 and first.headers["X-RateLimit-Remaining"] == "0"
+        assert (await http.get(url, headers=alice)).status_code == 429
+        assert (await http.get(url, headers=bob)).status_code == 200
 
 
 async def test_fail_next_answers_5xx_then_recovers(drv: AsyncTypedDriver, served: Served) -> None:
