@@ -36,6 +36,7 @@ from sandbox.mattermost.models import (
 )
 
 PostPredicate = Callable[[Post], bool]
+PENDING_POST_TTL_S = 30.0  # app.PendingPostIDsCacheTTL: repeats within it are deduplicated
 
 
 @dataclass
@@ -148,6 +149,7 @@ class MattermostState:
         self._last_create = 0
         self._waiters: list[tuple[PostPredicate, asyncio.Future[Post]]] = []
         self._http: aiohttp.ClientSession | None = None
+        self._pending: dict[tuple[str, str], tuple[str, float]] = {}  # (user, pending_post_id) -> (post, clock)
 
         for name, bot in (("sop-bot", True), ("alice", False), ("bob", False)):
             user = User(
@@ -299,6 +301,9 @@ class MattermostState:
         return self._last_create
 
     def create_post(self, user_id: str, body: CreatePostBody, extra_props: dict[str, Any] | None = None) -> Post:
+        seen = self._pending.get((user_id, body.pending_post_id)) if body.pending_post_id else None
+        if seen is not None and self.clock() - seen[1] <= PENDING_POST_TTL_S and seen[0] in self.posts:
+            return self.posts[seen[0]]  # a retried create: Mattermost answers with the first post
         ch = self.channels.get(body.channel_id)
         if ch is None:
             raise bad_param("createPost", "channel_id")
@@ -333,6 +338,8 @@ class MattermostState:
             self.files[fid][0].post_id = post.id
             self.files[fid][0].channel_id = ch.id
         self.posts[post.id] = post
+        if body.pending_post_id:
+            self._pending[(user_id, body.pending_post_id)] = (post.id, self.clock())
         self.accepted_posts.append((self.clock(), user_id))
         ch.last_post_at = ts
         ch.total_msg_count += 1

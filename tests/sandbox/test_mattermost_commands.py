@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import json
+
 import httpx
 import pytest
 from aiohttp import web
@@ -229,3 +231,30 @@ async def test_plain_text_reply_is_an_ephemeral_message(served: Served, receiver
     assert answer["text"] == "usage: /sop <id>"
     assert [p.message for p in served.state.ephemerals_for("bob")] == ["usage: /sop <id>"]
     assert answer["trigger_id"]
+
+
+async def test_opened_dialog_is_announced_to_the_user_over_the_websocket(served: Served, receiver: Receiver) -> None:
+    import aiohttp
+
+    bot = served.driver("sop-bot")
+    await bot.login()
+
+    async def open_dialog(form: dict[str, str]) -> web.StreamResponse:
+        await bot.integration_actions.open_interactive_dialog(
+            form["trigger_id"], f"{receiver.url}/mattermost/dialog", {"callback_id": "c", "title": "Approve"}
+        )
+        return web.Response(status=200)
+
+    receiver.reply = open_dialog
+    headers = {"Authorization": f"Bearer {served.state.tokens['alice']}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"ws://{served.host}:{served.port}/api/v4/websocket", headers=headers) as ws:
+            assert (await ws.receive_json(timeout=5))["event"] == "hello"
+            await served.state.run_command("alice", "sop-ops", "/sop approve")
+            event = await ws.receive_json(timeout=5)
+    assert event["event"] == "open_dialog"
+    assert event["broadcast"]["user_id"] == served.state.user("alice").id
+    opened = json.loads(event["data"]["dialog"])
+    assert opened["trigger_id"] == receiver.commands[0][0]["trigger_id"]
+    assert opened["dialog"]["title"] == "Approve"
+    await bot.close()

@@ -224,6 +224,37 @@ async def test_fail_next_answers_5xx_then_recovers(drv: AsyncTypedDriver, served
     assert [p.message for p in served.state.posts_in("sop-alerts")] == [post["message"]]
 
 
+async def test_retried_create_with_same_pending_post_id_is_deduplicated(drv: AsyncTypedDriver, served: Served) -> None:
+    body = {"channel_id": served.state.channel("sop-alerts").id, "message": "once", "pending_post_id": "p-1"}
+    first = await drv.client.post("/api/v4/posts", options=body)
+    again = await drv.client.post("/api/v4/posts", options=body)
+    assert again["id"] == first["id"]
+    assert [p.message for p in served.state.posts_in("sop-alerts")] == ["once"]
+
+
+async def test_ephemeral_post_reaches_only_its_user(drv: AsyncTypedDriver, served: Served) -> None:
+    state = served.state
+    post = await drv.posts.create_post_ephemeral(
+        state.user("bob").id, {"channel_id": state.channel("sop-ops").id, "message": "only you can approve"}
+    )
+    assert post["type"] == "system_ephemeral"
+    assert [p.message for p in state.ephemerals_for("bob")] == ["only you can approve"]
+    assert state.ephemerals_for("alice") == [] and state.posts_in("sop-ops") == []
+
+
+async def test_channel_posts_since_returns_only_newer(drv: AsyncTypedDriver, served: Served) -> None:
+    old = served.state.post_as("alice", "sop-ops", "old")
+    new = served.state.post_as("alice", "sop-ops", "new")
+    listing = await drv.posts.get_posts_for_channel(served.state.channel("sop-ops").id, since=old.update_at)
+    assert listing["order"] == [new.id]
+
+
+async def test_unknown_post_is_404(drv: AsyncTypedDriver) -> None:
+    with pytest.raises(ResourceNotFound) as err:
+        await drv.posts.get_post("x" * 26)
+    assert err.value.error_id == "app.post.get.app_error"
+
+
 async def test_wait_for_post_sees_a_later_post(served: Served) -> None:
     import asyncio
 
