@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import mimetypes
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,10 +313,9 @@ class MattermostState:
         _check_message(body.message)
         if body.root_id:
             root = self.posts.get(body.root_id)
-            if root is None or root.delete_at or root.channel_id != ch.id:
+            # The root must exist in the same channel and be a root itself, not a reply.
+            if root is None or root.delete_at or root.channel_id != ch.id or root.root_id:
                 raise AppError("createPost", "api.post.create_post.root_id.app_error", "Invalid RootId parameter.", 400)
-            if root.root_id:  # replies to a reply join the root's thread
-                body.root_id = root.root_id
         for fid in body.file_ids:
             info = self.files.get(fid)
             if info is None or info[0].user_id != user_id or info[0].post_id:
@@ -344,17 +344,21 @@ class MattermostState:
         ch.last_post_at = ts
         ch.total_msg_count += 1
         sender = self.users[user_id]
+        data: dict[str, Any] = {
+            "channel_display_name": ch.display_name,
+            "channel_name": ch.name,
+            "channel_type": ch.type,
+            "post": json.dumps(self.post_json(post)),
+            "sender_name": f"@{sender.username}",
+            "set_online": True,
+            "team_id": ch.team_id,
+        }
+        mentioned = self._mentions(ch.id, post.message, exclude=user_id)
+        if mentioned:
+            data["mentions"] = json.dumps(mentioned)  # like post, a JSON string
         self.hub.publish(
             "posted",
-            {
-                "channel_display_name": ch.display_name,
-                "channel_name": ch.name,
-                "channel_type": ch.type,
-                "post": json.dumps(self.post_json(post)),
-                "sender_name": f"@{sender.username}",
-                "set_online": True,
-                "team_id": ch.team_id,
-            },
+            data,
             broadcast(channel_id=ch.id),
             self._channel_members(ch.id),
         )
@@ -478,6 +482,14 @@ class MattermostState:
         if entry[0].channel_id and not self.is_member(entry[0].channel_id, user_id):
             raise forbidden("getFile")
         return entry
+
+    def _mentions(self, channel_id: str, message: str, exclude: str) -> list[str]:
+        words = set(re.findall(r"@([a-z0-9._-]+)", message.lower()))
+        return [
+            uid
+            for uid in self._channel_members(channel_id)
+            if uid != exclude and self.users[uid].username in words
+        ]
 
     def _channel_members(self, channel_id: str) -> list[str]:
         return [u for c, u in self.members if c == channel_id]

@@ -3,12 +3,12 @@ tiny aiohttp receiver the way the real server calls an integration."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import json
-
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
@@ -234,8 +234,6 @@ async def test_plain_text_reply_is_an_ephemeral_message(served: Served, receiver
 
 
 async def test_opened_dialog_is_announced_to_the_user_over_the_websocket(served: Served, receiver: Receiver) -> None:
-    import aiohttp
-
     bot = served.driver("sop-bot")
     await bot.login()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -98,6 +99,13 @@ async def test_reply_to_post_of_another_channel_is_rejected(drv: AsyncTypedDrive
     with pytest.raises(InvalidOrMissingParameters) as err:
         await drv.posts.create_post(served.state.channel("sop-alerts").id, "reply", root_id=elsewhere.id)
     assert err.value.error_id == "api.post.create_post.root_id.app_error"
+
+
+async def test_reply_to_a_reply_is_rejected(drv: AsyncTypedDriver, served: Served) -> None:
+    root = served.state.post_as("alice", "sop-alerts", "root")
+    reply = served.state.post_as("alice", "sop-alerts", "reply", root_id=root.id)
+    with pytest.raises(InvalidOrMissingParameters):
+        await drv.posts.create_post(served.state.channel("sop-alerts").id, "nested", root_id=reply.id)
 
 
 async def test_post_length_limit_is_16383_runes(drv: AsyncTypedDriver, served: Served) -> None:
@@ -256,8 +264,6 @@ async def test_unknown_post_is_404(drv: AsyncTypedDriver) -> None:
 
 
 async def test_wait_for_post_sees_a_later_post(served: Served) -> None:
-    import asyncio
-
     waiter = asyncio.create_task(served.state.wait_for_post(lambda p: p.message == "done"))
     await asyncio.sleep(0)
     served.state.post_as("sop-bot", "sop-ops", "done")

@@ -87,6 +87,10 @@ async def test_posted_and_reaction_events_carry_json_strings(alice_ws: Listener,
     assert posted["data"]["sender_name"] == "@sop-bot"
     assert posted["broadcast"]["channel_id"] == state.channel("sop-alerts").id
 
+    state.post_as("bob", "sop-alerts", "@alice please approve", root_id=created["id"])
+    mention = await alice_ws.next_event()
+    assert json.loads(mention["data"]["mentions"]) == [state.user("alice").id]
+
     state.react("bob", created["id"], "white_check_mark")
     added = await alice_ws.next_event()
     assert added["event"] == "reaction_added"
