@@ -15,6 +15,7 @@ from sandbox.mattermost import integrations
 from sandbox.mattermost.errors import AppError, bad_param, bad_url_param, forbidden, not_found, session_expired
 from sandbox.mattermost.hub import SERVER_VERSION
 from sandbox.mattermost.models import (
+    ChannelMember,
     CommandResponse,
     CreatePostBody,
     EphemeralPostBody,
@@ -23,6 +24,7 @@ from sandbox.mattermost.models import (
     PatchPostBody,
     ReactionBody,
     SubmitDialogBody,
+    Team,
     UpdatePostBody,
     User,
 )
@@ -83,7 +85,7 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
         return AppError("ServeHTTP", "api.context.405.app_error", "Method not allowed.", 405).response()
 
 
-def make_gate_mw(state: MattermostState) -> Any:
+def make_gate_mw(state: MattermostState) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not state.site_url:
@@ -162,7 +164,7 @@ def make_app(state: MattermostState) -> web.Application:
         return ok_json([state.users[i].model_dump() for i in ids if isinstance(i, str) and i in state.users])
 
     # teams and channels
-    def find_team(team_id: str = "", name: str = "") -> Any:
+    def find_team(team_id: str = "", name: str = "") -> Team:
         t = state.team
         if (team_id and t.id != team_id) or (name and t.name != name):
             raise not_found("GetTeam", "app.team.get.find.app_error", "team")
@@ -194,8 +196,6 @@ def make_app(state: MattermostState) -> web.Application:
         return ok_json(state.get_channel(request.match_info["channel_id"], caller(request).id).model_dump())
 
     async def get_channel_member(request: web.Request) -> web.Response:
-        from sandbox.mattermost.models import ChannelMember
-
         ch = state.get_channel(request.match_info["channel_id"], caller(request).id)
         uid = request.match_info["user_id"]
         uid = caller(request).id if uid == "me" else uid

@@ -14,7 +14,7 @@ import mimetypes
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,7 +25,6 @@ from sandbox.mattermost.ids import new_id, now_ms
 from sandbox.mattermost.models import (
     MAX_POST_RUNES,
     Channel,
-    ChannelMember,
     CreatePostBody,
     FileInfo,
     PatchPostBody,

@@ -36,7 +36,7 @@ class Served:
         return opts
 
     def driver(self, username: str, **extra: Any) -> AsyncTypedDriver:
-        """An unmodified AsyncTypedDriver logged in as nobody yet (call `await d.login()`)."""
+        """An unmodified AsyncTypedDriver holding `username`'s token (call `await d.login()`)."""
         return AsyncTypedDriver(self.driver_options(username, **extra))
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -35,7 +36,9 @@ async def _writer(conn: Connection) -> None:
             return
 
 
-def make_handler(state: MattermostState, token_of: Any) -> Any:
+def make_handler(
+    state: MattermostState, token_of: Callable[[web.Request], str]
+) -> Callable[[web.Request], Awaitable[web.WebSocketResponse]]:
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
