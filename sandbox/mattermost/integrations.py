@@ -160,11 +160,35 @@ def use_command_hook(state: MattermostState, hook_id: str, reply: CommandRespons
 
 
 # -- interactive dialogs ------------------------------------------------------------------------
+_ELEMENT_TYPES = {"text", "textarea", "select", "bool", "radio", "date", "datetime"}
+
+
+def dialog_warnings(dialog: Dialog) -> list[str]:
+    """Dialog.IsValid() problems. Recent servers log these and still open the dialog (the webapp
+    may render it badly), so they are recorded on the dialog instead of rejecting it."""
+    problems: list[str] = []
+    if not dialog.title or len(dialog.title) > 24:
+        problems.append(f"invalid dialog title {dialog.title!r} (1-24 characters)")
+    names: set[str] = set()
+    for el in dialog.elements:
+        name, label, kind = str(el.get("name", "")), str(el.get("display_name", "")), el.get("type")
+        if not name or name in names:
+            problems.append(f"element name {name!r} is empty or duplicated")
+        names.add(name)
+        if not label or len(label) > 24:
+            problems.append(f"element {name!r}: display_name must be 1-24 characters")
+        if kind not in _ELEMENT_TYPES:
+            problems.append(f"element {name!r}: unknown type {kind!r}")
+    return problems
+
+
 def open_dialog(state: MattermostState, trigger_id: str, url: str, dialog: Dialog) -> OpenedDialog:
     trig = verify_trigger(state, trigger_id)
     if not url:
         raise bad_param("openDialog", "url")
-    opened = OpenedDialog(new_id(), trigger_id, trig.user_id, trig.channel_id, trig.team_id, url, dialog.model_dump())
+    opened = OpenedDialog(
+        new_id(), trigger_id, trig.user_id, trig.channel_id, trig.team_id, url, dialog.model_dump(), dialog_warnings(dialog)
+    )
     state.dialogs[opened.id] = opened
     # The webapp learns about the dialog from this event and shows it to the user.
     state.hub.publish(

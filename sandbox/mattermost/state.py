@@ -14,7 +14,7 @@ import mimetypes
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -93,6 +93,7 @@ class OpenedDialog:
     team_id: str
     url: str
     dialog: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # what the real server would log as invalid
 
 
 @dataclass
@@ -321,6 +322,8 @@ class MattermostState:
                 raise bad_param("createPost", "file_ids")
         ts = self._stamp()
         props = {**body.props, **(extra_props or {})}
+        if self.users[user_id].is_bot:
+            props["from_bot"] = "true"  # the real server marks every bot account's post
         post = Post(
             user_id=user_id,
             channel_id=ch.id,

@@ -160,6 +160,7 @@ async def test_dialog_opened_with_trigger_and_submitted_reaches_the_integration(
     await state.run_command("alice", "sop-ops", "/sop approve run-42")
     [dialog] = state.dialogs_for("alice")
     assert dialog.dialog["title"] == "Approve restart"
+    assert dialog.warnings == []
 
     await state.submit_dialog("alice", receiver.commands[0][0]["trigger_id"], {"reason": "planned"})
     assert receiver.submissions == [
@@ -239,7 +240,9 @@ async def test_opened_dialog_is_announced_to_the_user_over_the_websocket(served:
 
     async def open_dialog(form: dict[str, str]) -> web.StreamResponse:
         await bot.integration_actions.open_interactive_dialog(
-            form["trigger_id"], f"{receiver.url}/mattermost/dialog", {"callback_id": "c", "title": "Approve"}
+            form["trigger_id"],
+            f"{receiver.url}/mattermost/dialog",
+            {"callback_id": "c", "title": "Approve the restart of vault-1 in prod"},
         )
         return web.Response(status=200)
 
@@ -254,5 +257,7 @@ async def test_opened_dialog_is_announced_to_the_user_over_the_websocket(served:
     assert event["broadcast"]["user_id"] == served.state.user("alice").id
     opened = json.loads(event["data"]["dialog"])
     assert opened["trigger_id"] == receiver.commands[0][0]["trigger_id"]
-    assert opened["dialog"]["title"] == "Approve"
+    assert opened["dialog"]["title"].startswith("Approve")
+    [dialog] = served.state.dialogs_for("alice")
+    assert dialog.warnings == ["invalid dialog title 'Approve the restart of vault-1 in prod' (1-24 characters)"]
     await bot.close()

@@ -65,13 +65,14 @@ async def test_team_and_channel_by_name(drv: AsyncTypedDriver, served: Served) -
 async def test_post_reply_edit_and_thread(drv: AsyncTypedDriver, served: Served) -> None:
     alerts = served.state.channel("sop-alerts").id
     root = await drv.posts.create_post(alerts, "Vault sealed on vault-1", props={"sop": "5.1"})
+    assert root["props"] == {"sop": "5.1", "from_bot": "true"}
     assert len(root["id"]) == 26 and root["create_at"] > 0 and root["edit_at"] == 0
     reply = await drv.posts.create_post(alerts, "Diagnosis: 2/3 unsealed", root_id=root["id"])
     assert reply["root_id"] == root["id"]
 
     edited = await drv.posts.patch_post(root["id"], message="Vault sealed on vault-1 (resolved)")
     assert edited["edit_at"] > 0
-    assert edited["props"] == {"sop": "5.1"}
+    assert edited["props"] == {"sop": "5.1", "from_bot": "true"}
     assert (await drv.posts.get_post(root["id"]))["message"].endswith("(resolved)")
 
     thread = await drv.posts.get_post_thread(reply["id"])
