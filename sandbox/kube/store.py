@@ -34,6 +34,11 @@ class ObjectStore:
     _types: dict[TypeKey, dict[ObjKey, Obj]] = field(default_factory=dict)
     resource_version: int = 1000
     _watchers: list[tuple[TypeKey, asyncio.Queue[WatchEvent]]] = field(default_factory=list)
+    # Sorted keys per type, dropped when a key is added or removed (not on in-place updates),
+    # so paginated lists bisect instead of sorting every page.
+    _sorted_keys: dict[TypeKey, list[ObjKey]] = field(default_factory=dict)
+    # Container logs served by pods/{name}/log, keyed (namespace, pod name); scenarios set them.
+    pod_logs: dict[ObjKey, str] = field(default_factory=dict)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
@@ -42,13 +47,26 @@ class ObjectStore:
     def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
         """Objects of a kind, in (namespace, name) order: a stable order for limit/continue."""
         objs = self._types.get((api_version, kind), {})
-        keys = sorted(objs)
+        keys = self.sorted_keys(api_version, kind)
         if namespace:
             keys = [k for k in keys if k[0] == namespace]
         return [objs[k] for k in keys]
 
     def count(self, api_version: str, kind: str) -> int:
         return len(self._types.get((api_version, kind), {}))
+
+    def sorted_keys(self, api_version: str, kind: str) -> list[ObjKey]:
+        """All (namespace, name) keys of a kind in sorted order; cached between key-set changes.
+        Callers must not mutate the returned list."""
+        key = (api_version, kind)
+        keys = self._sorted_keys.get(key)
+        if keys is None:
+            keys = self._sorted_keys[key] = sorted(self._types.get(key, {}))
+        return keys
+
+    def types(self) -> list[TypeKey]:
+        """Every (apiVersion, kind) that has held objects."""
+        return list(self._types)
 
     # -- writes ------------------------------------------------------------------------------
     def _next_rv(self) -> str:
@@ -66,6 +84,8 @@ class ObjectStore:
         key = (obj["apiVersion"], obj["kind"])
         existed = (meta.get("namespace", ""), meta["name"]) in self._types.get(key, {})
         self._types.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = obj
+        if not existed:
+            self._sorted_keys.pop(key, None)
         self._publish(key, WatchEvent("MODIFIED" if existed else "ADDED", obj))
         return obj
 
@@ -73,7 +93,11 @@ class ObjectStore:
         meta = obj["metadata"]
         meta["resourceVersion"] = self._next_rv()
         key = (obj["apiVersion"], obj["kind"])
-        self._types.setdefault(key, {})[(meta.get("namespace", ""), meta["name"])] = obj
+        objs = self._types.setdefault(key, {})
+        okey = (meta.get("namespace", ""), meta["name"])
+        if okey not in objs:
+            self._sorted_keys.pop(key, None)
+        objs[okey] = obj
         self._publish(key, WatchEvent("MODIFIED", obj))
         return obj
 
@@ -90,6 +114,7 @@ class ObjectStore:
         key = (api_version, kind)
         obj = self._types.get(key, {}).pop((namespace or "", name), None)
         if obj is not None:
+            self._sorted_keys.pop(key, None)
             obj = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._publish(key, WatchEvent("DELETED", obj))

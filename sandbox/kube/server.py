@@ -1,0 +1,676 @@
+"""The sandbox's Kubernetes API server: aiohttp on loopback, serving the ObjectStore.
+
+kubectl and kubernetes-asyncio talk to it unmodified: discovery, CRUD with the real Status
+errors, selectors, limit/continue, the three patch types, dryRun, status/scale/eviction
+subresources, server-side Tables and watch. Objects written into the store by the world builder
+or scenarios are visible on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hmac
+import logging
+import secrets
+import string
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from sandbox.kube import discovery, jsonio, tables
+from sandbox.kube.errors import (
+    ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
+    namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
+    unsupported_media_type,
+)
+from sandbox.kube.eviction import check_eviction
+from sandbox.kube.listing import list_page
+from sandbox.kube.patching import PatchError, json_patch, merge_patch, strategic_merge
+from sandbox.kube.paths import Target, parse
+from sandbox.kube.resources import CATALOG, Catalog, ResourceType
+from sandbox.kube.selectors import (
+    compile_field_selector, label_selector_string, labels_match, parse_field_selector,
+    parse_label_selector,
+)
+from sandbox.kube.store import ObjectStore, WatchEvent, now_iso
+from sandbox.kube.validation import validate_name
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+STORE_KEY = web.AppKey("kube_store", ObjectStore)
+_WATCHES: web.AppKey[set[asyncio.Queue[WatchEvent]]] = web.AppKey("kube_watches", set)
+_CLOSE = "__CLOSE__"  # sentinel event type that ends a watch stream on shutdown
+_DEFAULT_WATCH_S = 1800
+_PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+    "application/apply-patch+yaml": "apply",
+}
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=jsonio.dumps(obj), status=status, content_type="application/json")
+
+
+def _error(err: ApiError) -> web.Response:
+    return _json(err.status(), err.code)
+
+
+def _get_path(obj: Obj, dotted: str) -> Any:
+    cur: Any = obj
+    for k in dotted.split("."):
+        cur = cur.get(k) if isinstance(cur, dict) else None
+    return cur
+
+
+def _set_path(obj: Obj, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = obj
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+
+
+def _without(obj: Obj, *keys: str) -> Obj:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+def _accept_params(accept: str) -> dict[str, str]:
+    """Parameters of the first Accept entry that asks for a meta.k8s.io rendering (as=Table...)."""
+    for part in accept.split(","):
+        params = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip()
+                  for p in part.split(";")[1:] if "=" in p}
+        if params.get("g") == "meta.k8s.io" and params.get("as"):
+            return params
+    return {}
+
+
+class KubeApi:
+    """Request handlers over one ObjectStore."""
+
+    def __init__(self, store: ObjectStore, catalog: Catalog = CATALOG):
+        self.store = store
+        self.catalog = catalog
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _get(self, rt: ResourceType, name: str, namespace: str | None) -> Obj:
+        obj = self.store.get(rt.api_version, rt.kind, name, namespace or "")
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
+
+    def _require_namespace(self, namespace: str) -> None:
+        if self.store.get("v1", "Namespace", namespace) is None:
+            raise namespace_not_found(namespace)
+
+    @staticmethod
+    async def _body(request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            raise bad_request("the request body is empty")
+        try:
+            if request.content_type == "application/apply-patch+yaml":
+                return yaml.safe_load(raw)
+            return jsonio.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise bad_request(f"error decoding request body: {exc}") from None
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        values = request.query.getall("dryRun", [])
+        for v in values:
+            if v != "All":
+                raise bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
+        return bool(values)
+
+    @staticmethod
+    def _out(rt: ResourceType, obj: Obj) -> Obj:
+        """An object as a response carries it: apiVersion and kind first."""
+        return {"apiVersion": rt.api_version, "kind": rt.kind, **_without(obj, "apiVersion", "kind")}
+
+    # -- read --------------------------------------------------------------------------------
+    async def get(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        obj = self._get(t.rt, t.name, t.namespace)
+        params = _accept_params(request.headers.get("Accept", ""))
+        if params.get("as") == "Table":
+            meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+            return _json(tables.table(t.rt, [obj], meta, request.query.get("includeObject", "Metadata")))
+        if params.get("as") == "PartialObjectMetadata":
+            return _json({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                          "metadata": obj["metadata"]})
+        return _json(self._out(t.rt, obj))
+
+    async def list(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        labels = parse_label_selector(q.get("labelSelector"))
+        fields = compile_field_selector(parse_field_selector(q.get("fieldSelector")),
+                                        t.rt.group, t.rt.kind, t.rt.crd)
+        if q.get("watch") in ("1", "true", "True"):
+            return await self.watch(request, t, labels, fields)
+        try:
+            limit = int(q.get("limit") or 0)
+        except ValueError:
+            raise bad_request(f"limit: Invalid value: {q.get('limit')!r}") from None
+        if t.namespace and t.rt.namespaced and t.rt.kind != "Namespace":
+            pass  # listing in a missing namespace is an empty list, as on the real server
+        page = list_page(self.store, t.rt.api_version, t.rt.kind, t.namespace, labels=labels,
+                         fields=fields, limit=limit, cont=q.get("continue"))
+        meta: Obj = {"resourceVersion": page.resource_version}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+        if page.remaining is not None:
+            meta["remainingItemCount"] = page.remaining
+        params = _accept_params(request.headers.get("Accept", ""))
+        if params.get("as") == "Table":
+            return _json(tables.table(t.rt, page.items, meta, q.get("includeObject", "Metadata")))
+        if params.get("as") == "PartialObjectMetadataList":
+            return _json({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                          "metadata": meta,
+                          "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                     "metadata": o["metadata"]} for o in page.items]})
+        if t.rt.crd:
+            items = page.items
+        else:  # typed lists of built-in kinds leave apiVersion/kind off their items
+            items = [_without(o, "apiVersion", "kind") for o in page.items]
+        return _json({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": meta,
+                      "items": items})
+
+    async def watch(self, request: web.Request, t: Target, labels: Any,
+                    fields: Any) -> web.StreamResponse:
+        q = request.query
+        rt = t.rt
+        queue = self.store.subscribe(rt.api_version, rt.kind)
+        request.app[_WATCHES].add(queue)
+        params = _accept_params(request.headers.get("Accept", ""))
+        as_table = params.get("as") == "Table"
+        include = q.get("includeObject", "Metadata")
+        try:
+            timeout = float(q.get("timeoutSeconds") or _DEFAULT_WATCH_S)
+        except ValueError:
+            raise bad_request("timeoutSeconds: invalid value") from None
+        deadline = time.monotonic() + timeout
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+
+        def matches(obj: Obj) -> bool:
+            if t.namespace and obj["metadata"].get("namespace", "") != t.namespace:
+                return False
+            return labels_match(labels, obj) and (fields is None or fields(obj))
+
+        async def send(kind: str, obj: Obj) -> None:
+            if as_table:
+                payload: Obj = tables.table(rt, [obj], {"resourceVersion": obj["metadata"].get(
+                    "resourceVersion", "")}, include)
+            else:
+                payload = self._out(rt, obj)
+            await resp.write(jsonio.dumps({"type": kind, "object": payload}) + b"\n")
+
+        try:
+            rv = q.get("resourceVersion")
+            initial = q.get("sendInitialEvents") in ("true", "1")
+            if rv in (None, "", "0") or initial:
+                page = list_page(self.store, rt.api_version, rt.kind, t.namespace, labels=labels,
+                                 fields=fields)
+                for obj in page.items:
+                    await send("ADDED", obj)
+            if initial:
+                await resp.write(jsonio.dumps({"type": "BOOKMARK", "object": {
+                    "kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
+                        "resourceVersion": str(self.store.resource_version),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}}) + b"\n")
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=min(remaining, 1.0))
+                except TimeoutError:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break  # the client went away
+                    continue
+                if event.type == _CLOSE:
+                    break
+                if matches(event.object):
+                    await send(event.type, event.object)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.unsubscribe(queue)
+            request.app[_WATCHES].discard(queue)
+        try:
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+
+    # -- write -------------------------------------------------------------------------------
+    def _admit(self, rt: ResourceType, obj: Obj) -> None:
+        """Defaults the real registries fill in on create."""
+        if rt.kind == "Namespace":
+            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj.setdefault("status", {"phase": "Active"})
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif rt.kind == "Pod":
+            obj.setdefault("status", {}).setdefault("phase", "Pending")
+        elif rt.kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
+
+    async def create(self, request: web.Request, t: Target) -> web.StreamResponse:
+        rt = t.rt
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):
+            raise bad_request(f"the API version in the data ({body.get('apiVersion')}) does not match "
+                              f"the expected API version ({rt.api_version})")
+        obj = copy.deepcopy(body)
+        obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        meta = obj.setdefault("metadata", {})
+        if rt.namespaced:
+            if t.namespace is None:
+                raise method_not_allowed()
+            if meta.get("namespace") not in (None, "", t.namespace):
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            meta["namespace"] = t.namespace
+        else:
+            meta.pop("namespace", None)
+        if not meta.get("name") and meta.get("generateName"):
+            suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+            meta["name"] = meta["generateName"] + suffix
+        name = meta.get("name") or ""
+        validate_name(rt, name)
+        if meta.get("resourceVersion"):
+            raise ApiError(500, "InternalError", "Internal error occurred: resourceVersion should not "
+                           "be set on objects to be created")
+        if rt.namespaced:
+            self._require_namespace(t.namespace or "")
+        if self.store.get(rt.api_version, rt.kind, name, t.namespace or "") is not None:
+            raise already_exists(rt, name)
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
+            meta.pop(k, None)
+        self._admit(rt, obj)
+        if self._dry_run(request):
+            meta["uid"] = secrets.token_hex(16)
+            meta["creationTimestamp"] = now_iso()
+            meta["generation"] = 1
+            return _json(self._out(rt, obj), 201)
+        return _json(self._out(rt, self.store.add(obj)), 201)
+
+    def _commit(self, request: web.Request, rt: ResourceType, old: Obj, new: Obj,
+                subresource: str | None) -> web.Response:
+        """Finish an update or patch: keep identity, apply the status split, bump generation."""
+        if not isinstance(new, dict):
+            raise unprocessable("the patched object is not a JSON object")
+        meta = new.get("metadata")
+        if not isinstance(meta, dict):
+            meta = new["metadata"] = {}
+        old_meta = old["metadata"]
+        if meta.get("name", old_meta["name"]) != old_meta["name"]:
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name "
+                              f"on the URL ({old_meta['name']})")
+        rv = meta.get("resourceVersion")
+        if rv and rv != old_meta.get("resourceVersion"):
+            raise conflict(rt, old_meta["name"])
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        else:
+            if rt.status and "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            elif rt.status:
+                new.pop("status", None)
+            new["apiVersion"], new["kind"] = rt.api_version, rt.kind
+            for k in ("name", "namespace", "uid", "creationTimestamp", "generation"):
+                if k in old_meta:
+                    meta[k] = old_meta[k]
+                else:
+                    meta.pop(k, None)
+            if (_without(new, "metadata", "status") != _without(old, "metadata", "status")
+                    and rt.kind not in ("Namespace", "Node", "ConfigMap", "Secret", "Event")):
+                meta["generation"] = int(old_meta.get("generation") or 1) + 1
+        meta = new["metadata"]
+        if self._dry_run(request):
+            return _json(self._out(rt, new))
+        return _json(self._out(rt, self.store.replace(new)))
+
+    async def update(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        old = self._get(t.rt, t.name, t.namespace)
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        new = copy.deepcopy(body)
+        new.setdefault("metadata", {}).setdefault("name", t.name)
+        if t.subresource != "status":
+            validate_name(t.rt, new["metadata"]["name"])
+        return self._commit(request, t.rt, old, new, t.subresource)
+
+    def _apply_patch(self, request: web.Request, rt: ResourceType, doc: Obj, patch: Any) -> Any:
+        kind = _PATCH_TYPES.get(request.content_type)
+        if kind is None:
+            raise unsupported_media_type(request.content_type)
+        try:
+            if kind == "merge" or kind == "apply":
+                return merge_patch(doc, patch)
+            if kind == "strategic":
+                if rt.crd:
+                    raise unsupported_media_type(request.content_type)
+                return strategic_merge(doc, patch)
+            return json_patch(doc, patch)
+        except PatchError as exc:
+            raise unprocessable(str(exc)) from None
+
+    async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        rt = t.rt
+        patch = await self._body(request)
+        old = self.store.get(rt.api_version, rt.kind, t.name, t.namespace or "")
+        if old is None:
+            if request.content_type == "application/apply-patch+yaml" and t.subresource is None:
+                return await self._apply_create(request, t, patch)
+            raise not_found(rt, t.name)
+        new = self._apply_patch(request, rt, copy.deepcopy(old), patch)
+        return self._commit(request, rt, old, new, t.subresource)
+
+    async def _apply_create(self, request: web.Request, t: Target, body: Any) -> web.Response:
+        """Server-side apply of an object that does not exist yet: a create."""
+        rt = t.rt
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be an object")
+        obj = copy.deepcopy(body)
+        obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        meta = obj.setdefault("metadata", {})
+        meta["name"] = t.name
+        if rt.namespaced:
+            meta["namespace"] = t.namespace
+            self._require_namespace(t.namespace or "")
+        validate_name(rt, t.name or "")
+        self._admit(rt, obj)
+        if self._dry_run(request):
+            return _json(self._out(rt, obj), 201)
+        return _json(self._out(rt, self.store.add(obj)), 201)
+
+    async def delete(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        rt = t.rt
+        old = self._get(rt, t.name, t.namespace)
+        raw = await request.read()
+        if raw:
+            try:
+                opts = jsonio.loads(raw)
+            except ValueError:
+                raise bad_request("error decoding DeleteOptions") from None
+            pre = (opts or {}).get("preconditions") or {}
+            if pre.get("uid") and pre["uid"] != old["metadata"].get("uid"):
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rt.group_resource} '
+                               f'"{t.name}": Precondition failed: UID in precondition: {pre["uid"]}, '
+                               f'UID in object meta: {old["metadata"].get("uid")}',
+                               {"name": t.name, "kind": rt.plural})
+            if pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"].get("resourceVersion"):
+                raise conflict(rt, t.name)
+        if self._dry_run(request):
+            return _json(self._out(rt, old))
+        if rt.kind == "Namespace":
+            self._purge_namespace(t.name)
+        removed = self.store.remove(rt.api_version, rt.kind, t.name, t.namespace or "")
+        return _json(self._out(rt, removed or old))
+
+    def _purge_namespace(self, namespace: str) -> None:
+        for rt in self.catalog.resources:
+            if rt.namespaced:
+                for obj in self.store.list(rt.api_version, rt.kind, namespace):
+                    self.store.remove(rt.api_version, rt.kind, obj["metadata"]["name"], namespace)
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.StreamResponse:
+        rt = t.rt
+        if "deletecollection" not in rt.verbs:
+            raise method_not_allowed()
+        labels = parse_label_selector(request.query.get("labelSelector"))
+        fields = compile_field_selector(parse_field_selector(request.query.get("fieldSelector")),
+                                        rt.group, rt.kind, rt.crd)
+        page = list_page(self.store, rt.api_version, rt.kind, t.namespace, labels=labels, fields=fields)
+        dry = self._dry_run(request)
+        items = []
+        for obj in list(page.items):
+            meta = obj["metadata"]
+            gone = obj if dry else self.store.remove(rt.api_version, rt.kind, meta["name"],
+                                                     meta.get("namespace", ""))
+            if gone is not None:
+                items.append(gone)
+        return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                      "metadata": {"resourceVersion": str(self.store.resource_version)},
+                      "items": items})
+
+    # -- subresources ------------------------------------------------------------------------
+    def _scale_of(self, rt: ResourceType, obj: Obj) -> Obj:
+        assert rt.scale is not None
+        sel = _get_path(obj, rt.scale.selector) if rt.scale.selector else None
+        status: Obj = {"replicas": int(_get_path(obj, rt.scale.status_replicas) or 0)}
+        if isinstance(sel, dict):
+            status["selector"] = label_selector_string(sel)
+        elif isinstance(sel, str):
+            status["selector"] = sel
+        meta = obj["metadata"]
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta}, "spec": {"replicas": int(_get_path(obj, rt.scale.spec_replicas) or 0)},
+            "status": status}
+
+    async def scale(self, request: web.Request, t: Target) -> web.StreamResponse:
+        rt = t.rt
+        assert t.name is not None and rt.scale is not None
+        old = self._get(rt, t.name, t.namespace)
+        current = self._scale_of(rt, old)
+        if request.method == "GET":
+            return _json(current)
+        if request.method == "PUT":
+            scale = await self._body(request)
+        elif request.method == "PATCH":
+            scale = self._apply_patch(request, rt if not rt.crd else _SCALE_RT, current,
+                                      await self._body(request))
+        else:
+            raise method_not_allowed()
+        replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
+        if not isinstance(replicas, int) or replicas < 0:
+            raise invalid(rt, t.name, [("spec.replicas", f"Invalid value: {replicas}: must be "
+                                        "greater than or equal to 0")])
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != old["metadata"].get("resourceVersion"):
+            raise conflict(rt, t.name)
+        new = copy.deepcopy(old)
+        _set_path(new, rt.scale.spec_replicas, replicas)
+        if replicas != _get_path(old, rt.scale.spec_replicas):
+            new["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
+        if self._dry_run(request):
+            return _json(self._scale_of(rt, new))
+        return _json(self._scale_of(rt, self.store.replace(new)))
+
+    async def evict(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        pod_rt = t.rt
+        body = await self._body(request)
+        if isinstance(body, dict) and (body.get("metadata") or {}).get("name") not in (None, t.name):
+            raise bad_request("name in URL does not match name in Eviction object")
+        pod = self._get(pod_rt, t.name, t.namespace)
+        check_eviction(self.store, pod)
+        dry = self._dry_run(request) or "All" in (
+            ((body or {}).get("deleteOptions") or {}).get("dryRun") or [])
+        if not dry:
+            self.store.remove(pod_rt.api_version, pod_rt.kind, t.name, t.namespace or "")
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "code": 201}, 201)
+
+    async def pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        self._get(t.rt, t.name, t.namespace)
+        text = self.store.pod_logs.get((t.namespace or "", t.name), "")
+        tail = request.query.get("tailLines")
+        if tail and tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(tail):]) if int(tail) else ""
+        return web.Response(text=text, content_type="text/plain")
+
+    async def token(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        self._get(t.rt, t.name, t.namespace)
+        body = await self._body(request)
+        seconds = int(((body or {}).get("spec") or {}).get("expirationSeconds") or 3600)
+        expires = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+        spec = dict((body or {}).get("spec") or {})
+        spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
+        spec["expirationSeconds"] = seconds
+        return _json({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                      "metadata": {"name": t.name, "namespace": t.namespace,
+                                   "creationTimestamp": None},
+                      "spec": spec,
+                      "status": {"token": "sandbox." + secrets.token_urlsafe(24),
+                                 "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+                     201)
+
+    # -- routing -----------------------------------------------------------------------------
+    async def resource(self, request: web.Request, t: Target) -> web.StreamResponse:
+        m = request.method
+        if t.subresource is None:
+            if t.name is None:
+                if m == "GET":
+                    return await self.list(request, t)
+                if m == "POST":
+                    return await self.create(request, t)
+                if m == "DELETE":
+                    return await self.delete_collection(request, t)
+            else:
+                if m == "GET":
+                    return await self.get(request, t)
+                if m == "PUT":
+                    return await self.update(request, t)
+                if m == "PATCH":
+                    return await self.patch(request, t)
+                if m == "DELETE":
+                    return await self.delete(request, t)
+            raise method_not_allowed()
+        if t.subresource == "status":
+            if m == "GET":
+                return await self.get(request, t)
+            if m == "PUT":
+                return await self.update(request, t)
+            if m == "PATCH":
+                return await self.patch(request, t)
+        elif t.subresource == "scale" and m in ("GET", "PUT", "PATCH"):
+            return await self.scale(request, t)
+        elif t.subresource == "eviction" and m == "POST":
+            return await self.evict(request, t)
+        elif t.subresource == "log" and m == "GET":
+            return await self.pod_log(request, t)
+        elif t.subresource == "token" and m == "POST":
+            return await self.token(request, t)
+        raise method_not_allowed()
+
+    async def discovery_doc(self, request: web.Request) -> web.StreamResponse | None:
+        path = request.path.rstrip("/") or "/"
+        accept = request.headers.get("Accept", "")
+        if path == "/version":
+            return _json(discovery.version_info())
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if path in ("/api", "/apis"):
+            if discovery.wants_aggregated(accept):
+                return web.Response(body=jsonio.dumps(discovery.aggregated(self.catalog, path == "/api")),
+                                    headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+            if path == "/api":
+                return _json(discovery.api_versions(f"{request.host}"))
+            return _json(discovery.api_group_list(self.catalog))
+        parts = [p for p in path.split("/") if p]
+        doc: Obj | None = None
+        if parts == ["api", "v1"]:
+            doc = discovery.api_resource_list(self.catalog, "", "v1")
+        elif len(parts) == 2 and parts[0] == "apis":
+            doc = discovery.api_group(self.catalog, parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            doc = discovery.api_resource_list(self.catalog, parts[1], parts[2])
+        else:
+            return None
+        if doc is None:
+            raise path_not_found()
+        return _json(doc)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            doc = await self.discovery_doc(request) if request.method == "GET" else None
+            if doc is not None:
+                return doc
+            target = parse(self.catalog, request.path)
+            if target is None:
+                raise path_not_found()
+            return await self.resource(request, target)
+        except ApiError as err:
+            return _error(err)
+
+
+# A stand-in ResourceType so the Scale of a CRD accepts strategic merge patches (Scale is built in).
+_SCALE_RT = ResourceType(group="autoscaling", version="v1", kind="Scale", plural="scale",
+                         singular="scale", namespaced=True)
+
+
+def _auth_middleware(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(unauthorized())
+        return await handler(request)
+    return auth
+
+
+async def _close_watches(app: web.Application) -> None:
+    for queue in list(app[_WATCHES]):
+        queue.put_nowait(WatchEvent(_CLOSE, {}))
+
+
+def make_app(store: ObjectStore, token: str) -> web.Application:
+    """The API server over ``store``; every request needs ``Authorization: Bearer <token>``."""
+    api = KubeApi(store)
+    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
+    app[STORE_KEY] = store
+    app[_WATCHES] = set()
+    app.on_shutdown.append(_close_watches)
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    return app
+
+
+def write_kubeconfig(path: Path, server_url: str, token: str, context: str = "sandbox",
+                     namespace: str = "default", ca_file: Path | None = None) -> None:
+    """A kubeconfig with a bearer-token user. kubectl sends the token only to an https server,
+    so give ``ca_file`` (see ``sandbox.kube.tls``) and an https URL for kubectl; kubernetes-asyncio
+    also works against http."""
+    cluster: Obj = {"server": server_url}
+    if ca_file is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_file.read_bytes()).decode()
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": {"token": token}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context,
+                                                   "namespace": namespace}}],
+        "current-context": context,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
