@@ -23,8 +23,7 @@ You are @alice in ~sop-alerts. Try:  /sop list   /sop vault-status   /sop help 5
 """
 
 
-def _print_post(post, replies_of: dict[str, int], out: TextIO, edited: bool = False) -> None:
-    user = post.username if hasattr(post, "username") else post.user_id
+def _print_post(post, user: str, out: TextIO, edited: bool = False) -> None:
     indent = "    ↳ " if post.root_id else ""
     mark = " (edited)" if edited else ""
     lines = post.message.splitlines() or [""]
@@ -52,8 +51,7 @@ class TerminalChat:
                 continue
             edited = post.id in self.seen
             self.seen[post.id] = post.update_at
-            post.username = names.get(post.user_id, post.user_id)  # type: ignore[attr-defined]
-            _print_post(post, {}, self.out, edited=edited)
+            _print_post(post, names.get(post.user_id, post.user_id), self.out, edited=edited)
         self.out.flush()
 
 
