@@ -1,0 +1,117 @@
+{{/* Chart name. */}}
+{{- define "sop-bot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, unless the release name already holds the chart name. */}}
+{{- define "sop-bot.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sop-bot.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sop-bot.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sop-bot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "sop-bot.labels" -}}
+helm.sh/chart: {{ include "sop-bot.chart" . }}
+{{ include "sop-bot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sop-bot
+{{- end }}
+
+{{- define "sop-bot.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sop-bot.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the bot's SOPBOT_* secret variables come from. */}}
+{{- define "sop-bot.secretName" -}}
+{{- default (include "sop-bot.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "sop-bot.runbookEnabled" -}}
+{{- if or .Values.runbook.content .Values.runbook.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{/* Mount points inside the container. */}}
+{{- define "sop-bot.configPath" -}}/etc/sopbot/config/sopbot.yaml{{- end }}
+{{- define "sop-bot.runbookPath" -}}/etc/sopbot/runbook/runbook.md{{- end }}
+{{- define "sop-bot.mgmtKubeconfigPath" -}}/etc/sopbot/mgmt/kubeconfig{{- end }}
+{{- define "sop-bot.storePath" -}}/data/sopbot.db{{- end }}
+
+{{/* sopbot.yaml: the user's config plus what the chart decides (listen address, paths,
+     remediation). Secrets are not in it: they come from the Secret as SOPBOT_* variables. */}}
+{{- define "sop-bot.config" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- $server := default dict (get $cfg "server") }}
+{{- $_ := set $server "host" "0.0.0.0" }}
+{{- $_ := set $server "port" (int .Values.port) }}
+{{- $_ := set $cfg "server" $server }}
+{{- $_ := set $cfg "store" (dict "path" (include "sop-bot.storePath" .)) }}
+{{- $runbook := default dict (get $cfg "runbook") }}
+{{- if include "sop-bot.runbookEnabled" . }}
+{{- $_ := set $runbook "path" (include "sop-bot.runbookPath" .) }}
+{{- end }}
+{{- $_ := set $cfg "runbook" $runbook }}
+{{- if .Values.mgmtKubeconfig.existingSecret }}
+{{- $kube := default dict (get $cfg "kubernetes") }}
+{{- $_ := set $kube "mgmt_kubeconfig" (include "sop-bot.mgmtKubeconfigPath" .) }}
+{{- $_ := set $cfg "kubernetes" $kube }}
+{{- end }}
+{{- $_ := set $cfg "remediation" (dict "enabled" .Values.remediation.enabled "approvers" .Values.remediation.approvers) }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* Node verbs the enabled actions need. */}}
+{{- define "sop-bot.remediation.nodePatch" -}}
+{{- $a := .Values.remediation.actions }}
+{{- if or $a.cordon $a.drain $a.labelNodes }}true{{ end }}
+{{- end }}
+
+{{/* The remediation ClusterRole's rules as YAML (empty when no cluster-wide action is on). */}}
+{{- define "sop-bot.remediation.rules" -}}
+{{- $a := .Values.remediation.actions }}
+{{- if $a.restart }}
+- apiGroups: ["apps"]
+  resources: ["deployments", "daemonsets", "statefulsets"]
+  verbs: ["patch"]
+{{- end }}
+{{- if $a.scale }}
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
+{{- end }}
+{{- if $a.deletePods }}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["delete"]
+{{- end }}
+{{- if include "sop-bot.remediation.nodePatch" . }}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["patch"]
+{{- end }}
+{{- if $a.drain }}
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
+{{- end }}
+{{- end }}
