@@ -53,12 +53,55 @@ def matching_pdbs(store: ObjectStore, pod: Obj) -> list[Obj]:
     return out
 
 
+_SCALABLE = {"ReplicaSet": "apps/v1", "StatefulSet": "apps/v1", "Deployment": "apps/v1",
+             "ReplicationController": "v1", "Rollout": "argoproj.io/v1alpha1"}
+
+
+def _controller_replicas(store: ObjectStore, namespace: str, ref: Obj) -> int | None:
+    """spec.replicas of a pod's controller (a ReplicaSet's Deployment when it has one)."""
+    kind = ref.get("kind", "")
+    api_version = _SCALABLE.get(kind)
+    if api_version is None:
+        return None
+    owner = store.get(api_version, kind, ref.get("name", ""), namespace)
+    if owner is None:
+        return None
+    if kind == "ReplicaSet":
+        for up in owner["metadata"].get("ownerReferences") or []:
+            if up.get("controller") and up.get("kind") == "Deployment":
+                return _controller_replicas(store, namespace, up) or 0
+    return int((owner.get("spec") or {}).get("replicas", 1))
+
+
+def expected_pods(store: ObjectStore, namespace: str, pods: list[Obj]) -> int:
+    """How many pods the budget expects: the replicas of their controllers (as the disruption
+    controller reads them through the scale subresource), or the pods themselves when they have
+    none. Evicted pods that are not yet replaced therefore still count."""
+    total = 0
+    seen: set[tuple[str, str]] = set()
+    for p in pods:
+        ref = next((r for r in p["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+        if ref is None:
+            total += 1
+            continue
+        key = (ref.get("kind", ""), ref.get("name", ""))
+        if key in seen:
+            continue
+        seen.add(key)
+        replicas = _controller_replicas(store, namespace, ref)
+        if replicas is None:
+            total += sum(1 for q in pods if ref in (q["metadata"].get("ownerReferences") or []))
+        else:
+            total += replicas
+    return total
+
+
 def budget(store: ObjectStore, pdb: Obj) -> Budget:
     spec = pdb.get("spec") or {}
     sel = from_label_selector_object(spec.get("selector"))
     ns = pdb["metadata"].get("namespace", "")
     pods = [p for p in store.list("v1", "Pod", ns) if sel is not None and labels_match(sel, p)]
-    expected = len(pods)
+    expected = expected_pods(store, ns, pods)
     healthy = sum(1 for p in pods if pod_ready(p))
     if spec.get("minAvailable") is not None:
         desired = _scaled(spec["minAvailable"], expected)

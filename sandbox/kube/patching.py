@@ -16,6 +16,10 @@ class PatchError(ValueError):
     """The patch cannot be applied: the server answers 422 with this message."""
 
 
+class PatchDecodeError(ValueError):
+    """The patch document itself is malformed: the server answers 400."""
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -185,7 +189,7 @@ def _add(doc: Any, path: str, value: Any) -> Any:
 
 def json_patch(target: Any, ops: Any) -> Any:
     if not isinstance(ops, list):
-        raise PatchError("json patch must be a list of operations")
+        raise PatchDecodeError("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     doc = copy.deepcopy(target)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:

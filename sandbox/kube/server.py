@@ -31,7 +31,7 @@ from sandbox.kube.errors import (
 )
 from sandbox.kube.eviction import check_eviction
 from sandbox.kube.listing import list_page
-from sandbox.kube.patching import PatchError, json_patch, merge_patch, strategic_merge
+from sandbox.kube.patching import PatchDecodeError, PatchError, json_patch, merge_patch, strategic_merge
 from sandbox.kube.paths import Target, parse
 from sandbox.kube.resources import CATALOG, Catalog, ResourceType
 from sandbox.kube.selectors import (
@@ -375,6 +375,8 @@ class KubeApi:
             return json_patch(doc, patch)
         except PatchError as exc:
             raise unprocessable(str(exc)) from None
+        except PatchDecodeError as exc:
+            raise bad_request(str(exc)) from None
 
     async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None

@@ -1,0 +1,571 @@
+"""The sandbox Kubernetes API server, driven by two independent real clients: kubectl (as a
+subprocess) and kubernetes-asyncio, plus the bot's own KubeClient."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.rest import ApiException
+
+from sandbox.kube.serve import RunningKube, serve_kube
+from sandbox.kube.server import write_kubeconfig
+from sandbox.kube.store import ObjectStore
+
+Obj = dict[str, Any]
+
+NODE_INFO = {"architecture": "amd64", "bootID": "boot", "containerRuntimeVersion": "containerd://1.7.26-k3s1",
+             "kernelVersion": "5.14.21", "kubeProxyVersion": "", "kubeletVersion": "v1.32.4+rke2r1",
+             "machineID": "m", "operatingSystem": "linux", "osImage": "SUSE Linux Enterprise Micro 5.5",
+             "systemUUID": "u"}
+
+
+def node(name: str, ready: str, roles: tuple[str, ...] = (), unschedulable: bool = False) -> Obj:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                  **{f"node-role.kubernetes.io/{r}": "true" for r in roles}}},
+            "spec": {"unschedulable": True} if unschedulable else {},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady",
+                                       "message": "kubelet is posting ready status",
+                                       "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                       "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                       "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                       "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}],
+                       "nodeInfo": NODE_INFO}}
+
+
+def pod(name: str, ns: str, labels: dict[str, str], node_name: str | None, phase: str,
+        ready: bool, waiting: str | None = None, restarts: int = 0) -> Obj:
+    state: Obj = {"waiting": {"reason": waiting}} if waiting else {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    if phase == "Succeeded":
+        state = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    spec: Obj = {"containers": [{"name": "main", "image": "registry.example/app:1"}]}
+    if node_name:
+        spec["nodeName"] = node_name
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": spec,
+            "status": {"phase": phase,
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [{"name": "main", "ready": ready, "restartCount": restarts,
+                                              "image": "registry.example/app:1", "imageID": "",
+                                              "state": state}]}}
+
+
+def sample_store() -> ObjectStore:
+    s = ObjectStore()
+    for ns in ("default", "kube-system", "kube-node-lease", "apps", "db"):
+        s.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}})
+    s.add(node("cp-1", "True", ("control-plane", "etcd", "master")))
+    s.add(node("worker-1", "True", ("worker",)))
+    s.add(node("worker-2", "False", ("worker",)))
+    s.add(node("worker-3", "True", ("worker",), unschedulable=True))
+    s.add(pod("web-1", "apps", {"app": "web", "tier": "frontend"}, "worker-1", "Running", True))
+    s.add(pod("web-2", "apps", {"app": "web", "tier": "frontend"}, "worker-1", "Running", True))
+    s.add(pod("api-1", "apps", {"app": "api"}, "worker-3", "Running", False, "CrashLoopBackOff", 12))
+    s.add(pod("migrate-1", "apps", {}, "worker-1", "Succeeded", False))
+    s.add(pod("pg-1", "db", {"app": "pg", "tier": "db"}, "worker-2", "Running", True))
+    s.add(pod("pg-2", "db", {"app": "pg", "tier": "db"}, "worker-1", "Running", True))
+    s.add(pod("pg-3", "db", {"app": "pg-restore", "tier": "db"}, None, "Pending", False, "ContainerCreating"))
+    s.add({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "pg", "namespace": "db", "uid": "sts-pg"},
+           "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "pg"}}},
+           "status": {"replicas": 2, "readyReplicas": 2}})
+    for name in ("pg-1", "pg-2"):
+        kube_pod = s.get("v1", "Pod", name, "db")
+        assert kube_pod is not None
+        kube_pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "pg",
+                                                    "uid": "sts-pg", "controller": True}]
+    s.add({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "apps"},
+           "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                                 "spec": {"containers": [
+                                     {"name": "main", "image": "registry.example/app:1",
+                                      "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                                     {"name": "sidecar", "image": "registry.example/proxy:1"}]}}},
+           "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}})
+    s.add({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": "apps"},
+           "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})
+    s.add({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "pg", "namespace": "db"},
+           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "pg"}}}})
+    s.add({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+           "metadata": {"name": "wildcard", "namespace": "apps"},
+           "spec": {"secretName": "wildcard-tls", "issuerRef": {"name": "vault-issuer", "kind": "ClusterIssuer"}},
+           "status": {"conditions": [{"type": "Ready", "status": "True", "message": "Certificate is up to date"}]}})
+    s.add({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+           "metadata": {"name": "pg-server", "namespace": "db"},
+           "spec": {"secretName": "pg-server-tls", "issuerRef": {"name": "vault-issuer", "kind": "ClusterIssuer"}},
+           "status": {"conditions": [{"type": "Ready", "status": "False", "message": "Issuing certificate"}]}})
+    return s
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[RunningKube]:
+    async with serve_kube(sample_store(), tmp_path, token="sandbox-token") as running:
+        yield running
+
+
+# -- kubectl ------------------------------------------------------------------------------------
+
+def kubectl_binary() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail("kubectl is required for the sandbox API server tests (CI has it); "
+                    "install kubectl v1.32 on PATH")
+    return path
+
+
+async def kubectl(kube: RunningKube, *args: str, kubeconfig: Path | None = None) -> tuple[int, str, str]:
+    cfg = kubeconfig or kube.kubeconfig
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HOME=str(cfg.parent), KUBECONFIG=str(cfg), NO_PROXY="127.0.0.1")
+    proc = await asyncio.create_subprocess_exec(
+        kubectl_binary(), "--kubeconfig", str(cfg), "--cache-dir", str(cfg.parent / "kcache"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def kubectl_ok(kube: RunningKube, *args: str) -> str:
+    rc, out, err = await kubectl(kube, *args)
+    assert rc == 0, f"kubectl {' '.join(args)} failed ({rc}): {err}"
+    return out
+
+
+def table(out: str) -> list[dict[str, str]]:
+    """kubectl's column output as dicts keyed by header (columns split on 2+ spaces)."""
+    import re
+    lines = [line for line in out.splitlines() if line.strip()]
+    header = re.split(r"\s{2,}", lines[0].strip())
+    return [dict(zip(header, re.split(r"\s{2,}", line.strip()))) for line in lines[1:]]
+
+
+async def test_kubectl_get_nodes_shows_status_roles_and_version(kube: RunningKube) -> None:
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "nodes"))}
+    assert {n: r["STATUS"] for n, r in rows.items()} == {
+        "cp-1": "Ready", "worker-1": "Ready", "worker-2": "NotReady",
+        "worker-3": "Ready,SchedulingDisabled"}
+    assert rows["cp-1"]["ROLES"] == "control-plane,etcd,master"
+    assert rows["worker-1"]["VERSION"] == "v1.32.4+rke2r1"
+
+
+async def test_kubectl_get_pods_all_namespaces(kube: RunningKube) -> None:
+    rows = {(r["NAMESPACE"], r["NAME"]): r for r in table(await kubectl_ok(kube, "get", "pods", "-A"))}
+    assert set(rows) == {("apps", "web-1"), ("apps", "web-2"), ("apps", "api-1"), ("apps", "migrate-1"),
+                         ("db", "pg-1"), ("db", "pg-2"), ("db", "pg-3")}
+    assert rows[("apps", "api-1")]["STATUS"] == "CrashLoopBackOff"
+    assert rows[("apps", "api-1")]["READY"] == "0/1"
+    assert rows[("apps", "api-1")]["RESTARTS"] == "12"
+    assert rows[("apps", "web-1")]["STATUS"] == "Running"
+    assert rows[("apps", "web-1")]["READY"] == "1/1"
+    assert rows[("apps", "migrate-1")]["STATUS"] == "Completed"
+    assert rows[("db", "pg-3")]["STATUS"] == "ContainerCreating"
+
+
+async def test_kubectl_get_certificates_json(kube: RunningKube) -> None:
+    doc = json.loads(await kubectl_ok(kube, "get", "certificates", "-A", "-o", "json"))
+    by_name = {i["metadata"]["name"]: i for i in doc["items"]}
+    assert set(by_name) == {"wildcard", "pg-server"}
+    assert by_name["wildcard"]["kind"] == "Certificate"
+    assert by_name["wildcard"]["spec"]["secretName"] == "wildcard-tls"
+
+
+async def test_kubectl_certificate_columns_follow_the_crd(kube: RunningKube) -> None:
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "certificates", "-A"))}
+    assert rows["wildcard"]["READY"] == "True" and rows["wildcard"]["SECRET"] == "wildcard-tls"
+    assert rows["pg-server"]["READY"] == "False"
+    wide = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "cert", "-n", "db", "-o", "wide"))}
+    assert wide["pg-server"]["ISSUER"] == "vault-issuer"
+    assert wide["pg-server"]["STATUS"] == "Issuing certificate"
+
+
+async def test_kubectl_describe_node(kube: RunningKube) -> None:
+    out = await kubectl_ok(kube, "describe", "node", "worker-1")
+    assert "Name:               worker-1" in out
+    assert "Roles:              worker" in out
+    assert "Unschedulable:      false" in out
+    # the pods scheduled on the node, found through a spec.nodeName field selector
+    assert "web-1" in out and "pg-2" in out and "pg-1" not in out
+
+
+async def test_kubectl_rollout_restart_changes_the_template(kube: RunningKube) -> None:
+    out = await kubectl_ok(kube, "rollout", "restart", "deployment/web", "-n", "apps")
+    assert "deployment.apps/web restarted" in out
+    dep = kube.store.get("apps/v1", "Deployment", "web", "apps")
+    assert dep is not None
+    assert "kubectl.kubernetes.io/restartedAt" in dep["spec"]["template"]["metadata"]["annotations"]
+    assert dep["metadata"]["generation"] == 2
+
+
+async def test_kubectl_cordon_and_uncordon(kube: RunningKube) -> None:
+    assert "node/worker-1 cordoned" in await kubectl_ok(kube, "cordon", "worker-1")
+    assert kube.store.get("v1", "Node", "worker-1")["spec"]["unschedulable"] is True  # type: ignore[index]
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "nodes"))}
+    assert rows["worker-1"]["STATUS"] == "Ready,SchedulingDisabled"
+    assert "node/worker-1 uncordoned" in await kubectl_ok(kube, "uncordon", "worker-1")
+    assert not kube.store.get("v1", "Node", "worker-1")["spec"].get("unschedulable")  # type: ignore[index]
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "nodes"))}
+    assert rows["worker-1"]["STATUS"] == "Ready"
+
+
+async def test_kubectl_scale_deployment(kube: RunningKube) -> None:
+    assert "deployment.apps/web scaled" in await kubectl_ok(
+        kube, "scale", "deployment/web", "-n", "apps", "--replicas=3")
+    assert kube.store.get("apps/v1", "Deployment", "web", "apps")["spec"]["replicas"] == 3  # type: ignore[index]
+    rows = table(await kubectl_ok(kube, "get", "deployments", "-n", "apps"))
+    assert rows[0]["NAME"] == "web" and rows[0]["READY"] == "2/3"
+
+
+async def test_kubectl_delete_pod(kube: RunningKube) -> None:
+    out = await kubectl_ok(kube, "delete", "pod", "web-2", "-n", "apps")
+    assert 'pod "web-2" deleted' in out
+    assert kube.store.get("v1", "Pod", "web-2", "apps") is None
+
+
+async def test_kubectl_get_missing_pod_fails_with_not_found(kube: RunningKube) -> None:
+    rc, _, err = await kubectl(kube, "get", "pod", "missing", "-n", "apps")
+    assert rc != 0
+    assert 'Error from server (NotFound): pods "missing" not found' in err
+
+
+async def test_kubectl_label_selectors(kube: RunningKube) -> None:
+    def names(out: str) -> set[str]:
+        return {r["NAME"] for r in table(out)} if out.strip() else set()
+    assert names(await kubectl_ok(kube, "get", "pods", "-A", "-l", "app=web")) == {"web-1", "web-2"}
+    assert names(await kubectl_ok(kube, "get", "pods", "-A", "-l", "app in (api,pg),tier!=db")) == {"api-1"}
+    assert names(await kubectl_ok(kube, "get", "pods", "-n", "apps", "-l", "!app")) == {"migrate-1"}
+    assert names(await kubectl_ok(kube, "get", "pods", "-A", "-l", "tier")) == {
+        "web-1", "web-2", "pg-1", "pg-2", "pg-3"}
+    assert names(await kubectl_ok(kube, "get", "pods", "-A", "-l", "app notin (web,pg)")) == {
+        "api-1", "migrate-1", "pg-3"}
+
+
+async def test_kubectl_field_selectors(kube: RunningKube) -> None:
+    rows = table(await kubectl_ok(kube, "get", "pods", "-A", "--field-selector", "spec.nodeName=worker-1"))
+    assert {r["NAME"] for r in rows} == {"web-1", "web-2", "migrate-1", "pg-2"}
+    rows = table(await kubectl_ok(kube, "get", "pods", "-A", "--field-selector",
+                                  "status.phase!=Running,metadata.namespace=db"))
+    assert {r["NAME"] for r in rows} == {"pg-3"}
+    rows = table(await kubectl_ok(kube, "get", "nodes", "--field-selector", "spec.unschedulable=true"))
+    assert {r["NAME"] for r in rows} == {"worker-3"}
+
+
+async def test_kubectl_drain_evicts_within_budget(kube: RunningKube) -> None:
+    # worker-2 holds pg-1 only; the pg budget allows one disruption
+    out = await kubectl_ok(kube, "drain", "worker-2", "--ignore-daemonsets", "--timeout=20s")
+    assert "pod/pg-1 evicted" in out
+    assert kube.store.get("v1", "Pod", "pg-1", "db") is None
+    assert kube.store.get("v1", "Node", "worker-2")["spec"]["unschedulable"] is True  # type: ignore[index]
+
+
+async def test_kubectl_with_wrong_token_is_refused(kube: RunningKube, tmp_path: Path) -> None:
+    bad = tmp_path / "bad" / "kubeconfig"
+    write_kubeconfig(bad, kube.url, "wrong-token", ca_file=kube.ca_file)
+    rc, _, err = await kubectl(kube, "get", "nodes", kubeconfig=bad)
+    assert rc != 0
+    assert "Unauthorized" in err or "provide credentials" in err
+
+
+async def test_kubectl_sees_objects_written_to_the_store_later(kube: RunningKube) -> None:
+    kube.store.add(pod("late-1", "apps", {"app": "late"}, "worker-1", "Running", True))
+    rows = table(await kubectl_ok(kube, "get", "pods", "-n", "apps", "-l", "app=late"))
+    assert [r["NAME"] for r in rows] == ["late-1"]
+
+
+# -- kubernetes-asyncio -------------------------------------------------------------------------
+
+async def api_client(kube: RunningKube, kubeconfig: Path | None = None) -> client.ApiClient:
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig or kube.kubeconfig), client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+@pytest.fixture
+async def api(kube: RunningKube) -> AsyncIterator[client.ApiClient]:
+    c = await api_client(kube)
+    yield c
+    await c.close()
+
+
+def add_many_pods(store: ObjectStore, n: int) -> None:
+    for i in range(n):
+        store.add(pod(f"bulk-{i:04d}", "apps" if i % 2 else "db", {"app": "bulk", "shard": str(i % 3)},
+                      "worker-1", "Running", True))
+
+
+async def test_list_pods_paginates_without_duplicates(kube: RunningKube, api: client.ApiClient) -> None:
+    add_many_pods(kube.store, 250)
+    v1 = client.CoreV1Api(api)
+    names: list[tuple[str, str]] = []
+    cont: str | None = None
+    pages = 0
+    while True:
+        kw: dict[str, Any] = {"limit": 40}
+        if cont:
+            kw["_continue"] = cont
+        page = await v1.list_pod_for_all_namespaces(**kw)
+        pages += 1
+        assert len(page.items) <= 40
+        names += [(p.metadata.namespace, p.metadata.name) for p in page.items]
+        cont = page.metadata._continue
+        if not cont:
+            break
+        assert page.metadata.remaining_item_count == 257 - len(names)
+    assert len(names) == 257 and len(set(names)) == 257
+    assert pages == 7
+
+
+async def test_list_with_selectors_and_limit(kube: RunningKube, api: client.ApiClient) -> None:
+    add_many_pods(kube.store, 90)
+    v1 = client.CoreV1Api(api)
+    seen: list[str] = []
+    cont = None
+    while True:
+        page = await v1.list_namespaced_pod("apps", label_selector="app=bulk,shard in (0,1)",
+                                            field_selector="status.phase=Running", limit=10,
+                                            **({"_continue": cont} if cont else {}))
+        seen += [p.metadata.name for p in page.items]
+        cont = page.metadata._continue
+        if not cont:
+            break
+    expected = {f"bulk-{i:04d}" for i in range(90) if i % 2 and i % 3 in (0, 1)}
+    assert sorted(seen) == sorted(expected)
+
+
+async def test_list_nodes_pages(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    first = await v1.list_node(limit=3)
+    second = await v1.list_node(limit=3, _continue=first.metadata._continue)
+    names = [n.metadata.name for n in first.items + second.items]
+    assert names == ["cp-1", "worker-1", "worker-2", "worker-3"]
+    assert second.metadata._continue is None
+    assert int(first.metadata.resource_version) > 0
+
+
+async def test_bad_continue_token_is_a_400(kube: RunningKube, api: client.ApiClient) -> None:
+    with pytest.raises(ApiException) as exc:
+        await client.CoreV1Api(api).list_node(limit=1, _continue="not-a-token!")
+    assert exc.value.status == 400
+
+
+async def test_read_missing_pod_is_404_not_found(kube: RunningKube, api: client.ApiClient) -> None:
+    with pytest.raises(ApiException) as exc:
+        await client.CoreV1Api(api).read_namespaced_pod("nope", "apps")
+    assert exc.value.status == 404
+    body = json.loads(exc.value.body)
+    assert body["reason"] == "NotFound" and body["message"] == 'pods "nope" not found'
+    assert body["details"] == {"name": "nope", "kind": "pods"}
+
+
+async def test_read_missing_deployment_names_the_group(kube: RunningKube, api: client.ApiClient) -> None:
+    with pytest.raises(ApiException) as exc:
+        await client.AppsV1Api(api).read_namespaced_deployment("nope", "apps")
+    assert json.loads(exc.value.body)["message"] == 'deployments.apps "nope" not found'
+
+
+async def test_create_conflict_invalid_and_missing_namespace(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    with pytest.raises(ApiException) as exc:
+        await v1.create_namespaced_pod("apps", pod("web-1", "apps", {}, None, "Pending", False))
+    assert exc.value.status == 409 and json.loads(exc.value.body)["reason"] == "AlreadyExists"
+    with pytest.raises(ApiException) as exc:
+        await v1.create_namespaced_pod("apps", pod("Bad_Name", "apps", {}, None, "Pending", False))
+    body = json.loads(exc.value.body)
+    assert exc.value.status == 422 and body["reason"] == "Invalid"
+    assert body["message"].startswith('Pod "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": '
+                                      "a lowercase RFC 1123 subdomain")
+    with pytest.raises(ApiException) as exc:
+        await v1.create_namespaced_pod("ghost", pod("p", "ghost", {}, None, "Pending", False))
+    assert exc.value.status == 404 and json.loads(exc.value.body)["message"] == 'namespaces "ghost" not found'
+    created = await v1.create_namespaced_pod("apps", pod("new-1", "apps", {"app": "new"}, None, "Pending", False))
+    assert created.metadata.uid and created.metadata.resource_version
+    assert kube.store.get("v1", "Pod", "new-1", "apps") is not None
+
+
+async def test_update_with_stale_resource_version_conflicts(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1"}}
+    created = await v1.create_namespaced_config_map("apps", cm)
+    stale = created.metadata.resource_version
+    fresh = await v1.replace_namespaced_config_map("cfg", "apps", {
+        **cm, "metadata": {"name": "cfg", "resourceVersion": stale}, "data": {"a": "2"}})
+    assert fresh.data == {"a": "2"}
+    with pytest.raises(ApiException) as exc:
+        await v1.replace_namespaced_config_map("cfg", "apps", {
+            **cm, "metadata": {"name": "cfg", "resourceVersion": stale}, "data": {"a": "3"}})
+    assert exc.value.status == 409 and json.loads(exc.value.body)["reason"] == "Conflict"
+    assert kube.store.get("v1", "ConfigMap", "cfg", "apps")["data"] == {"a": "2"}  # type: ignore[index]
+
+
+async def test_patch_node_merge(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    node_obj = await v1.patch_node("worker-1", {"spec": {"unschedulable": True},
+                                                "metadata": {"labels": {"maintenance": "yes"}}})
+    assert node_obj.spec.unschedulable is True
+    stored = kube.store.get("v1", "Node", "worker-1")
+    assert stored["spec"]["unschedulable"] is True  # type: ignore[index]
+    assert stored["metadata"]["labels"]["maintenance"] == "yes"  # type: ignore[index]
+    assert stored["metadata"]["labels"]["kubernetes.io/hostname"] == "worker-1"  # type: ignore[index]
+
+
+async def test_patch_deployment_strategic_merges_containers_by_name(kube: RunningKube, api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    dep = await apps.patch_namespaced_deployment("web", "apps", {"spec": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "registry.example/app:2", "env": [{"name": "B", "value": "20"},
+                                                                  {"name": "C", "value": "3"}]}]}}}})
+    containers = {c.name: c for c in dep.spec.template.spec.containers}
+    assert set(containers) == {"main", "sidecar"}
+    assert containers["main"].image == "registry.example/app:2"
+    assert [(e.name, e.value) for e in containers["main"].env] == [("A", "1"), ("B", "20"), ("C", "3")]
+    assert dep.metadata.generation == 2
+    # $patch: delete removes one element of a merged list
+    dep = await apps.patch_namespaced_deployment("web", "apps", {"spec": {"template": {"spec": {"containers": [
+        {"name": "sidecar", "$patch": "delete"}]}}}})
+    assert [c.name for c in dep.spec.template.spec.containers] == ["main"]
+
+
+async def test_json_patch_and_failed_test_op(kube: RunningKube, api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    dep = await apps.patch_namespaced_deployment("web", "apps", [
+        {"op": "test", "path": "/spec/replicas", "value": 2},
+        {"op": "replace", "path": "/spec/replicas", "value": 4},
+        {"op": "add", "path": "/metadata/labels", "value": {"team": "platform"}}])
+    assert dep.spec.replicas == 4 and dep.metadata.labels == {"team": "platform"}
+    with pytest.raises(ApiException) as exc:
+        await apps.patch_namespaced_deployment("web", "apps", [
+            {"op": "test", "path": "/spec/replicas", "value": 2},
+            {"op": "replace", "path": "/spec/replicas", "value": 9}])
+    assert exc.value.status == 422
+    assert kube.store.get("apps/v1", "Deployment", "web", "apps")["spec"]["replicas"] == 4  # type: ignore[index]
+
+
+async def test_dry_run_changes_nothing(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    rv = kube.store.resource_version
+    made = await v1.create_namespaced_pod("apps", pod("dry-1", "apps", {}, None, "Pending", False), dry_run="All")
+    assert made.metadata.name == "dry-1"
+    patched = await v1.patch_node("worker-1", {"spec": {"unschedulable": True}}, dry_run="All")
+    assert patched.spec.unschedulable is True
+    await v1.delete_namespaced_pod("web-1", "apps", dry_run="All")
+    await client.AppsV1Api(api).patch_namespaced_deployment_scale(
+        "web", "apps", {"spec": {"replicas": 7}}, dry_run="All")
+    assert kube.store.get("v1", "Pod", "dry-1", "apps") is None
+    assert not kube.store.get("v1", "Node", "worker-1")["spec"].get("unschedulable")  # type: ignore[index]
+    assert kube.store.get("v1", "Pod", "web-1", "apps") is not None
+    assert kube.store.get("apps/v1", "Deployment", "web", "apps")["spec"]["replicas"] == 2  # type: ignore[index]
+    assert kube.store.resource_version == rv
+
+
+async def test_eviction_blocked_by_pdb_then_allowed(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "web-1", "namespace": "apps"}}
+    with pytest.raises(ApiException) as exc:
+        await v1.create_namespaced_pod_eviction("web-1", "apps", eviction)
+    assert exc.value.status == 429
+    body = json.loads(exc.value.body)
+    assert body["reason"] == "TooManyRequests"
+    assert body["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+    assert body["details"]["causes"][0] == {
+        "reason": "DisruptionBudget", "message": "The disruption budget web needs 2 healthy pods and has 2 currently"}
+    assert kube.store.get("v1", "Pod", "web-1", "apps") is not None
+    # pg allows one unavailable pod of the StatefulSet's two: one eviction passes, the next one is
+    # refused (the controller has not replaced the first pod yet)
+    await v1.create_namespaced_pod_eviction("pg-1", "db", {**eviction, "metadata": {"name": "pg-1", "namespace": "db"}})
+    assert kube.store.get("v1", "Pod", "pg-1", "db") is None
+    with pytest.raises(ApiException) as exc:
+        await v1.create_namespaced_pod_eviction("pg-2", "db", {**eviction, "metadata": {"name": "pg-2", "namespace": "db"}})
+    assert exc.value.status == 429
+    # a pod not covered by any budget is evicted straight away
+    await v1.create_namespaced_pod_eviction("api-1", "apps", {**eviction, "metadata": {"name": "api-1", "namespace": "apps"}})
+    assert kube.store.get("v1", "Pod", "api-1", "apps") is None
+
+
+async def test_status_subresource_is_separate_from_spec(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    await v1.patch_namespaced_pod("web-1", "apps", {"status": {"phase": "Failed"}, "metadata": {"labels": {"x": "y"}}})
+    stored = kube.store.get("v1", "Pod", "web-1", "apps")
+    assert stored["status"]["phase"] == "Running" and stored["metadata"]["labels"]["x"] == "y"  # type: ignore[index]
+    got = await v1.patch_namespaced_pod_status("web-1", "apps", {"status": {"phase": "Failed"}})
+    assert got.status.phase == "Failed"
+    assert (await v1.read_namespaced_pod_status("web-1", "apps")).status.phase == "Failed"
+
+
+async def test_scale_subresource(kube: RunningKube, api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    scale = await apps.read_namespaced_deployment_scale("web", "apps")
+    assert scale.spec.replicas == 2 and scale.status.selector == "app=web"
+    scale = await apps.patch_namespaced_deployment_scale("web", "apps", {"spec": {"replicas": 5}})
+    assert scale.spec.replicas == 5
+    dep = kube.store.get("apps/v1", "Deployment", "web", "apps")
+    assert dep["spec"]["replicas"] == 5 and dep["metadata"]["generation"] == 2  # type: ignore[index]
+
+
+async def test_custom_objects(kube: RunningKube, api: client.ApiClient) -> None:
+    co = client.CustomObjectsApi(api)
+    certs = await co.list_cluster_custom_object("cert-manager.io", "v1", "certificates")
+    assert {c["metadata"]["name"] for c in certs["items"]} == {"wildcard", "pg-server"}
+    assert all(c["kind"] == "Certificate" for c in certs["items"])
+    ns_certs = await co.list_namespaced_custom_object("cert-manager.io", "v1", "db", "certificates")
+    assert [c["metadata"]["name"] for c in ns_certs["items"]] == ["pg-server"]
+    patched = await co.patch_namespaced_custom_object(
+        "cert-manager.io", "v1", "apps", "certificates", "wildcard", {"spec": {"renewBefore": "720h"}},
+        _content_type="application/merge-patch+json")
+    assert patched["spec"]["renewBefore"] == "720h"
+    pool = {"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumLoadBalancerIPPool",
+            "metadata": {"name": "default-pool"}, "spec": {"blocks": [{"cidr": "203.0.113.200/29"}]}}
+    await co.create_cluster_custom_object("cilium.io", "v2alpha1", "ciliumloadbalancerippools", pool)
+    assert kube.store.get("cilium.io/v2alpha1", "CiliumLoadBalancerIPPool", "default-pool") is not None
+
+
+async def test_wrong_token_is_401(kube: RunningKube, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-kubeconfig"
+    write_kubeconfig(bad, kube.url, "nope", ca_file=kube.ca_file)
+    c = await api_client(kube, bad)
+    try:
+        with pytest.raises(ApiException) as exc:
+            await client.CoreV1Api(c).list_node()
+        assert exc.value.status == 401
+        assert json.loads(exc.value.body)["reason"] == "Unauthorized"
+    finally:
+        await c.close()
+
+
+async def test_discovery_documents(kube: RunningKube, api: client.ApiClient) -> None:
+    groups = await client.ApisApi(api).get_api_versions()
+    names = {g.name: g for g in groups.groups}
+    assert {"apps", "policy", "cert-manager.io", "postgresql.cnpg.io", "cilium.io"} <= set(names)
+    assert names["cilium.io"].preferred_version.version == "v2"
+    raw = await client.CoreV1Api(api).get_api_resources()
+    by_name = {r.name: r for r in raw.resources}
+    assert by_name["pods"].short_names == ["po"] and by_name["pods/eviction"].kind == "Eviction"
+    version = await client.VersionApi(api).get_code()
+    assert version.git_version.startswith("v1.32")
+
+
+async def test_watch_streams_changes(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    kube.store.add(pod("watched-1", "apps", {"app": "watched"}, "worker-1", "Running", True))
+    w = watch.Watch()
+    events: list[tuple[str, str, str]] = []
+    async with asyncio.timeout(10):
+        async for event in w.stream(v1.list_namespaced_pod, "apps", label_selector="app=watched",
+                                    timeout_seconds=10):
+            obj = event["object"]
+            events.append((event["type"], obj.metadata.name, obj.status.phase))
+            if len(events) == 1:
+                # the initial ADDED proves the watch is subscribed: now change things
+                kube.store.add(pod("other-1", "apps", {"app": "other"}, "worker-1", "Running", True))
+                kube.store.update("v1", "Pod", "watched-1", "apps",
+                                  lambda o: o["status"].update(phase="Failed"))
+                kube.store.remove("v1", "Pod", "watched-1", "apps")
+            if len(events) == 3:
+                w.stop()
+    assert events == [("ADDED", "watched-1", "Running"), ("MODIFIED", "watched-1", "Failed"),
+                      ("DELETED", "watched-1", "Failed")]
