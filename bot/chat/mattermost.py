@@ -94,10 +94,10 @@ class MattermostChat:
         self.team_id = data["id"]
         log.info("connected to Mattermost as @%s in team %s", self.bot_username, team)
 
-    async def close(self) -> None:
-        """Send what is queued, then release the HTTP client."""
+    async def close(self, *, drain_timeout_s: float = 30.0) -> None:
+        """Send what is queued (waiting at most ``drain_timeout_s``), then release the client."""
         try:
-            await self.queue.close(drain=True)
+            await self.queue.close(drain=True, timeout_s=drain_timeout_s)
         finally:
             await self._driver.close()
 
@@ -175,7 +175,10 @@ class MattermostChat:
         async def job(send: Send) -> Any:
             upload = await send(lambda: self._driver.files.upload_file(
                 files=(file_name, full, "text/markdown"), channel_id=channel_id), "upload report")
-            file_id = upload["file_infos"][0]["id"]
+            try:
+                file_id = upload["file_infos"][0]["id"]
+            except (KeyError, IndexError, TypeError):
+                raise ChatError("upload report", "the server's answer names no file") from None
             return await send(self._create_post(channel_id, summary, root_id, props, [file_id]),
                               "create post")
 

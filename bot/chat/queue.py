@@ -190,10 +190,15 @@ class WriteQueue:
         if self._worker is not None and not self._worker.done():
             await self._idle.wait()
 
-    async def close(self, *, drain: bool = True) -> None:
+    async def close(self, *, drain: bool = True, timeout_s: float | None = 30.0) -> None:
+        """Refuse new jobs; let queued ones finish (up to ``timeout_s``), fail the rest."""
         self._closed = True
         if drain and self._worker is not None:
-            await self.drain()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.drain()
+            except TimeoutError:
+                log.warning("closing with %d chat writes still queued; they are dropped", self.depth)
         while self._items:
             item = self._items.popleft()
             if not item.future.done():
@@ -262,7 +267,7 @@ class WriteQueue:
                     if wait is None:  # a 429 without Retry-After / X-RateLimit-Reset
                         wait = self._backoff(limited_count - 1)
                     wait = min(wait, self.max_retry_after_s)
-                    log.warning("%s: rate limited, retrying in %.2fs", what, wait)
+                    log.info("%s: rate limited, retrying in %.2fs", what, wait)
                     self.rate_limited_wait_s += wait
                     await self._pause(wait)
                     continue
