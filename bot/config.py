@@ -16,6 +16,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from bot.models import Severity
+
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("sopbot_config_file", default=None)
 
 
@@ -81,12 +83,53 @@ class PrometheusConfig(Section):
     timeout_s: float = Field(10.0, gt=0)
 
 
+class AlertRouteConfig(Section):
+    """One alert route: Alertmanager-style matchers, first match wins (before SOP declarations)."""
+
+    matchers: list[str] = Field(description='e.g. [\'alertname="NodeDiskPressure"\', \'node=~"cp-.*"\']')
+    sop: str | None = Field(None, description="SOP id to run; unset: the SOPs declaring the alert")
+    channel: str | None = Field(None, description="channel name; unset: alertmanager.channel")
+    mention: list[str] = Field(default_factory=list, description="usernames to mention")
+    severity: Severity | None = Field(None, description="override the SOP's runbook severity")
+
+    @field_validator("matchers")
+    @classmethod
+    def _valid_matchers(cls, v: list[str]) -> list[str]:
+        from bot.alerts.matchers import parse_matchers
+
+        parse_matchers(v)  # raises ValueError naming the bad matcher
+        if not v:
+            raise ValueError("at least one matcher")
+        return v
+
+
+class EscalationConfig(Section):
+    ack_emoji: str = Field("eyes", description="reaction that acknowledges an alert thread")
+    # Seconds to acknowledge per severity; null = by the start of the next business day.
+    response_s: dict[Severity, float | None] = Field(
+        default_factory=lambda: {Severity.P1: 900.0, Severity.P2: 3600.0, Severity.P3: 14400.0,
+                                 Severity.P4: None})
+    business_day_start_hour: int = Field(9, ge=0, le=23, description="UTC hour (P4 deadline)")
+    contacts: list[str] = Field(default_factory=list, description="usernames to mention")
+    contacts_by_severity: dict[Severity, list[str]] = Field(default_factory=dict)
+    check_interval_s: float = Field(30.0, gt=0)
+
+
 class AlertmanagerConfig(Section):
     url: str | None = Field(None, description="Alertmanager API base URL")
     webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager sends")
     webhook_username: str | None = None
     webhook_password: SecretStr | None = None
     max_body_bytes: int = Field(1 << 20, gt=0)
+    channel: str | None = Field(None, description="alert threads' channel; unset: mattermost.channel")
+    mention: list[str] = Field(default_factory=list, description="usernames every new thread mentions")
+    routes: list[AlertRouteConfig] = Field(default_factory=list)
+    reopen_window_s: float = Field(3600.0, ge=0, description="fired again within: reopen the thread")
+    rediagnose_after_s: float = Field(60.0, ge=0, description="repeats sooner reuse the diagnosis")
+    reconcile_interval_s: float = Field(60.0, gt=0)
+    storm_groups: int = Field(20, ge=1, description="more new groups than this within storm_window_s…")
+    storm_window_s: float = Field(60.0, gt=0, description="…go to one storm thread")
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
 
 
 class RunbookConfig(Section):
