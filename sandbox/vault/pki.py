@@ -4,7 +4,7 @@ Kubernetes auth trusts. EC keys keep generation in the milliseconds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
@@ -52,6 +52,26 @@ class PkiMaterial:
     root: CertPair
     intermediate: CertPair
     kube_ca: CertPair
+    intermediate_key: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
+
+    def issue_leaf(self, dns_names: list[str], not_before: datetime, not_after: datetime) -> tuple[str, str]:
+        """A server certificate signed by the intermediate, as pki_int/sign/<role> returns it:
+        (certificate PEM, private key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        int_cert = x509.load_pem_x509_certificate(self.intermediate.pem.encode())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+            .issuer_name(int_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns_names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.intermediate_key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
 def make_pki(now: datetime | None = None, intermediate_days: int = 3650) -> PkiMaterial:
@@ -71,4 +91,4 @@ def make_pki(now: datetime | None = None, intermediate_days: int = 3650) -> PkiM
     kube_name = _name("rke2-server-ca@1700000000", org="rke2")
     _, kube = _ca_cert(kube_name, kube_name, kube_key, kube_key,
                        now - timedelta(days=400), now + timedelta(days=3650), None)
-    return PkiMaterial(root=root, intermediate=inter, kube_ca=kube)
+    return PkiMaterial(root=root, intermediate=inter, kube_ca=kube, intermediate_key=int_key)
