@@ -119,7 +119,6 @@ class EventSupervisor:
             task.cancel()
 
     async def run(self) -> None:
-        self._stop.clear()
         failures = 0
         had_connection = False
         async with aiohttp.ClientSession() as session:
@@ -142,6 +141,8 @@ class EventSupervisor:
                         ValueError) as exc:
                     if not self._stop.is_set():
                         log.warning("websocket: %s", exc.__class__.__name__ + (f": {exc}" if str(exc) else ""))
+                except Exception:  # a bug here must not end the supervision for good
+                    log.exception("websocket: unexpected failure")
                 finally:
                     self._ws = None
                     self._connected.clear()
@@ -162,7 +163,8 @@ class EventSupervisor:
             while True:
                 msg = await ws.receive()
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    raise aiohttp.ClientError(f"closed during authentication ({msg.type.name})")
+                    raise aiohttp.ClientError(f"closed during authentication ({msg.type.name}); "
+                                             "is the bot token valid?")
                 reply = json.loads(msg.data)
                 if reply.get("seq_reply") == 1:
                     if reply.get("status") == "OK":
