@@ -100,7 +100,7 @@ class EventSupervisor:
     @classmethod
     def for_chat(cls, chat: MattermostChat, **kwargs: Any) -> EventSupervisor:
         """A supervisor for the chat adapter's server, token and bot user (after start())."""
-        assert chat.config.token is not None  # MattermostChat refuses to exist without one
+        assert chat.config.token is not None  # start() has checked it
         return cls(chat.websocket_url, chat.config.token, chat.bot_user_id,
                    resolve_username=chat.username, **kwargs)
 

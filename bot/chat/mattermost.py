@@ -50,12 +50,12 @@ class MattermostChat:
     def __init__(self, config: MattermostConfig, *, queue: WriteQueue | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  attachment_name: str = "report.md"):
-        if config.token is None:
-            raise ChatError("connect to Mattermost", "mattermost.token is not set")
         self.config = config
         self.queue = queue or WriteQueue(config.rate_limit_per_s)
         self.attachment_name = attachment_name
-        options = driver_options(config, config.token.get_secret_value())
+        # No token is reported by start(), so that close() always works on what was built.
+        token = config.token.get_secret_value() if config.token is not None else ""
+        options = driver_options(config, token)
         if transport is not None:
             options["transport"] = transport
         self._driver = AsyncTypedDriver(options)
@@ -74,6 +74,8 @@ class MattermostChat:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Check the token (users/me) and find the configured team."""
+        if self.config.token is None:
+            raise ChatError("log in with the bot token", "mattermost.token is not set")
         me = _json(await self.queue.call(lambda: self._driver.users.get_user("me"),
                                          what="log in with the bot token"))
         if not isinstance(me, dict) or "id" not in me:

@@ -80,6 +80,13 @@ async def test_rejected_token_is_a_clear_error_and_never_logged(
     assert TOKEN not in caplog.text and TOKEN not in str(err.value)
 
 
+async def test_missing_token_is_reported_by_start_and_close_still_works() -> None:
+    c = MattermostChat(MattermostConfig(url=BASE))
+    with pytest.raises(ChatError, match="mattermost.token is not set"):
+        await c.start()
+    await c.close()
+
+
 async def test_unknown_team_says_so(clock: FakeClock) -> None:
     with respx.mock(base_url=BASE) as router:
         router.get("/api/v4/users/me").respond(200, json=ME)
