@@ -53,7 +53,7 @@ class MattermostChat:
         self.config = config
         self.queue = queue or WriteQueue(config.rate_limit_per_s)
         self.attachment_name = attachment_name
-        # No token is reported by start(), so that close() always works on what was built.
+        # A missing token is reported by start(), so close() always works on what was built.
         token = config.token.get_secret_value() if config.token is not None else ""
         options = driver_options(config, token)
         if transport is not None:
