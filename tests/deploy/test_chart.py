@@ -573,3 +573,14 @@ def test_notes_walk_through_the_slash_command_and_alertmanager(chart):
     assert "read-only diagnostics" in text
     assert "REMEDIATION ENABLED (approvers: alice)" in notes(
         chart, VALUE_SETS["remediation-defaults"])
+
+
+def test_rbac_doc_lists_every_rule_the_chart_can_grant(chart):
+    doc = (CHART.parents[1] / "docs" / "rbac.md").read_text()
+    objects = render(chart, VALUE_SETS["remediation-everything"])
+    for _, _, group, resource, verb, names in grants(objects):
+        assert f"`{resource}`" in doc, resource
+        assert f"`{verb}`" in doc, verb
+        assert f"`{group}`" in doc or group == "", group
+        for name in names:
+            assert f"`{name}`" in doc, name

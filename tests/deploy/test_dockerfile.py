@@ -172,7 +172,8 @@ def test_builder_install_steps_produce_a_working_sopbot(dockerfile, tmp_path):
     # The runtime stage gets this venv only: no pip, the project and its locked deps inside.
     assert not (venv / "bin" / "pip").exists()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    clean["PYTHONDONTWRITEBYTECODE"] = "1"
+    clean["PYTHONDONTWRITEBYTECODE"] = "1"  # as in the runtime stage
+    before = sorted(p for p in venv.rglob("*"))
     imported = subprocess.run([str(venv / "bin" / "python"), "-c", "import bot, handlers, sandbox"],
                               cwd=tmp_path, env=clean, capture_output=True, text=True, check=False)
     assert imported.returncode == 0, imported.stderr
@@ -186,6 +187,8 @@ def test_builder_install_steps_produce_a_working_sopbot(dockerfile, tmp_path):
     run_help = subprocess.run([str(sopbot), "run", "--help"], cwd=tmp_path, env=clean,
                               capture_output=True, text=True, check=False)
     assert run_help.returncode == 0 and "--config" in run_help.stdout, run_help.stderr
+    # Read-only root filesystem: running the bot writes nothing into the venv.
+    assert sorted(p for p in venv.rglob("*")) == before
 
 
 def stage_env_one(args: str, env: dict[str, str]) -> dict[str, str]:
