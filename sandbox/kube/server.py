@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sandbox.kube import discovery, jsonio, tables
+from sandbox.kube import controllers, discovery, jsonio, openapi, tables
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
     namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
@@ -139,6 +139,7 @@ class KubeApi:
     # -- read --------------------------------------------------------------------------------
     async def get(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
+        self.store.track_history(t.rt.api_version, t.rt.kind)
         obj = self._get(t.rt, t.name, t.namespace)
         params = _accept_params(request.headers.get("Accept", ""))
         if params.get("as") == "Table":
@@ -154,6 +155,7 @@ class KubeApi:
         labels = parse_label_selector(q.get("labelSelector"))
         fields = compile_field_selector(parse_field_selector(q.get("fieldSelector")),
                                         t.rt.group, t.rt.kind, t.rt.crd)
+        self.store.track_history(t.rt.api_version, t.rt.kind)
         if q.get("watch") in ("1", "true", "True"):
             return await self.watch(request, t, labels, fields)
         try:
@@ -190,6 +192,10 @@ class KubeApi:
         rt = t.rt
         queue = self.store.subscribe(rt.api_version, rt.kind)
         request.app[_WATCHES].add(queue)
+        # taken with the subscription and no await in between: together they miss nothing
+        rv = q.get("resourceVersion")
+        replay = (self.store.events_since(rt.api_version, rt.kind, int(rv))
+                  if rv and rv.isdigit() and rv != "0" else None) or []
         params = _accept_params(request.headers.get("Accept", ""))
         as_table = params.get("as") == "Table"
         include = q.get("includeObject", "Metadata")
@@ -216,13 +222,15 @@ class KubeApi:
             await resp.write(jsonio.dumps({"type": kind, "object": payload}) + b"\n")
 
         try:
-            rv = q.get("resourceVersion")
             initial = q.get("sendInitialEvents") in ("true", "1")
             if rv in (None, "", "0") or initial:
                 page = list_page(self.store, rt.api_version, rt.kind, t.namespace, labels=labels,
                                  fields=fields)
                 for obj in page.items:
                     await send("ADDED", obj)
+            for event in replay:
+                if matches(event.object):
+                    await send(event.type, event.object)
             if initial:
                 await resp.write(jsonio.dumps({"type": "BOOKMARK", "object": {
                     "kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
@@ -306,6 +314,7 @@ class KubeApi:
             meta["creationTimestamp"] = now_iso()
             meta["generation"] = 1
             return _json(self._out(rt, obj), 201)
+        controllers.reconcile(obj)
         return _json(self._out(rt, self.store.add(obj)), 201)
 
     def _commit(self, request: web.Request, rt: ResourceType, old: Obj, new: Obj,
@@ -344,9 +353,10 @@ class KubeApi:
             if (_without(new, "metadata", "status") != _without(old, "metadata", "status")
                     and rt.kind not in ("Namespace", "Node", "ConfigMap", "Secret", "Event")):
                 meta["generation"] = int(old_meta.get("generation") or 1) + 1
-        meta = new["metadata"]
         if self._dry_run(request):
             return _json(self._out(rt, new))
+        if new["metadata"].get("generation") != old_meta.get("generation"):
+            controllers.reconcile(new)
         return _json(self._out(rt, self.store.replace(new)))
 
     async def update(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -501,6 +511,7 @@ class KubeApi:
             new["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
         if self._dry_run(request):
             return _json(self._scale_of(rt, new))
+        controllers.reconcile(new)
         return _json(self._scale_of(rt, self.store.replace(new)))
 
     async def evict(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -598,6 +609,18 @@ class KubeApi:
                 return _json(discovery.api_versions(f"{request.host}"))
             return _json(discovery.api_group_list(self.catalog))
         parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["openapi", "v3"]:
+            if len(parts) == 2:
+                return _json(openapi.root_document(self.catalog))
+            rest = parts[2:]
+            body = None
+            if rest[:1] == ["api"] and len(rest) == 2:
+                body = openapi.gv_document("", rest[1], self.catalog)
+            elif rest[:1] == ["apis"] and len(rest) == 3:
+                body = openapi.gv_document(rest[1], rest[2], self.catalog)
+            if body is None:
+                raise path_not_found()
+            return web.Response(body=body, content_type="application/json")
         doc: Obj | None = None
         if parts == ["api", "v1"]:
             doc = discovery.api_resource_list(self.catalog, "", "v1")
@@ -622,6 +645,10 @@ class KubeApi:
             return await self.resource(request, target)
         except ApiError as err:
             return _error(err)
+        except Exception as exc:  # a bug here must still answer like an API server
+            log.exception("kube sandbox: %s %s failed", request.method, request.path)
+            return _error(ApiError(500, "InternalError",
+                                   f"Internal error occurred: {exc.__class__.__name__}: {exc}"))
 
 
 # A stand-in ResourceType so the Scale of a CRD accepts strategic merge patches (Scale is built in).

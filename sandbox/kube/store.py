@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +40,9 @@ class ObjectStore:
     _sorted_keys: dict[TypeKey, list[ObjKey]] = field(default_factory=dict)
     # Container logs served by pods/{name}/log, keyed (namespace, pod name); scenarios set them.
     pod_logs: dict[ObjKey, str] = field(default_factory=dict)
+    # Recent events of the kinds an API client has read (see track_history), so a watch that
+    # starts from a list's resourceVersion misses nothing written in between.
+    _history: dict[TypeKey, deque[tuple[int, WatchEvent]]] = field(default_factory=dict)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj | None:
@@ -129,7 +133,25 @@ class ObjectStore:
     def unsubscribe(self, q: asyncio.Queue[WatchEvent]) -> None:
         self._watchers = [(k, w) for k, w in self._watchers if w is not q]
 
+    def track_history(self, api_version: str, kind: str, maxlen: int = 10000) -> None:
+        """Start keeping the last ``maxlen`` events of a kind (idempotent)."""
+        self._history.setdefault((api_version, kind), deque(maxlen=maxlen))
+
+    def events_since(self, api_version: str, kind: str, resource_version: int) -> list[WatchEvent] | None:
+        """Events of a tracked kind newer than ``resource_version``; None when the history does not
+        reach back that far (or the kind is not tracked)."""
+        history = self._history.get((api_version, kind))
+        if history is None:
+            return None
+        if history and history[0][0] > resource_version + 1 and len(history) == history.maxlen:
+            return None
+        return [WatchEvent(e.type, copy.deepcopy(e.object)) for rv, e in history if rv > resource_version]
+
     def _publish(self, key: TypeKey, event: WatchEvent) -> None:
+        history = self._history.get(key)
+        if history is not None:
+            rv = int(event.object["metadata"]["resourceVersion"])
+            history.append((rv, WatchEvent(event.type, copy.deepcopy(event.object))))
         for k, q in self._watchers:
             if k == key:
                 q.put_nowait(WatchEvent(event.type, copy.deepcopy(event.object)))

@@ -220,7 +220,66 @@ async def test_kubectl_scale_deployment(kube: RunningKube) -> None:
         kube, "scale", "deployment/web", "-n", "apps", "--replicas=3")
     assert kube.store.get("apps/v1", "Deployment", "web", "apps")["spec"]["replicas"] == 3  # type: ignore[index]
     rows = table(await kubectl_ok(kube, "get", "deployments", "-n", "apps"))
-    assert rows[0]["NAME"] == "web" and rows[0]["READY"] == "2/3"
+    assert rows[0]["NAME"] == "web" and rows[0]["READY"] == "3/3"
+
+
+async def test_kubectl_rollout_status_after_restart(kube: RunningKube) -> None:
+    await kubectl_ok(kube, "rollout", "restart", "deployment/web", "-n", "apps")
+    out = await kubectl_ok(kube, "rollout", "status", "deployment/web", "-n", "apps", "--timeout=20s")
+    assert 'deployment "web" successfully rolled out' in out
+
+
+async def test_kubectl_rollout_status_waits_on_a_held_rollout(kube: RunningKube) -> None:
+    kube.store.update("apps/v1", "Deployment", "web", "apps", lambda d: d["metadata"].setdefault(
+        "annotations", {}).update({"sandbox.sop-bot.dev/hold-rollout": "true"}))
+    await kubectl_ok(kube, "set", "image", "deployment/web", "-n", "apps", "main=registry.example/app:2")
+    dep = kube.store.get("apps/v1", "Deployment", "web", "apps")
+    assert dep is not None and dep["status"]["observedGeneration"] == 2
+    kube.store.update("apps/v1", "Deployment", "web", "apps",
+                      lambda d: d["status"].update(updatedReplicas=1))
+    rc, out, err = await kubectl(kube, "rollout", "status", "deployment/web", "-n", "apps", "--watch=false")
+    assert rc == 0
+    assert "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated" in out
+
+
+async def test_kubectl_apply_creates_then_patches(kube: RunningKube, tmp_path: Path) -> None:
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: apps\n"
+                        "data:\n  a: '1'\n")
+    assert "configmap/settings created" in await kubectl_ok(kube, "apply", "-f", str(manifest))
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: apps\n"
+                        "data:\n  b: '2'\n")
+    assert "configmap/settings configured" in await kubectl_ok(kube, "apply", "-f", str(manifest))
+    assert kube.store.get("v1", "ConfigMap", "settings", "apps")["data"] == {"b": "2"}  # type: ignore[index]
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("apiVersion: cilium.io/v2alpha1\nkind: CiliumLoadBalancerIPPool\nmetadata:\n"
+                    "  name: default-pool\nspec:\n  blocks:\n    - cidr: 203.0.113.200/29\n")
+    assert "created" in await kubectl_ok(kube, "apply", "-f", str(pool))
+    assert "unchanged" in await kubectl_ok(kube, "apply", "-f", str(pool))
+    stored = kube.store.get("cilium.io/v2alpha1", "CiliumLoadBalancerIPPool", "default-pool")
+    assert stored is not None and stored["spec"]["blocks"] == [{"cidr": "203.0.113.200/29"}]
+
+
+async def test_kubectl_get_watch_prints_changes(kube: RunningKube) -> None:
+    cfg = kube.kubeconfig
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HOME=str(cfg.parent), KUBECONFIG=str(cfg))
+    proc = await asyncio.create_subprocess_exec(
+        kubectl_binary(), "--kubeconfig", str(cfg), "get", "pods", "-n", "db", "-l", "app=pg", "-w",
+        "--output-watch-events", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            header = (await proc.stdout.readline()).decode()
+            assert header.split()[:3] == ["EVENT", "NAME", "READY"]
+            first = {(await proc.stdout.readline()).decode().split()[1] for _ in range(2)}
+            assert first == {"pg-1", "pg-2"}
+            kube.store.remove("v1", "Pod", "pg-1", "db")
+            line = (await proc.stdout.readline()).decode().split()
+            assert line[:2] == ["DELETED", "pg-1"]
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_kubectl_delete_pod(kube: RunningKube) -> None:

@@ -1,0 +1,68 @@
+"""Instant workload controllers: when a client changes a Deployment/StatefulSet/DaemonSet/
+ReplicaSet spec through the API (rollout restart, scale, image change), its status converges at
+once, so ``kubectl rollout status`` and the bot's post-remediation checks see a finished rollout.
+
+A scenario that wants a rollout to hang sets the HOLD_ANNOTATION on the object: its status then
+only records the new observedGeneration. Pods are not created or deleted; scenarios own pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+Obj = dict[str, Any]
+
+HOLD_ANNOTATION = "sandbox.sop-bot.dev/hold-rollout"
+WORKLOAD_KINDS = frozenset({("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+                            ("apps/v1", "DaemonSet"), ("apps/v1", "ReplicaSet")})
+
+
+def _template_hash(obj: Obj) -> str:
+    template = (obj.get("spec") or {}).get("template") or {}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _now_condition(kind: str, reason: str, message: str) -> Obj:
+    from sandbox.kube.store import now_iso
+    t = now_iso()
+    return {"type": kind, "status": "True", "reason": reason, "message": message,
+            "lastUpdateTime": t, "lastTransitionTime": t}
+
+
+def reconcile(obj: Obj) -> None:
+    """Bring a workload's status up to its spec, in place."""
+    if (obj.get("apiVersion"), obj.get("kind")) not in WORKLOAD_KINDS:
+        return
+    meta = obj.setdefault("metadata", {})
+    spec = obj.get("spec") or {}
+    status = obj.setdefault("status", {})
+    status["observedGeneration"] = int(meta.get("generation") or 1)
+    if (meta.get("annotations") or {}).get(HOLD_ANNOTATION) == "true" or spec.get("paused"):
+        return
+    kind = obj["kind"]
+    name = meta.get("name", "")
+    if kind == "DaemonSet":
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        status.update(currentNumberScheduled=desired, numberReady=desired,
+                      updatedNumberScheduled=desired, numberAvailable=desired, numberMisscheduled=0)
+        status.pop("numberUnavailable", None)
+        return
+    n = int(spec.get("replicas", 1))
+    status.update(replicas=n, readyReplicas=n, availableReplicas=n)
+    if kind == "Deployment":
+        status["updatedReplicas"] = n
+        status.pop("unavailableReplicas", None)
+        rs = f"{name}-{_template_hash(obj)}"
+        status["conditions"] = [
+            _now_condition("Available", "MinimumReplicasAvailable", "Deployment has minimum availability."),
+            _now_condition("Progressing", "NewReplicaSetAvailable",
+                           f'ReplicaSet "{rs}" has successfully progressed.'),
+        ]
+    elif kind == "StatefulSet":
+        revision = f"{name}-{_template_hash(obj)}"
+        status.update(currentReplicas=n, updatedReplicas=n, currentRevision=revision,
+                      updateRevision=revision)
+    else:
+        status["fullyLabeledReplicas"] = n
