@@ -628,3 +628,28 @@ async def test_watch_streams_changes(kube: RunningKube, api: client.ApiClient) -
                 w.stop()
     assert events == [("ADDED", "watched-1", "Running"), ("MODIFIED", "watched-1", "Failed"),
                       ("DELETED", "watched-1", "Failed")]
+
+
+async def test_bot_kube_client_against_the_sandbox(kube: RunningKube) -> None:
+    from bot.clients.errors import SourceError
+    from bot.clients.kube import KubeClient
+
+    add_many_pods(kube.store, 120)
+    kc = await KubeClient.connect(kube.kubeconfig)
+    try:
+        pages = [page async for page in kc.pages("v1", "pods", label_selector="app=bulk", limit=50)]
+        assert [len(p) for p in pages] == [50, 50, 20]
+        certs = await kc.list("cert-manager.io/v1", "certificates", "db")
+        assert [c["metadata"]["name"] for c in certs] == ["pg-server"]
+        node_obj = await kc.patch("v1", "nodes", "worker-1", {"spec": {"unschedulable": True}})
+        assert node_obj["spec"]["unschedulable"] is True
+        with pytest.raises(SourceError) as exc:
+            await kc.get("v1", "pods", "nope", "apps")
+        assert exc.value.status == 404 and exc.value.reason == 'pods "nope" not found'
+        with pytest.raises(SourceError) as exc:
+            await kc.create("v1", "pods", {"apiVersion": "policy/v1", "kind": "Eviction",
+                                           "metadata": {"name": "web-1", "namespace": "apps"}},
+                            "apps", subresource_of="web-1", subresource="eviction")
+        assert exc.value.status == 429
+    finally:
+        await kc.close()
