@@ -2,7 +2,9 @@
 # SOP Bot container image.
 #
 #   docker build -t sop-bot .
-#   docker run --read-only --tmpfs /tmp -v sopbot-data:/data sop-bot run --config /etc/sopbot/sopbot.yaml
+#   docker run --read-only --tmpfs /tmp -v sopbot-data:/data \
+#     -v "$PWD/sopbot.yaml:/etc/sopbot/sopbot.yaml:ro" -e SOPBOT_MATTERMOST__TOKEN=... \
+#     sop-bot run --config /etc/sopbot/sopbot.yaml
 #
 # Dependencies come only from requirements.lock (pinned, with hashes); regenerate it after
 # changing pyproject.toml's dependencies:
