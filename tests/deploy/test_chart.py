@@ -584,3 +584,14 @@ def test_rbac_doc_lists_every_rule_the_chart_can_grant(chart):
         assert f"`{group}`" in doc or group == "", group
         for name in names:
             assert f"`{name}`" in doc, name
+
+
+@pytest.mark.parametrize("content", [
+    "# Runbook\n\n## 5. Vault\n\n```sh\nkubectl -n vault get pods\n```\n",
+    "  indented first line, no final newline",
+    "Unicode \u2713 \u00e9\u00e8 \u2014 {{ .Values.x }} ${VAR} --- # not a comment\n\n\n",
+    "trailing spaces   \nand a tab\t\n",
+])
+def test_runbook_content_arrives_byte_for_byte(chart, content):
+    objects = render(chart, {"runbook": {"content": content}})
+    assert one(objects, "ConfigMap")["data"]["runbook.md"] == content
