@@ -45,6 +45,11 @@ class Platform:
     vault: VaultCluster
     domain: str = DOMAIN
 
+    def __post_init__(self) -> None:
+        # Vault's readiness probe and service registration: when a replica is unsealed or
+        # sealed through the API, its pod's Ready condition and vault-* labels follow.
+        self.vault.observe(lambda _index: sync_vault_pods(self))
+
     def vault_names(self) -> list[str]:
         return [r.name for r in self.vault.replicas]
 

@@ -15,7 +15,6 @@ from aiohttp import web
 from sandbox.vault.responses import envelope, pem_body, vault_error, vault_json
 from sandbox.vault.state import BUILD_DATE, UnsealError, VaultCluster
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLUSTER_KEY: web.AppKey[VaultCluster] = web.AppKey("vault_cluster", VaultCluster)
 INDEX_KEY: web.AppKey[int] = web.AppKey("vault_index", int)
 NO_ACTIVE = "local node not active but active cluster node not found"
@@ -281,7 +280,7 @@ def _pki(cluster: VaultCluster, rest: str, method: str) -> web.StreamResponse:
     pki = cluster.pki
     assert pki is not None
     chain = pki.intermediate.pem + pki.root.pem
-    if method == "GET" and rest in ("ca/pem",):
+    if method == "GET" and rest == "ca/pem":
         return pem_body(pki.intermediate.pem)
     if method == "GET" and rest == "ca_chain":
         return pem_body(chain)

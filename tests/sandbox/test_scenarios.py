@@ -356,3 +356,13 @@ async def test_cnpg_failover_primary_gone_and_failing_over(tmp_path: Path) -> No
         with pytest.raises(ApiException) as err:
             await w.core.read_namespaced_pod(st["currentPrimary"], "database")
         assert err.value.status == 404
+
+
+async def test_unsealing_through_the_api_makes_the_vault_pods_ready_again(tmp_path: Path) -> None:
+    async with live(tmp_path, "vault-sealed") as w:
+        keys = w.platform.vault.unseal_keys_hex
+        for i in range(3):
+            await call(lambda: w.hvac(i).sys.submit_unseal_keys(keys[:3]))
+        pods = (await w.core.list_namespaced_pod("vault", label_selector="component=server")).items
+        assert all(pod_ready(p) for p in pods)
+        assert sorted(p.metadata.labels["vault-active"] for p in pods) == ["false", "false", "true"]
