@@ -7,18 +7,29 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bot.alerts.service import AlertService
+from bot.chat.events import EventSupervisor
+from bot.clients.alertmanager import AlertmanagerClient
+from bot.chat import EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
 from bot.clients.vault import VaultPool
 from bot.config import Settings
 from bot.context import HandlerContext
-from bot.registry import load_handlers
+from bot.engine import run_sop
+from bot.models import Report
+from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
 from bot.service import Bot
+from bot.store import Store
 from bot.web.app import make_web_app
+
+if TYPE_CHECKING:
+    from bot.chat.mattermost import MattermostChat
 
 log = logging.getLogger("sopbot")
 
@@ -63,8 +74,6 @@ async def build_context(settings: Settings) -> HandlerContext:
 
 async def check_connections(settings: Settings) -> dict[str, str | None]:
     """Each source → None when it answers, else why not."""
-    from bot.chat.mattermost import MattermostChat
-
     results: dict[str, str | None] = {}
     chat = MattermostChat(settings.mattermost)
     try:
@@ -111,10 +120,15 @@ class Runtime:
         self.url = ""
         self._background: list[asyncio.Task[None]] = []
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # Features subscribe to chat events here (approvals, alert acks); called in order.
+        self.on_reaction: list[Callable[[ReactionEvent], Awaitable[None]]] = []
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self.events: EventSupervisor | None = None
+        self.store: Store | None = None
+        self.alerts: AlertService | None = None
+        self.events: EventSupervisor | None = None
 
     async def start(self) -> None:
-        from bot.chat.mattermost import MattermostChat
-
         s = self.settings
         registry = load_handlers()
         self.ctx = await build_context(s)
@@ -125,7 +139,12 @@ class Runtime:
         tokens = [t.get_secret_value() for t in s.slash.tokens]
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
-        app = make_web_app(self.bot, tokens, ready=self._ready)
+        self.store = await Store.open(s.store.path)
+        self.alerts = await start_alerts(s, self.store, self.chat, self.bot)
+        if s.mattermost.websocket:  # reactions: alert acknowledgements
+            self.events = EventSupervisor.for_chat(self.chat, on_reaction=self.alerts.on_reaction)
+            self._background.append(asyncio.create_task(self.events.run(), name="chat-events"))
+        app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler())
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.server.host, s.server.port)
@@ -134,6 +153,18 @@ class Runtime:
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         log.info("sopbot listening on %s", self.url)
+        if s.mattermost.websocket:
+            self.events = EventSupervisor.for_chat(self.chat, on_reaction=self._reaction,
+                                                   on_reconnect=self._reconnected)
+            self._background.append(asyncio.create_task(self.events.run(), name="websocket"))
+
+    async def _reaction(self, event: ReactionEvent) -> None:
+        for listener in self.on_reaction:
+            await listener(event)
+
+    async def _reconnected(self) -> None:
+        for listener in self.on_reconnect:
+            await listener()
 
     async def _ready(self) -> str | None:
         return None if self.bot is not None else "starting"
@@ -141,6 +172,18 @@ class Runtime:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()  # stop accepting first
+        if self.events is not None:
+            await self.events.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.alerts is not None:
+            await self.alerts.stop()
+        if self.events is not None:
+            await self.events.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.bot is not None:
             await self.bot.drain()
         for hook in self.on_stop:
@@ -149,6 +192,25 @@ class Runtime:
             await self.chat.close()
         if self.ctx is not None:
             await self.ctx.close()
+        if self.store is not None:
+            await self.store.close()
+
+
+async def start_alerts(s: Settings, store: Store, chat: "MattermostChat", bot: Bot) -> AlertService:
+    """The Alertmanager pipeline; replays notifications accepted but unfinished by a previous run."""
+    client = AlertmanagerClient(s.alertmanager.url) if s.alertmanager.url else None
+    if client is not None and bot.ctx.alertmanager is None:
+        bot.ctx.alertmanager = client
+    base = f"{s.mattermost.url}/{s.mattermost.team}/pl/"
+
+    async def run(sop: SOP, params: SOPParams) -> Report:
+        return await run_sop(sop, bot.ctx, params, timeout_s=bot.handler_timeout_s)
+
+    service = AlertService(s.alertmanager, store=store, chat=chat, registry=bot.registry, run=run,
+                           channel_id=chat.channel_id, default_channel=s.mattermost.channel,
+                           runbook=bot.runbook, client=client, permalink=lambda pid: base + pid)
+    await service.start()
+    return service
 
 
 async def serve(settings: Settings) -> int:
