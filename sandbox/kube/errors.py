@@ -27,15 +27,17 @@ _GENERIC = {
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None):
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None,
+                 metadata: Obj | None = None):
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.metadata = metadata or {}
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": self.metadata, "status": "Failure",
                      "message": self.message, "reason": self.reason}
         if self.details:
             body["details"] = self.details
@@ -112,8 +114,16 @@ def unsupported_media_type(content_type: str) -> ApiError:
                     f"application/strategic-merge-patch+json (got {content_type!r})")
 
 
-def expired(message: str) -> ApiError:
-    return ApiError(410, "Expired", message)
+def continue_expired(fresh_token: str | None) -> ApiError:
+    """A continue token older than the server keeps list snapshots; the Status carries a token
+    for an inconsistent continuation, as the real server does."""
+    return ApiError(410, "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. "
+                    "You can start a new list without the continue parameter, or use the continue "
+                    "token in this response to retrieve the remainder of the results. Continuing with "
+                    "the provided token results in an inconsistent list - objects that were created, "
+                    "modified, or deleted between the time the first chunk was returned and now may "
+                    "show up in the list.", metadata={"continue": fresh_token} if fresh_token else {})
 
 
 def pdb_blocks(pdb_name: str, desired: int, current: int) -> ApiError:

@@ -27,12 +27,13 @@ class RunningKube:
 @asynccontextmanager
 async def serve_kube(store: ObjectStore, workdir: Path, token: str | None = None,
                      context: str = "sandbox",
-                     kubeconfig_name: str = "kubeconfig") -> AsyncIterator[RunningKube]:
+                     kubeconfig_name: str = "kubeconfig",
+                     continue_ttl_s: float | None = 300.0) -> AsyncIterator[RunningKube]:
     """Serve ``store`` on 127.0.0.1:<free port> over TLS; writes ``workdir/<kubeconfig_name>``
     and the CA under ``workdir/kube-tls-<context>/``."""
     token = token or secrets.token_urlsafe(24)
     tls = create_server_tls(workdir / f"kube-tls-{context}")
-    runner = web.AppRunner(make_app(store, token), shutdown_timeout=2.0)
+    runner = web.AppRunner(make_app(store, token, continue_ttl_s=continue_ttl_s), shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.ssl_context())
     await site.start()

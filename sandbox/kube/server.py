@@ -96,9 +96,11 @@ def _accept_params(accept: str) -> dict[str, str]:
 class KubeApi:
     """Request handlers over one ObjectStore."""
 
-    def __init__(self, store: ObjectStore, catalog: Catalog = CATALOG):
+    def __init__(self, store: ObjectStore, catalog: Catalog = CATALOG,
+                 continue_ttl_s: float | None = 300.0):
         self.store = store
         self.catalog = catalog
+        self.continue_ttl_s = continue_ttl_s
 
     # -- plumbing ----------------------------------------------------------------------------
     def _get(self, rt: ResourceType, name: str, namespace: str | None) -> Obj:
@@ -165,7 +167,8 @@ class KubeApi:
         if t.namespace and t.rt.namespaced and t.rt.kind != "Namespace":
             pass  # listing in a missing namespace is an empty list, as on the real server
         page = list_page(self.store, t.rt.api_version, t.rt.kind, t.namespace, labels=labels,
-                         fields=fields, limit=limit, cont=q.get("continue"))
+                         fields=fields, limit=limit, cont=q.get("continue"),
+                         continue_ttl_s=self.continue_ttl_s)
         meta: Obj = {"resourceVersion": page.resource_version}
         if page.continue_token:
             meta["continue"] = page.continue_token
@@ -673,9 +676,12 @@ async def _close_watches(app: web.Application) -> None:
         queue.put_nowait(WatchEvent(_CLOSE, {}))
 
 
-def make_app(store: ObjectStore, token: str) -> web.Application:
-    """The API server over ``store``; every request needs ``Authorization: Bearer <token>``."""
-    api = KubeApi(store)
+def make_app(store: ObjectStore, token: str, *,
+             continue_ttl_s: float | None = 300.0) -> web.Application:
+    """The API server over ``store``; every request needs ``Authorization: Bearer <token>``.
+    Continue tokens expire (410) after ``continue_ttl_s``, like the real server's 5-minute etcd
+    compaction; None keeps them forever."""
+    api = KubeApi(store, continue_ttl_s=continue_ttl_s)
     app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
     app[STORE_KEY] = store
     app[_WATCHES] = set()

@@ -401,17 +401,36 @@ async def test_list_with_selectors_and_limit(kube: RunningKube, api: client.ApiC
 async def test_list_nodes_pages(kube: RunningKube, api: client.ApiClient) -> None:
     v1 = client.CoreV1Api(api)
     first = await v1.list_node(limit=3)
+    kube.store.update("v1", "Node", "cp-1", "", lambda n: n["metadata"]["labels"].update(x="y"))
     second = await v1.list_node(limit=3, _continue=first.metadata._continue)
     names = [n.metadata.name for n in first.items + second.items]
     assert names == ["cp-1", "worker-1", "worker-2", "worker-3"]
     assert second.metadata._continue is None
     assert int(first.metadata.resource_version) > 0
+    # every page of one list reports the resourceVersion of its first page
+    assert second.metadata.resource_version == first.metadata.resource_version
 
 
 async def test_bad_continue_token_is_a_400(kube: RunningKube, api: client.ApiClient) -> None:
     with pytest.raises(ApiException) as exc:
         await client.CoreV1Api(api).list_node(limit=1, _continue="not-a-token!")
     assert exc.value.status == 400
+
+
+async def test_expired_continue_token_is_410_with_a_fresh_token(tmp_path: Path) -> None:
+    async with serve_kube(sample_store(), tmp_path, token="t", continue_ttl_s=-1) as running:
+        c = await api_client(running)
+        try:
+            v1 = client.CoreV1Api(c)
+            first = await v1.list_node(limit=2)
+            with pytest.raises(ApiException) as exc:
+                await v1.list_node(limit=2, _continue=first.metadata._continue)
+            body = json.loads(exc.value.body)
+            assert exc.value.status == 410 and body["reason"] == "Expired"
+            assert body["message"].startswith("The provided continue parameter is too old")
+            assert body["metadata"]["continue"]
+        finally:
+            await c.close()
 
 
 async def test_read_missing_pod_is_404_not_found(kube: RunningKube, api: client.ApiClient) -> None:
