@@ -1,0 +1,130 @@
+"""The chart's RBAC covers every Kubernetes call the bot's code makes.
+
+Scans bot/ and handlers/ for calls on the in-cluster KubeClient (`ctx.kube`, `self.kube`,
+`kube`; not `kube_mgmt`, which talks to another cluster with its own credentials) whose
+api_version and plural are string literals, and checks each against the rendered roles:
+reads against the read-only diagnostics role, writes against the roles rendered with every
+remediation action on. A handler that starts reading, say, Secrets fails here until the chart
+and docs/rbac.md grant it on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from test_chart import CHART, VALUE_SETS, grants, render
+
+try:
+    import helm_python as helm
+except ImportError as exc:  # pragma: no cover
+    raise ImportError("helm-python-sdk is not installed: `pip install helm-python-sdk` "
+                      "(CI installs it with the test extras)") from exc
+
+REPO = Path(__file__).resolve().parents[2]
+VERBS = {"get": "get", "list": "list", "pages": "list", "patch": "patch", "delete": "delete",
+         "create": "create"}
+
+
+def _receiver_is_kube(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id == "kube"
+    return isinstance(node, ast.Attribute) and node.attr == "kube"
+
+
+def _literal(node: ast.expr | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def kube_calls(source: str, filename: str = "<src>") -> list[tuple[str, str, str, str]]:
+    """(where, apiGroup, resource, verb) for each literal KubeClient call in ``source``."""
+    out = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in VERBS and _receiver_is_kube(node.func.value)):
+            continue
+        kwargs = {k.arg: k.value for k in node.keywords if k.arg}
+        api_version = _literal(node.args[0] if node.args else kwargs.get("api_version"))
+        plural = _literal(node.args[1] if len(node.args) > 1 else kwargs.get("plural"))
+        if api_version is None or plural is None:
+            continue
+        group = "" if api_version == "v1" else api_version.split("/")[0]
+        resource = plural
+        sub = _literal(kwargs.get("subresource"))
+        if node.func.attr == "create" and sub:
+            resource = f"{plural}/{sub}"
+        name = None
+        if node.func.attr in ("get", "patch", "delete"):
+            name = _literal(node.args[2] if len(node.args) > 2 else kwargs.get("name"))
+        out.append((f"{filename}:{node.lineno}", group, resource, VERBS[node.func.attr], name))
+    return out
+
+
+def uncovered(calls, diagnostics, remediation, named) -> list[str]:
+    """Calls no rule allows. ``named`` maps (group, resource, verb) to the resourceNames a
+    rule restricts it to; a call whose name is not a literal gets the benefit of the doubt."""
+    problems = []
+    for where, group, resource, verb, name in calls:
+        key = (group, resource, verb)
+        allowed = diagnostics if verb in ("get", "list") else remediation
+        if key in allowed or (key in named and (name is None or name in named[key])):
+            continue
+        problems.append(f"{where}: {verb} {resource} in apiGroup {group!r}"
+                        + (f" named {name!r}" if name else ""))
+    return problems
+
+
+@pytest.fixture(scope="module")
+def granted():
+    with helm.Chart.load(CHART) as chart:
+        defaults = grants(render(chart))
+        everything = grants(render(chart, VALUE_SETS["remediation-everything"]))
+    diagnostics = {(g, r, v) for kind, _, g, r, v, names in defaults
+                   if kind == "ClusterRole" and not names}
+    remediation = {(g, r, v) for _, _, g, r, v, names in everything if not names}
+    named: dict[tuple[str, str, str], set[str]] = {}
+    for _, _, g, r, v, names in everything:
+        if names:
+            named.setdefault((g, r, v), set()).update(names)
+    return diagnostics, remediation, named
+
+
+def test_the_scanner_finds_reads_and_writes_and_flags_ungranted_ones(granted):
+    diagnostics, remediation, named = granted
+    sample = (
+        "async def h(ctx):\n"
+        "    await ctx.kube.list('v1', 'pods', 'vault')\n"
+        "    await ctx.kube.get('cert-manager.io/v1', 'certificates', 'x', 'ns')\n"
+        "    await ctx.kube.get('v1', 'secrets', 'vault-init', 'terraform-state')\n"
+        "    await ctx.kube_mgmt.list('v1', 'secrets')\n"
+        "    await ctx.kube.patch('apps/v1', 'deployments', 'd', {}, 'ns')\n"
+        "    await ctx.kube.create('v1', 'pods', {}, 'ns', subresource_of='p',"
+        " subresource='eviction')\n"
+        "    await ctx.kube.delete('v1', 'configmaps', 'c', 'ns')\n"
+        "    await ctx.kube.get('v1', 'secrets', 'harbor-admin', 'harbor')\n"
+        "    await ctx.kube.list('v1', 'secrets', 'terraform-state')\n"
+    )
+    calls = kube_calls(sample)
+    assert [c[1:4] for c in calls] == [
+        ("", "pods", "list"), ("cert-manager.io", "certificates", "get"),
+        ("", "secrets", "get"), ("apps", "deployments", "patch"),
+        ("", "pods/eviction", "create"), ("", "configmaps", "delete"),
+        ("", "secrets", "get"), ("", "secrets", "list")]
+    # Reading vault-init is the unseal feature's one named grant; other Secrets are not.
+    assert uncovered(calls, diagnostics, remediation, named) == [
+        "<src>:8: delete configmaps in apiGroup '' named 'c'",
+        "<src>:9: get secrets in apiGroup '' named 'harbor-admin'",
+        "<src>:10: list secrets in apiGroup ''"]
+
+
+def test_every_kubernetes_call_in_the_code_is_granted_by_the_chart(granted):
+    diagnostics, remediation, named = granted
+    calls = []
+    for package in ("bot", "handlers"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            calls += kube_calls(path.read_text(), str(path.relative_to(REPO)))
+    problems = uncovered(calls, diagnostics, remediation, named)
+    assert not problems, (
+        "the chart's RBAC does not allow these calls: grant them in "
+        "charts/sop-bot/templates (and docs/rbac.md), or drop the call:\n" + "\n".join(problems))
