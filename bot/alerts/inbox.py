@@ -1,0 +1,73 @@
+"""The durable inbox: every accepted webhook body is committed (synchronous=FULL) before the
+2xx goes back, and marked done only after it was processed. A bot killed in between finds the
+entry pending at its next start and processes it then."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bot.store import Store
+
+MIGRATION = ("alerts-inbox-1", [
+    """CREATE TABLE alert_inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX alert_inbox_pending ON alert_inbox(state, id)",
+])
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    received_at: float
+    body: str
+    attempts: int
+
+
+class Inbox:
+    def __init__(self, store: Store, *, max_attempts: int = 5):
+        self.store = store
+        self.max_attempts = max_attempts
+
+    async def migrate(self) -> None:
+        await self.store.migrate(*MIGRATION)
+
+    async def add(self, body: str) -> int:
+        """Commit one webhook body; the caller answers 2xx only after this returns."""
+        return await self.store.execute(
+            "INSERT INTO alert_inbox(received_at, body) VALUES (?, ?)", (time.time(), body))
+
+    async def pending(self, after_id: int = 0, limit: int = 500) -> list[Entry]:
+        rows = await self.store.fetchall(
+            "SELECT id, received_at, body, attempts FROM alert_inbox "
+            "WHERE state='pending' AND id>? ORDER BY id LIMIT ?", (after_id, limit))
+        return [Entry(r["id"], r["received_at"], r["body"], r["attempts"]) for r in rows]
+
+    async def done(self, entry_id: int) -> None:
+        await self.store.execute("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
+
+    async def failed_attempt(self, entry_id: int, error: str) -> bool:
+        """Count a failed processing attempt; True when the entry is given up on."""
+        async with self.store.transaction() as db:
+            await db.execute("UPDATE alert_inbox SET attempts=attempts+1, error=? WHERE id=?",
+                             (error[:500], entry_id))
+            row = await (await db.execute("SELECT attempts FROM alert_inbox WHERE id=?",
+                                          (entry_id,))).fetchone()
+            give_up = row is not None and row["attempts"] >= self.max_attempts
+            if give_up:
+                await db.execute("UPDATE alert_inbox SET state='failed' WHERE id=?", (entry_id,))
+        return give_up
+
+    async def give_up(self, entry_id: int, error: str) -> None:
+        await self.store.execute("UPDATE alert_inbox SET state='failed', error=? WHERE id=?",
+                                 (error[:500], entry_id))
+
+    async def count(self, state: str = "pending") -> int:
+        row = await self.store.fetchone("SELECT COUNT(*) AS n FROM alert_inbox WHERE state=?", (state,))
+        return int(row["n"]) if row else 0

@@ -1,0 +1,127 @@
+"""Alert groups and their diagnoses in the Store: survives restarts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from bot.alerts.models import AlertGroup, GroupState
+from bot.store import Store
+
+MIGRATION = ("alerts-groups-1", [
+    """CREATE TABLE alert_groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        root_id TEXT,
+        last_entry INTEGER NOT NULL DEFAULT 0,
+        data TEXT NOT NULL
+    )""",
+    "CREATE INDEX alert_groups_key ON alert_groups(group_key, id)",
+    "CREATE INDEX alert_groups_root ON alert_groups(root_id)",
+    "CREATE INDEX alert_groups_state ON alert_groups(state)",
+    """CREATE TABLE alert_diagnoses (
+        group_id INTEGER NOT NULL,
+        sop_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        ran_at REAL NOT NULL,
+        PRIMARY KEY (group_id, sop_id, target)
+    )""",
+    """CREATE TABLE alert_storms (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        root_id TEXT,
+        started_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        message TEXT NOT NULL DEFAULT ''
+    )""",
+])
+
+
+class GroupRepo:
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def migrate(self) -> None:
+        await self.store.migrate(*MIGRATION)
+
+    async def current(self, group_key: str) -> AlertGroup | None:
+        """The newest thread of a group key (older ones were followed by a new thread)."""
+        row = await self.store.fetchone(
+            "SELECT id, data FROM alert_groups WHERE group_key=? ORDER BY id DESC LIMIT 1", (group_key,))
+        return _load(row) if row else None
+
+    async def by_root(self, root_id: str) -> AlertGroup | None:
+        row = await self.store.fetchone(
+            "SELECT id, data FROM alert_groups WHERE root_id=? ORDER BY id DESC LIMIT 1", (root_id,))
+        return _load(row) if row else None
+
+    async def by_root_all(self, root_id: str) -> list[AlertGroup]:
+        """Every group whose thread is ``root_id`` (several for a storm thread)."""
+        rows = await self.store.fetchall(
+            "SELECT id, data FROM alert_groups WHERE root_id=? ORDER BY id", (root_id,))
+        return [_load(r) for r in rows]
+
+    async def get(self, group_id: int) -> AlertGroup | None:
+        row = await self.store.fetchone("SELECT id, data FROM alert_groups WHERE id=?", (group_id,))
+        return _load(row) if row else None
+
+    async def open_groups(self) -> list[AlertGroup]:
+        rows = await self.store.fetchall(
+            "SELECT id, data FROM alert_groups WHERE state=? ORDER BY id", (GroupState.open.value,))
+        return [_load(r) for r in rows]
+
+    async def in_storm(self, storm_id: int) -> list[AlertGroup]:
+        rows = await self.store.fetchall(
+            "SELECT id, data FROM alert_groups WHERE json_extract(data, '$.storm_id')=? ORDER BY id",
+            (storm_id,))
+        return [_load(r) for r in rows]
+
+    async def last_entry(self, group_id: int) -> int:
+        row = await self.store.fetchone("SELECT last_entry FROM alert_groups WHERE id=?", (group_id,))
+        return int(row["last_entry"]) if row else 0
+
+    async def save(self, group: AlertGroup, entry_id: int | None = None) -> AlertGroup:
+        data = group.model_dump_json(exclude={"id"})
+        if group.id == 0:
+            group.id = await self.store.execute(
+                "INSERT INTO alert_groups(group_key, state, root_id, last_entry, data) VALUES (?,?,?,?,?)",
+                (group.group_key, group.state.value, group.root_id, entry_id or 0, data))
+        elif entry_id is None:
+            await self.store.execute("UPDATE alert_groups SET state=?, root_id=?, data=? WHERE id=?",
+                                     (group.state.value, group.root_id, data, group.id))
+        else:
+            await self.store.execute(
+                "UPDATE alert_groups SET state=?, root_id=?, data=?, last_entry=MAX(last_entry, ?) WHERE id=?",
+                (group.state.value, group.root_id, data, entry_id, group.id))
+        return group
+
+    # -- diagnoses ---------------------------------------------------------------------------
+    async def diagnosis(self, group_id: int, sop_id: str, target: str) -> tuple[str, list[dict], float] | None:
+        row = await self.store.fetchone(
+            "SELECT digest, findings, ran_at FROM alert_diagnoses WHERE group_id=? AND sop_id=? AND target=?",
+            (group_id, sop_id, target))
+        return (row["digest"], json.loads(row["findings"]), row["ran_at"]) if row else None
+
+    async def save_diagnosis(self, group_id: int, sop_id: str, target: str, digest: str,
+                             findings: list[dict], ran_at: datetime) -> None:
+        await self.store.execute(
+            "INSERT INTO alert_diagnoses(group_id, sop_id, target, digest, findings, ran_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(group_id, sop_id, target) DO UPDATE SET "
+            "digest=excluded.digest, findings=excluded.findings, ran_at=excluded.ran_at",
+            (group_id, sop_id, target, digest, json.dumps(findings), ran_at.timestamp()))
+
+    async def copy_diagnoses(self, from_id: int, to_id: int) -> None:
+        await self.store.execute(
+            "INSERT OR IGNORE INTO alert_diagnoses(group_id, sop_id, target, digest, findings, ran_at) "
+            "SELECT ?, sop_id, target, digest, findings, ran_at FROM alert_diagnoses WHERE group_id=?",
+            (to_id, from_id))
+
+
+def _load(row) -> AlertGroup:  # type: ignore[no-untyped-def]
+    group = AlertGroup.model_validate_json(row["data"])
+    group.id = row["id"]
+    return group
+

@@ -1,0 +1,172 @@
+"""The alert pipeline as one unit the runtime starts and stops: receiver → inbox → worker →
+threads, plus the reconcile and escalation loops and storm control."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bot.alerts.escalation import Escalator
+from bot.alerts.inbox import Entry, Inbox
+from bot.alerts.models import WebhookPayload
+from bot.alerts.receiver import alertmanager_handler
+from bot.alerts.reconcile import Reconciler
+from bot.alerts.repo import GroupRepo
+from bot.alerts.router import Router
+from bot.alerts.storm import StormControl
+from bot.alerts.threads import ChannelId, Clock, RunSOP, ThreadManager, utcnow
+from bot.chat.models import ReactionEvent
+from bot.clients.alertmanager import AlertmanagerClient
+from bot.config import AlertmanagerConfig
+from bot.ports import Chat
+from bot.registry import Registry
+from bot.runbook import Runbook
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class AlertService:
+    def __init__(self, config: AlertmanagerConfig, *, store: Store, chat: Chat, registry: Registry,
+                 run: RunSOP, channel_id: ChannelId, default_channel: str,
+                 runbook: Runbook | None = None, client: AlertmanagerClient | None = None,
+                 permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
+                 concurrency: int = 32, retry_s: float = 5.0):
+        self.config = config
+        self.store = store
+        self.inbox = Inbox(store)
+        self.repo = GroupRepo(store)
+        self.client = client
+        self.router = Router(registry, config.routes, channel=config.channel or default_channel,
+                             mention=config.mention, runbook=runbook)
+        self.storm = StormControl(repo=self.repo, chat=chat, threshold=config.storm_groups,
+                                  window_s=config.storm_window_s)
+        self.threads = ThreadManager(repo=self.repo, chat=chat, router=self.router, run=run,
+                                     channel_id=channel_id, runbook=runbook,
+                                     reopen_window_s=config.reopen_window_s,
+                                     rediagnose_after_s=config.rediagnose_after_s,
+                                     permalink=permalink, clock=clock, storm=self.storm)
+        self.escalator = Escalator(repo=self.repo, threads=self.threads, chat=chat,
+                                   config=config.escalation, clock=clock)
+        self.reconciler = (Reconciler(repo=self.repo, threads=self.threads, chat=chat,
+                                      client=client, clock=clock) if client else None)
+        self.retry_s = retry_s
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._cursor = 0
+        self._inflight: set[int] = set()
+        self._retry_at: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self, *, loops: bool = True) -> None:
+        """Migrate, then replay what an earlier run accepted but did not finish."""
+        await self.inbox.migrate()
+        await self.repo.migrate()
+        self.storm.start()
+        self._loops.append(asyncio.create_task(self._worker(), name="alerts-inbox"))
+        if loops:
+            if self.reconciler is not None:
+                self._loops.append(asyncio.create_task(
+                    self._every(self.config.reconcile_interval_s, self.reconciler.run_once),
+                    name="alerts-reconcile"))
+            self._loops.append(asyncio.create_task(
+                self._every(self.config.escalation.check_interval_s, self.escalator.run_once),
+                name="alerts-escalate"))
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self.storm.stop()
+        if self.client is not None:
+            await self.client.close()
+
+    def handler(self) -> Callable[[web.Request], Any]:
+        return alertmanager_handler(self.config, self.inbox, self.accepted)
+
+    def accepted(self, entry_id: int) -> None:
+        self._wake.set()
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        await self.escalator.on_reaction(event)
+
+    # -- the worker ----------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            self._wake.clear()
+            entries = await self.inbox.pending(after_id=self._cursor)
+            entries += await self._due_retries()
+            for entry in sorted(entries, key=lambda e: e.id):
+                if entry.id in self._inflight:
+                    continue
+                await self._sem.acquire()
+                self._inflight.add(entry.id)
+                self._cursor = max(self._cursor, entry.id)
+                task = asyncio.create_task(self._handle(entry), name=f"alert-entry-{entry.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not entries:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.retry_s)
+                except TimeoutError:
+                    pass
+
+    async def _due_retries(self) -> list[Entry]:
+        now = time.monotonic()
+        due = [i for i, t in self._retry_at.items() if t <= now and i not in self._inflight]
+        if not due:
+            return []
+        for i in due:
+            del self._retry_at[i]
+        return [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
+
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            try:
+                payload = WebhookPayload.model_validate_json(entry.body)
+            except ValidationError as exc:
+                log.error("inbox entry %d unreadable: %s", entry.id, exc.errors()[0])
+                await self.inbox.give_up(entry.id, "unreadable")
+                return
+            await self.threads.process(payload, entry.id)
+            await self.inbox.done(entry.id)
+        except Exception as exc:
+            log.exception("processing alert notification %d failed", entry.id)
+            try:
+                if not await self.inbox.failed_attempt(entry.id, f"{exc.__class__.__name__}: {exc}"):
+                    self._retry_at[entry.id] = time.monotonic() + self.retry_s
+            except Exception:
+                log.exception("could not record the failure of entry %d", entry.id)
+        finally:
+            self._inflight.discard(entry.id)
+            self._sem.release()
+            self._wake.set()
+
+    async def idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until every accepted notification was processed (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._inflight and not self._tasks and await self.inbox.count("pending") == 0 \
+                    and self.storm.backlog == 0:
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"alert pipeline still busy after {timeout_s}s")
+
+    @staticmethod
+    async def _every(interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic alert job failed")

@@ -1,0 +1,145 @@
+"""Storm control: more than ``threshold`` new groups within ``window_s`` → the next ones are
+listed in one storm thread (edited in place) instead of each getting a root post, and their
+diagnoses run from a queue, highest severity first. The chat adapter's write queue keeps the
+posting rate under the limit whatever happens here."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from bot.alerts.models import AlertGroup, GroupState
+from bot.alerts.render import _cell
+from bot.alerts.repo import GroupRepo
+from bot.ports import Chat
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 60
+Work = Callable[[], Awaitable[None]]
+
+
+class StormControl:
+    def __init__(self, *, repo: GroupRepo, chat: Chat, threshold: int, window_s: float,
+                 workers: int = 2, debounce_s: float = 1.0):
+        self.repo = repo
+        self.chat = chat
+        self.threshold = threshold
+        self.window = timedelta(seconds=window_s)
+        self.debounce_s = debounce_s
+        self._recent: deque[datetime] = deque()
+        self._storm: tuple[int, str, str] | None = None  # (id, root_id, channel_id)
+        self._last_new: datetime | None = None
+        self._queue: asyncio.PriorityQueue[tuple[str, int, Work]] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+        self._workers: list[asyncio.Task[None]] = []
+        self._n_workers = workers
+        self._flush: asyncio.Task[None] | None = None
+        self._dirty: set[tuple[int, str]] = set()
+        self.storms = 0
+
+    # -- placement -----------------------------------------------------------------------------
+    async def place(self, group: AlertGroup, now: datetime) -> bool:
+        """True when ``group`` went to the storm thread (it then has no root post of its own)."""
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > self.window:
+            self._recent.popleft()
+        ongoing = self._storm is not None and self._last_new is not None and now - self._last_new <= self.window
+        if len(self._recent) <= self.threshold and not ongoing:
+            self._storm = None
+            return False
+        if not ongoing or self._storm is None or self._storm[2] != group.channel_id:
+            await self._start(group.channel_id, now)
+        assert self._storm is not None
+        self._last_new = now
+        group.storm_id, group.root_id = self._storm[0], self._storm[1]
+        await self.changed(group)
+        return True
+
+    async def _start(self, channel_id: str, now: datetime) -> None:
+        storm_id = await self.repo.store.execute(
+            "INSERT INTO alert_storms(channel_id, started_at, last_at) VALUES (?,?,?)",
+            (channel_id, now.timestamp(), now.timestamp()))
+        post = await self.chat.post(channel_id, f"#### :cloud_with_lightning: Alert storm: more than "
+                                    f"{self.threshold} new alert groups within {self.window.total_seconds():g}s",
+                                    props={"sopbot_alert_storm": storm_id})
+        await self.repo.store.execute("UPDATE alert_storms SET root_id=? WHERE id=?", (post.id, storm_id))
+        self._storm = (storm_id, post.id, channel_id)
+        self.storms += 1
+        log.warning("alert storm %d started", storm_id)
+
+    # -- the storm root, edited in place (debounced) ---------------------------------------------
+    async def changed(self, group: AlertGroup) -> None:
+        if group.storm_id is None or group.root_id is None:
+            return
+        self._dirty.add((group.storm_id, group.root_id))
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._edit_later())
+
+    async def _edit_later(self) -> None:
+        # Many changes within debounce_s become one edit per storm thread.
+        while self._dirty:
+            await asyncio.sleep(self.debounce_s)
+            dirty, self._dirty = self._dirty, set()
+            for storm_id, root_id in sorted(dirty):
+                try:
+                    groups = await self.repo.in_storm(storm_id)
+                    await self.chat.edit(root_id, storm_message(groups, self.threshold, self.window))
+                except Exception:
+                    log.exception("storm thread edit failed")
+
+    # -- diagnoses, most severe first -------------------------------------------------------------
+    def diagnose_later(self, group: AlertGroup, work: Work) -> None:
+        self._queue.put_nowait((group.severity.value, next(self._seq), work))
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"storm-diagnose-{i}")
+                         for i in range(self._n_workers)]
+
+    async def _work(self) -> None:
+        while True:
+            _, _, work = await self._queue.get()
+            try:
+                await work()
+            except Exception:
+                log.exception("storm diagnosis failed")
+            finally:
+                self._queue.task_done()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def join(self) -> None:
+        await self._queue.join()
+        if self._flush is not None:
+            await self._flush
+
+    async def stop(self) -> None:
+        for t in self._workers:
+            t.cancel()
+        if self._flush is not None:
+            self._flush.cancel()
+        await asyncio.gather(*self._workers, *( [self._flush] if self._flush else []), return_exceptions=True)
+
+
+def storm_message(groups: list[AlertGroup], threshold: int, window: timedelta) -> str:
+    firing = [g for g in groups if g.state is GroupState.open]
+    lines = [f"#### :cloud_with_lightning: Alert storm: {len(groups)} alert groups "
+             f"({len(firing)} still firing), more than {threshold} new within {window.total_seconds():g}s",
+             "Diagnoses follow in this thread, most severe first.", "",
+             "| Severity | Alerts | Firing | State |", "|:--|:--|:--|:--|"]
+    ordered = sorted(groups, key=lambda g: (g.state is not GroupState.open, g.severity.value, g.id))
+    for g in ordered[:MAX_ROWS]:
+        names = sorted({a.alertname for a in g.alerts.values()})
+        lines.append(f"| {g.severity.value} | {_cell(', '.join(names[:3]))} "
+                     f"{_cell(' '.join(f'{k}={v}' for k, v in sorted(g.group_labels.items()) if k != 'alertname'))} "
+                     f"| {len(g.firing)}/{len(g.alerts)} | {g.state.value}"
+                     f"{' (acked by @' + g.acked_by + ')' if g.acked_by else ''} |")
+    if len(ordered) > MAX_ROWS:
+        lines.append(f"| | … and {len(ordered) - MAX_ROWS} more | | |")
+    return "\n".join(lines)

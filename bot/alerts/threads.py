@@ -1,0 +1,285 @@
+"""From a webhook payload to the group's thread: open, update in place, diagnose, resolve,
+reopen. One thread per groupKey; a repeat notification adds nothing unless the diagnosis
+changed. All of a group's work runs under that group's lock, in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from bot.alerts.models import AlertGroup, AlertState, AlertStatus, GroupState, WebhookPayload
+from bot.alerts.render import (cannot_run_message, changed_message, diagnosis_message,
+                               reopened_message, resolved_message, root_message, unmapped_message)
+from bot.alerts.repo import GroupRepo
+from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
+from bot.models import Finding, Report, Severity
+from bot.ports import Chat
+from bot.registry import SOP, SOPParams
+from bot.runbook import Runbook
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+RunSOP = Callable[[SOP, SOPParams], Awaitable[Report]]
+ChannelId = Callable[[str], Awaitable[str]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StormPlacer(Protocol):
+    async def place(self, group: AlertGroup, now: datetime) -> bool: ...
+    async def changed(self, group: AlertGroup) -> None: ...
+    def diagnose_later(self, group: AlertGroup, work: Callable[[], Awaitable[None]]) -> None: ...
+
+
+def findings_digest(findings: list[Finding]) -> str:
+    # Timing and ordering do not make a diagnosis different; status, target and text do.
+    rows = sorted((f.status.value, f.target, f.summary) for f in findings)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+class ThreadManager:
+    def __init__(self, *, repo: GroupRepo, chat: Chat, router: Router, run: RunSOP,
+                 channel_id: ChannelId, runbook: Runbook | None = None,
+                 reopen_window_s: float = 3600.0, rediagnose_after_s: float = 60.0,
+                 permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
+                 storm: StormPlacer | None = None):
+        self.repo = repo
+        self.chat = chat
+        self.router = router
+        self.run = run
+        self.channel_id = channel_id
+        self.runbook = runbook
+        self.reopen_window_s = reopen_window_s
+        self.rediagnose_after_s = rediagnose_after_s
+        self.permalink = permalink or (lambda post_id: post_id)
+        self.clock = clock
+        self.storm = storm
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Observers for benchmarks and tests: called with (group_key, root_id) on each new root.
+        self.on_root: list[Callable[[str, str], None]] = []
+
+    def lock(self, group_key: str) -> asyncio.Lock:
+        lock = self._locks.get(group_key)
+        if lock is None:
+            lock = self._locks[group_key] = asyncio.Lock()
+        return lock
+
+    # -- one notification ----------------------------------------------------------------------
+    async def process(self, payload: WebhookPayload, entry_id: int = 0) -> None:
+        async with self.lock(payload.groupKey):
+            await self._process(payload, entry_id)
+
+    async def _process(self, payload: WebhookPayload, entry_id: int) -> None:
+        now = self.clock()
+        group = await self.repo.current(payload.groupKey)
+        if group is not None and entry_id and entry_id < await self.repo.last_entry(group.id):
+            # Each payload is a full snapshot of the group: a later one was applied already.
+            log.info("skipping stale notification %d for %s", entry_id, payload.groupKey)
+            return
+        any_firing = payload.status is AlertStatus.firing and any(
+            a.status is AlertStatus.firing for a in payload.alerts)
+        if group is None:
+            if not any_firing:
+                log.info("resolved notification for unknown group %s: nothing to tell", payload.groupKey)
+                return
+            group = await self._open(payload, now, previous=None, entry_id=entry_id)
+        elif group.state is not GroupState.open:
+            if not any_firing:
+                self._merge(group, payload)  # a repeat of the resolution: nothing new to say
+                await self.repo.save(group, entry_id)
+                return
+            resolved_at = group.resolved_at or now
+            if (now - resolved_at).total_seconds() <= self.reopen_window_s:
+                await self._reopen(group, payload, now)
+            else:
+                group = await self._open(payload, now, previous=group, entry_id=entry_id)
+        self._merge(group, payload)
+        if payload.status is AlertStatus.resolved or not group.firing:
+            group.state = GroupState.resolved
+            group.resolved_at = now
+        await self._refresh_root(group)
+        await self.repo.save(group, entry_id)
+        if group.state is GroupState.open:
+            await self._diagnose_or_defer(group)
+        elif group.state is GroupState.resolved:
+            if group.storm_id is None and group.root_id:
+                await self.chat.post(group.channel_id, resolved_message(group), root_id=group.root_id)
+
+    # -- opening -------------------------------------------------------------------------------
+    async def _open(self, payload: WebhookPayload, now: datetime, previous: AlertGroup | None,
+                    entry_id: int) -> AlertGroup:
+        decisions = [self.router.decide(a.labels, a.annotations) for a in payload.alerts
+                     if a.status is AlertStatus.firing] or [self.router.decide(payload.commonLabels)]
+        severity = min((d.severity for d in decisions), key=lambda s: s.value)
+        first = min(decisions, key=lambda d: d.severity.value)
+        mentions: list[str] = []
+        for d in decisions:
+            mentions += [m for m in d.mention if m not in mentions]
+        group = AlertGroup(group_key=payload.groupKey, channel_id=await self.channel_id(first.channel),
+                           severity=severity, opened_at=now, external_url=payload.externalURL,
+                           group_labels=dict(payload.groupLabels),
+                           common_annotations=dict(payload.commonAnnotations),
+                           truncated=payload.truncatedAlerts, mentions=mentions,
+                           previous_id=previous.id if previous else None,
+                           previous_link=self.permalink(previous.root_id) if previous and previous.root_id else None)
+        self._merge(group, payload)
+        if self.storm is not None and await self.storm.place(group, now):
+            await self.repo.save(group, entry_id)
+            return group
+        group.root_message = self._render(group)
+        post = await self.chat.post(group.channel_id, group.root_message,
+                                    props={"sopbot_alert_group": payload.groupKey})
+        group.root_id = post.id
+        # Saved at once: a second notification of the group must find the thread.
+        await self.repo.save(group, entry_id)
+        for observer in self.on_root:
+            observer(payload.groupKey, post.id)
+        return group
+
+    async def _reopen(self, group: AlertGroup, payload: WebhookPayload, now: datetime) -> None:
+        after = now - (group.resolved_at or now)
+        group.state = GroupState.open
+        group.resolved_at = None
+        # A new episode: it needs acknowledging again.
+        group.acked_by = group.acked_at = group.escalated_at = None
+        group.opened_at = now
+        if group.root_id and group.storm_id is None:
+            await self.chat.post(group.channel_id, reopened_message(after), root_id=group.root_id)
+
+    def _merge(self, group: AlertGroup, payload: WebhookPayload) -> None:
+        for a in payload.alerts:
+            status = a.status if payload.status is AlertStatus.firing else AlertStatus.resolved
+            group.alerts[a.fingerprint] = AlertState(
+                fingerprint=a.fingerprint, status=status, labels=dict(a.labels),
+                annotations=dict(a.annotations), starts_at=a.startsAt,
+                ends_at=a.endsAt if a.endsAt.year > 1 else None, generator_url=a.generatorURL)
+        if payload.status is AlertStatus.resolved:
+            for state in group.alerts.values():
+                state.status = AlertStatus.resolved
+        group.truncated = payload.truncatedAlerts
+        if payload.commonAnnotations:
+            group.common_annotations = dict(payload.commonAnnotations)
+        if payload.externalURL:
+            group.external_url = payload.externalURL
+        # Severity follows the worst alert seen in this episode.
+        for a in group.firing:
+            sev = self.router.decide(a.labels, a.annotations).severity
+            if sev.value < group.severity.value:
+                group.severity = sev
+
+    # -- root ----------------------------------------------------------------------------------
+    def _render(self, group: AlertGroup) -> str:
+        decisions = [self.router.decide(a.labels, a.annotations) for a in group.alerts.values()]
+        sops = _unique(s.id for d in decisions for s in d.sops)
+        sections = _unique([s.section for d in decisions for s in d.sops]
+                           + [d.suggestions[0].number for d in decisions if not d.sops and d.suggestions])
+        return root_message(group, sections=sections[:3], sop_ids=sops, runbook=self.runbook, now=self.clock())
+
+    async def _refresh_root(self, group: AlertGroup) -> None:
+        if group.storm_id is not None:
+            if self.storm is not None:
+                await self.storm.changed(group)
+            return
+        message = self._render(group)
+        if message != group.root_message and group.root_id:
+            await self.chat.edit(group.root_id, message)
+        group.root_message = message
+
+    async def refresh(self, group: AlertGroup) -> None:
+        """Re-render and save after an outside change (ack, escalation, reconciliation)."""
+        await self._refresh_root(group)
+        await self.repo.save(group)
+
+    # -- diagnoses -----------------------------------------------------------------------------
+    async def _diagnose_or_defer(self, group: AlertGroup) -> None:
+        if group.storm_id is not None and self.storm is not None:
+            key = group.group_key
+
+            async def later() -> None:
+                async with self.lock(key):
+                    current = await self.repo.current(key)
+                    if current is not None and current.id == group.id and current.state is GroupState.open:
+                        await self.diagnose(current)
+            self.storm.diagnose_later(group, later)
+            return
+        await self.diagnose(group)
+
+    async def diagnose(self, group: AlertGroup) -> None:
+        """Each distinct (SOP, target) of the firing alerts: a reply the first time, then only
+        what changed. Unmapped alertnames get one "no SOP matches" reply each."""
+        assert group.root_id is not None
+        jobs: dict[tuple[str, str], Diagnosis] = {}
+        unmapped: dict[str, Decision] = {}
+        for a in group.firing:
+            decision = self.router.decide(a.labels, a.annotations)
+            if not decision.sops:
+                unmapped.setdefault(a.alertname, decision)
+            for sop in decision.sops:
+                d = diagnosis_for(sop, a.labels)
+                jobs.setdefault(d.key, d)
+        now = self.clock()
+        for alertname, decision in unmapped.items():
+            if await self.repo.diagnosis(group.id, "", alertname) is None:
+                await self.chat.post(group.channel_id, unmapped_message(
+                    alertname, decision.suggestions, self.runbook, decision.problem), root_id=group.root_id)
+                await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
+        todo: list[tuple[Diagnosis, tuple[str, list[dict[str, Any]], float] | None]] = []
+        for key, d in jobs.items():
+            prior = await self.repo.diagnosis(group.id, *key)
+            if prior is not None and now.timestamp() - prior[2] < self.rediagnose_after_s:
+                continue  # HA duplicates and retries: the diagnosis is fresh
+            todo.append((d, prior))
+        reports = await asyncio.gather(*(self._run(d) for d, _ in todo))
+        for (d, prior), report in zip(todo, reports):
+            await self._post_diagnosis(group, d, prior, report, now)
+
+    async def _run(self, d: Diagnosis) -> Report | None:
+        return None if d.params is None else await self.run(d.sop, d.params)
+
+    async def _post_diagnosis(self, group: AlertGroup, d: Diagnosis,
+                              prior: tuple[str, list[dict[str, Any]], float] | None,
+                              report: Report | None, now: datetime) -> None:
+        assert group.root_id is not None
+        if report is None:
+            digest, findings = "not-run", []
+            message = cannot_run_message(d.sop.id, d.sop.title, d.problems)
+        else:
+            digest = findings_digest(report.findings)
+            findings = [f.model_dump(mode="json") for f in report.findings]
+            if prior is None:
+                message = diagnosis_message(report, self.runbook, d.problems)
+            elif prior[0] == digest:
+                message = ""
+            else:
+                message = self._changes(report, prior[1])
+        if prior is None or (message and prior[0] != digest):
+            if message:
+                await self.chat.post(group.channel_id, message, root_id=group.root_id)
+        await self.repo.save_diagnosis(group.id, d.sop.id, d.target, digest, findings, now)
+
+    def _changes(self, report: Report, before: list[dict[str, Any]]) -> str:
+        old = {(f["target"], f["summary"], f["status"]) for f in before}
+        new = {(f.target, f.summary, f.status.value) for f in report.findings}
+        changed = [f for f in report.findings if (f.target, f.summary, f.status.value) not in old]
+        now_targets = {(f.target, f.summary) for f in report.findings}
+        gone = [f"{t}: {s}" for t, s, _ in sorted(old - new) if (t, s) not in now_targets]
+        return changed_message(report, changed, gone, self.runbook)
+
+
+def _unique(items: Any) -> list[str]:
+    out: list[str] = []
+    for i in items:
+        if i and i not in out:
+            out.append(i)
+    return out
+
+
+SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
