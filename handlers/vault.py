@@ -53,14 +53,12 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
                                     summary="no replica reports a Raft leader", next_step=LEADER_STEP))
         elif leaders:
             findings.append(Finding(status=Status.ok, target="raft", summary=f"leader {leaders[0]}"))
-        if pool.has_token and unsealed:
-            findings.append(await _raft_peers(pool, [a for a in addrs if _is_unsealed(states, addrs, a)]))
+        if pool.has_token and leaders:
+            # Only the active node answers raft/configuration; standbys forward or fail.
+            leader_addr = next(a for a in addrs if pool.name_of(a) == leaders[0]) \
+                if leaders[0] in pool.names else addrs[0]
+            findings.append(await _raft_peers(pool, [leader_addr]))
     return findings
-
-
-def _is_unsealed(states: list[tuple[Finding, dict[str, Any] | None]], addrs: list[str], addr: str) -> bool:
-    state = states[addrs.index(addr)][1]
-    return state is not None and not state["sealed"]
 
 
 async def _replica(pool: Any, addr: str) -> tuple[Finding, dict[str, Any] | None]:

@@ -13,6 +13,7 @@ import secrets
 import shlex
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from sandbox.kube.server import make_app as make_kube_app
 from sandbox.kube.server import write_kubeconfig
+from sandbox.kube.tls import create_server_tls
 from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
 from sandbox.platform import Platform
@@ -47,10 +49,11 @@ class _Listener:
         self.app = app
         self.port = port
         self.runner: web.AppRunner | None = None
+        self.ssl_context: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{HOST}:{self.port}"
 
     @property
     def up(self) -> bool:
@@ -60,7 +63,8 @@ class _Listener:
         if self.runner is None:
             self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
             await self.runner.setup()
-            site = web.TCPSite(self.runner, HOST, self.port, reuse_address=True)
+            site = web.TCPSite(self.runner, HOST, self.port, reuse_address=True,
+                               ssl_context=self.ssl_context)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -129,6 +133,9 @@ class Sandbox:
             import tempfile
             self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-sandbox-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # kubectl sends a bearer token only over https: the API server gets its own CA.
+        self._kube_tls = create_server_tls(self.workdir / "kube-tls")
+        self._kube.ssl_context = self._kube_tls.ssl_context()
         await self._kube.start()
         await self._mm.start()
         self.mattermost.site_url = self.mattermost_url
@@ -201,7 +208,8 @@ class Sandbox:
 
     def _write_files(self) -> None:
         assert self.workdir is not None
-        write_kubeconfig(self.kubeconfig, self.kube_url, self.kube_token)
+        write_kubeconfig(self.kubeconfig, self.kube_url, self.kube_token,
+                         ca_file=self._kube_tls.ca_file)
         (self.workdir / "sopbot.yaml").write_text(yaml.safe_dump(self.bot_config(), sort_keys=False))
         env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
         tmp = self.workdir / "env.tmp"

@@ -1,0 +1,64 @@
+"""The README's first command ends in ``sopbot demo``; CI runs it once, non-interactively, the way a
+person would type into it. ``sopbot diagnose`` is for when chat itself is down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+SOPBOT = [sys.executable, "-m", "bot.cli"]
+
+
+def test_demo_shows_the_thread_a_person_would_see():
+    typed = "/sop list\n/sop vault-status\n/sop help 5.1\n/scenario vault-sealed\n/sop vault-status\n"
+    done = subprocess.run([*SOPBOT, "demo"], input=typed, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "| `vault-status` | 5.1 | P1 |" in out  # /sop list, ephemeral
+    # The default demo platform has two sealed replicas; after /scenario all three are.
+    assert out.count("@sop-bot: :red_circle: @alice ran `/sop vault-status`") == 2
+    assert "| :red_circle: | vault-1 | sealed, unseal progress 0/3" in out
+    assert "| :red_circle: | vault-0 | sealed, unseal progress 0/3" in out
+    assert "Vault Sealed After Restart" in out  # /sop help 5.1 quotes the runbook
+
+
+def test_diagnose_prints_the_report_and_exits_by_status(tmp_path: Path):
+    """Against a sandbox started as a person would (``sopbot sandbox``), using its config."""
+    work = tmp_path / "sb"
+    proc = subprocess.Popen([*SOPBOT, "sandbox", "--scenario", "vault-partially-sealed",
+                             "--workdir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        import time
+        deadline = time.monotonic() + 60
+        while not (work / "env").exists():  # written last: the sandbox is ready
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "sandbox did not get ready"
+            time.sleep(0.1)
+        env_lines = (work / "env").read_text().splitlines()
+        assert {line.split("=")[0].removeprefix("export ") for line in env_lines} >= {
+            "KUBECONFIG", "VAULT_ADDRS", "MATTERMOST_URL", "MM_TEAM_ID", "MM_CHANNEL_ID",
+            "MM_TOKEN_BOT", "MM_TOKEN_ALICE", "MM_TOKEN_BOB", "SLASH_TOKEN", "BOT_URL",
+            "ALERTMANAGER_TOKEN"}
+        cfg = work / "sopbot.yaml"
+        assert yaml.safe_load(cfg.read_text())["remediation"] == {"enabled": True, "approvers": ["alice"]}
+        done = subprocess.run([*SOPBOT, "diagnose", "vault-status", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr  # crit
+        assert "vault-status — Vault seal and Raft leader status: CRIT" in done.stdout
+        assert "[ CRIT  ] vault-1" in done.stdout
+        done = subprocess.run([*SOPBOT, "diagnose", "vault-status", "replica=vault-0", "--config",
+                               str(cfg)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout
+        kubectl = subprocess.run(["kubectl", "--kubeconfig", str(work / "kubeconfig"), "get", "nodes"],
+                                 capture_output=True, text=True, timeout=60)
+        assert kubectl.returncode == 0 and "Ready" in kubectl.stdout
+    finally:
+        proc.terminate()  # SIGTERM: stops cleanly
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "sandbox stopped" in out
