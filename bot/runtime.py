@@ -7,14 +7,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bot.alerts.service import AlertService
-from bot.chat.events import EventSupervisor
-from bot.clients.alertmanager import AlertmanagerClient
 from bot.chat import EventSupervisor, MattermostChat, ReactionEvent
+from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
 from bot.clients.vault import VaultPool
@@ -27,9 +25,6 @@ from bot.runbook import Runbook
 from bot.service import Bot
 from bot.store import Store
 from bot.web.app import make_web_app
-
-if TYPE_CHECKING:
-    from bot.chat.mattermost import MattermostChat
 
 log = logging.getLogger("sopbot")
 
@@ -126,7 +121,6 @@ class Runtime:
         self.events: EventSupervisor | None = None
         self.store: Store | None = None
         self.alerts: AlertService | None = None
-        self.events: EventSupervisor | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -141,9 +135,7 @@ class Runtime:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
         self.store = await Store.open(s.store.path)
         self.alerts = await start_alerts(s, self.store, self.chat, self.bot)
-        if s.mattermost.websocket:  # reactions: alert acknowledgements
-            self.events = EventSupervisor.for_chat(self.chat, on_reaction=self.alerts.on_reaction)
-            self._background.append(asyncio.create_task(self.events.run(), name="chat-events"))
+        self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
         app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler())
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
@@ -179,11 +171,6 @@ class Runtime:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.alerts is not None:
             await self.alerts.stop()
-        if self.events is not None:
-            await self.events.stop()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
         if self.bot is not None:
             await self.bot.drain()
         for hook in self.on_stop:
@@ -196,7 +183,7 @@ class Runtime:
             await self.store.close()
 
 
-async def start_alerts(s: Settings, store: Store, chat: "MattermostChat", bot: Bot) -> AlertService:
+async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot) -> AlertService:
     """The Alertmanager pipeline; replays notifications accepted but unfinished by a previous run."""
     client = AlertmanagerClient(s.alertmanager.url) if s.alertmanager.url else None
     if client is not None and bot.ctx.alertmanager is None:
