@@ -141,9 +141,39 @@ class StoreConfig(Section):
     path: Path = Field(Path("sopbot.db"), description="SQLite file")
 
 
+class ApprovalRuleConfig(Section):
+    """Who may approve (usernames and/or groups), how many distinct approvals are needed."""
+
+    approvers: list[str] = Field(default_factory=list, description="Mattermost usernames")
+    groups: list[str] = Field(default_factory=list, description="names of remediation.groups")
+    quorum: int | None = Field(None, ge=1, description="distinct approvals; unset: by risk")
+
+
+class UnsealFromSecretConfig(Section):
+    """Key source (a): the vault-init Secret written by Terraform (runbook 5.1 option B)."""
+
+    enabled: bool = Field(False, description="read unseal keys from a Kubernetes Secret")
+    namespace: str = "terraform-state"
+    secret_name: str = "vault-init"
+    key: str = Field("vault-init.json", description="data key holding vault operator init's JSON")
+
+
 class RemediationConfig(Section):
     enabled: bool = Field(False, description="read-only unless true")
     approvers: list[str] = Field(default_factory=list, description="Mattermost usernames")
+    # Static groups (name -> usernames) that rules refer to, e.g. {"vault-keyholders": [...]}.
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    approver_groups: list[str] = Field(default_factory=list, description="groups allowed everywhere")
+    by_risk: dict[Literal["low", "high"], ApprovalRuleConfig] = Field(default_factory=dict)
+    by_action: dict[str, ApprovalRuleConfig] = Field(default_factory=dict)
+    quorum_low: int = Field(1, ge=1)
+    quorum_high: int = Field(2, ge=1)
+    four_eyes: bool = Field(False, description="the requester cannot approve their own proposal")
+    expiry_s: float = Field(900.0, gt=0, description="a proposal not approved by then expires")
+    sweep_interval_s: float = Field(30.0, gt=0)
+    unseal_from_secret: UnsealFromSecretConfig = Field(default_factory=UnsealFromSecretConfig)
+    key_holders: list[str] = Field(default_factory=list,
+                                   description="who may hand an unseal share (empty: approvers)")
 
 
 class LoggingConfig(Section):
