@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.kube.store import ObjectStore
 
 Obj = dict[str, Any]
 
@@ -66,3 +69,21 @@ def reconcile(obj: Obj) -> None:
                       updateRevision=revision)
     else:
         status["fullyLabeledReplicas"] = n
+
+
+def after_create(store: "ObjectStore", obj: Obj) -> None:
+    """Side effects of a create that in-cluster controllers make right away: a new namespace
+    gets its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap."""
+    if (obj.get("apiVersion"), obj.get("kind")) != ("v1", "Namespace"):
+        return
+    ns = obj["metadata"]["name"]
+    if store.get("v1", "ServiceAccount", "default", ns) is None:
+        store.add({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "default", "namespace": ns}})
+    template = next((cm for cm in store.list("v1", "ConfigMap")
+                     if cm["metadata"]["name"] == "kube-root-ca.crt"), None)
+    if template is not None and store.get("v1", "ConfigMap", "kube-root-ca.crt", ns) is None:
+        store.add({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                                "annotations": dict(template["metadata"].get("annotations") or {})},
+                   "data": dict(template.get("data") or {})})

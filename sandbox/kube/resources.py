@@ -222,6 +222,14 @@ RESOURCES: tuple[ResourceType, ...] = (
                  _c("MaxPods", ".spec.maxReplicas", "integer"),
                  _c("Replicas", ".status.currentReplicas", "integer"),
              ), categories=_WORKLOAD),
+    # metrics-server: what `kubectl top` reads; scenarios write NodeMetrics/PodMetrics objects
+    ResourceType(group="metrics.k8s.io", version="v1beta1", kind="NodeMetrics", plural="nodes",
+                 singular="", namespaced=False, verbs=("get", "list"), status=False,
+                 columns=(_c("CPU", ".usage.cpu"), _c("Memory", ".usage.memory"),
+                          _c("Window", ".window"))),
+    ResourceType(group="metrics.k8s.io", version="v1beta1", kind="PodMetrics", plural="pods",
+                 singular="", namespaced=True, verbs=("get", "list"), status=False,
+                 columns=(_c("Window", ".window"),)),
     _builtin("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), (
         _c("Class", ".spec.ingressClassName"), _c("Hosts", ".spec.rules[*].host"),
         _c("Address", ".status.loadBalancer.ingress[*].ip"),

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sandbox.kube import controllers, discovery, jsonio, openapi, tables
+from sandbox.kube import controllers, discovery, jsonio, openapi, protobuf, tables
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
     namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
@@ -118,6 +118,11 @@ class KubeApi:
         raw = await request.read()
         if not raw:
             raise bad_request("the request body is empty")
+        if request.content_type == protobuf.CONTENT_TYPE:
+            try:
+                return protobuf.decode(raw)
+            except (protobuf.ProtobufError, UnicodeDecodeError, KeyError) as exc:
+                raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
         try:
             if request.content_type == "application/apply-patch+yaml":
                 return yaml.safe_load(raw)
@@ -266,8 +271,20 @@ class KubeApi:
         return resp
 
     # -- write -------------------------------------------------------------------------------
+    @staticmethod
+    def _fold_string_data(obj: Obj) -> None:
+        """A Secret's stringData is write-only: the server folds it into data (base64)."""
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):
+            data = obj.setdefault("data", {})
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
+
     def _admit(self, rt: ResourceType, obj: Obj) -> None:
         """Defaults the real registries fill in on create."""
+        if rt.kind == "Secret" and not rt.group:
+            self._fold_string_data(obj)
+            obj.setdefault("type", "Opaque")
         if rt.kind == "Namespace":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj.setdefault("status", {"phase": "Active"})
@@ -318,7 +335,9 @@ class KubeApi:
             meta["generation"] = 1
             return _json(self._out(rt, obj), 201)
         controllers.reconcile(obj)
-        return _json(self._out(rt, self.store.add(obj)), 201)
+        created = self.store.add(obj)
+        controllers.after_create(self.store, created)
+        return _json(self._out(rt, created), 201)
 
     def _commit(self, request: web.Request, rt: ResourceType, old: Obj, new: Obj,
                 subresource: str | None) -> web.Response:
@@ -356,6 +375,8 @@ class KubeApi:
             if (_without(new, "metadata", "status") != _without(old, "metadata", "status")
                     and rt.kind not in ("Namespace", "Node", "ConfigMap", "Secret", "Event")):
                 meta["generation"] = int(old_meta.get("generation") or 1) + 1
+        if rt.kind == "Secret" and not rt.group:
+            self._fold_string_data(new)
         if self._dry_run(request):
             return _json(self._out(rt, new))
         if new["metadata"].get("generation") != old_meta.get("generation"):
@@ -563,6 +584,11 @@ class KubeApi:
     async def resource(self, request: web.Request, t: Target) -> web.StreamResponse:
         m = request.method
         if t.subresource is None:
+            verb = {"GET": "list" if t.name is None else "get", "POST": "create", "PUT": "update",
+                    "PATCH": "patch",
+                    "DELETE": "deletecollection" if t.name is None else "delete"}.get(m)
+            if verb is None or verb not in t.rt.verbs:
+                raise method_not_allowed()
             if t.name is None:
                 if m == "GET":
                     return await self.list(request, t)

@@ -260,6 +260,23 @@ async def test_kubectl_apply_creates_then_patches(kube: RunningKube, tmp_path: P
     assert stored is not None and stored["spec"]["blocks"] == [{"cidr": "203.0.113.200/29"}]
 
 
+async def test_kubectl_create_commands_sending_protobuf(kube: RunningKube) -> None:
+    assert "namespace/tools created" in await kubectl_ok(kube, "create", "namespace", "tools")
+    assert kube.store.get("v1", "Namespace", "tools") is not None
+    await kubectl_ok(kube, "create", "secret", "generic", "creds", "-n", "tools", "--from-literal=user=admin")
+    secret = kube.store.get("v1", "Secret", "creds", "tools")
+    assert secret is not None and secret["data"] == {"user": "YWRtaW4="} and secret["type"] == "Opaque"
+    await kubectl_ok(kube, "create", "deployment", "echo", "-n", "tools", "--image=registry.example/echo:1",
+                     "--replicas=0", "--port=8080")
+    dep = kube.store.get("apps/v1", "Deployment", "echo", "tools")
+    assert dep is not None and dep["spec"]["replicas"] == 0
+    assert dep["spec"]["selector"] == {"matchLabels": {"app": "echo"}}
+    assert dep["spec"]["template"]["spec"]["containers"] == [
+        {"name": "echo", "image": "registry.example/echo:1", "ports": [{"containerPort": 8080}], "resources": {}}]
+    token = (await kubectl_ok(kube, "create", "token", "default", "-n", "tools")).strip()
+    assert token.startswith("sandbox.")
+
+
 async def test_kubectl_get_watch_prints_changes(kube: RunningKube) -> None:
     cfg = kube.kubeconfig
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
