@@ -1,3 +1,10 @@
 """SOP knowledge, one module per runbook chapter. Importing this package registers every SOP."""
 
 from handlers import vault  # noqa: F401  chapter 5
+from handlers import cluster  # noqa: F401  chapter 2
+from handlers import networking  # noqa: F401  chapter 3
+from handlers import certificates  # noqa: F401  chapter 4
+from handlers import database  # noqa: F401  chapter 6
+from handlers import monitoring  # noqa: F401  chapter 7.4
+from handlers import storage  # noqa: F401  chapter 8
+from handlers import daytwo  # noqa: F401  chapter 11 (composes the others: import last)

@@ -1,0 +1,431 @@
+"""Composed health reports (the runbook's daily health check is one): run a set of SOPs as the
+areas of one report, against one per-run Kubernetes list cache, and say what changed since the
+previous report of the same name. Generic: the areas come from ``compose()`` calls in handler
+modules; nothing here knows what a node or a Vault is.
+
+    compose("daily", [HealthCheck("Nodes", "node-health"), HealthCheck("Vault", "vault-status")])
+    report = await run_health("daily", checks, registry, ctx)
+    report.changes = await HealthStore(store).record(report)
+    root, replies = health_markdown(report, runbook)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+
+from bot.clients.kube import KubeClient, resource_path
+from bot.context import HandlerContext
+from bot.engine import run_sop
+from bot.models import Finding, Report, Severity, Status
+from bot.registry import Registry
+from bot.render import EMOJI, TERMINAL, report_markdown, report_text, section_ref
+from bot.runbook import Runbook
+from bot.store import Store
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One area of a composed report: a line in the root post, a thread reply when not ok."""
+
+    area: str
+    sop_id: str
+
+
+# name → areas, in report order; filled by handler modules (handlers/daytwo.py: "daily").
+COMPOSITIONS: dict[str, list[HealthCheck]] = {}
+
+
+def compose(name: str, checks: Iterable[HealthCheck]) -> list[HealthCheck]:
+    checks = list(checks)
+    COMPOSITIONS[name] = checks
+    return checks
+
+
+def select(checks: list[HealthCheck], registry: Registry, *, sop_ids: list[str] | None = None,
+           severities: Iterable[Severity] = ()) -> list[HealthCheck]:
+    """The areas a schedule runs: given SOP ids (None = all), then only the given severities."""
+    wanted = set(severities)
+    out = [c for c in checks if sop_ids is None or c.sop_id in sop_ids]
+    if sop_ids is not None:  # ids outside the composition still run, as their own area
+        known = {c.sop_id for c in out}
+        out += [HealthCheck(registry.get(i).title, i) for i in sop_ids if i not in known]
+    if wanted:
+        out = [c for c in out if c.sop_id in registry.sops and registry.sops[c.sop_id].severity in wanted]
+    return out
+
+
+# -- the per-run Kubernetes client ---------------------------------------------------------------
+class RunKube(KubeClient):
+    """The shared connection for one report: concurrent requests bounded, every list and object
+    fetched once and shared by the composed handlers (``fetches`` counts them, per path).
+
+    ``pages()`` streams a list nobody asked for whole before (pods on a large cluster do not fit
+    in memory as dicts, so they are reduced page by page and never retained)."""
+
+    def __init__(self, inner: KubeClient, *, concurrency: int = 4):
+        super().__init__(inner.api, source=inner.source, timeout_s=inner.timeout_s)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._memo: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+        self.fetches: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        """The connection belongs to the bot's client, not to the run."""
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        async with self._sem:
+            return await super().request(method, path, **kwargs)
+
+    async def _once(self, key: tuple[Any, ...], path: str,
+                    fetch: Callable[[], Awaitable[Any]]) -> Any:
+        task = self._memo.get(key)
+        if task is None:
+            self.fetches[path] += 1
+            task = self._memo[key] = asyncio.ensure_future(fetch())
+        # shield: one handler timing out must not cancel the fetch the others wait for
+        return await asyncio.shield(task)
+
+    async def list(self, api_version: str, plural: str, namespace: str | None = None, *,
+                   label_selector: str | None = None, field_selector: str | None = None,
+                   limit: int = 500) -> list[dict[str, Any]]:
+        key = ("list", api_version, plural, namespace, label_selector, field_selector)
+        return await self._once(key, _describe(api_version, plural, namespace, label_selector, field_selector),
+                                lambda: self._fetch_all(api_version, plural, namespace, label_selector,
+                                                        field_selector, limit))
+
+    async def _fetch_all(self, api_version: str, plural: str, namespace: str | None,
+                         label_selector: str | None, field_selector: str | None,
+                         limit: int) -> list[dict[str, Any]]:
+        # KubeClient.pages, not self.pages: ours would wait on the memo entry being filled here.
+        items: list[dict[str, Any]] = []
+        async for page in KubeClient.pages(self, api_version, plural, namespace, label_selector=label_selector,
+                                           field_selector=field_selector, limit=limit):
+            items.extend(page)
+        return items
+
+    async def pages(self, api_version: str, plural: str, namespace: str | None = None, *,
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        key = ("list", api_version, plural, namespace, label_selector, field_selector)
+        if key in self._memo:
+            yield await asyncio.shield(self._memo[key])
+            return
+        self.fetches[_describe(api_version, plural, namespace, label_selector, field_selector)] += 1
+        async for page in KubeClient.pages(self, api_version, plural, namespace,
+                                           label_selector=label_selector,
+                                           field_selector=field_selector, limit=limit):
+            yield page
+
+    async def get(self, api_version: str, plural: str, name: str,
+                  namespace: str | None = None) -> dict[str, Any]:
+        path = resource_path(api_version, plural, namespace, name)
+        return await self._once(("get", path), path,
+                                lambda: KubeClient.get(self, api_version, plural, name, namespace))
+
+
+def _describe(api_version: str, plural: str, namespace: str | None, label_selector: str | None,
+              field_selector: str | None) -> str:
+    path = resource_path(api_version, plural, namespace)
+    sel = "&".join(f"{k}={v}" for k, v in (("labelSelector", label_selector),
+                                            ("fieldSelector", field_selector)) if v)
+    return f"{path}?{sel}" if sel else path
+
+
+# -- the report ----------------------------------------------------------------------------------
+class Problem(BaseModel):
+    """A non-ok finding as the diff tracks it: ``key`` stays the same while the problem lasts."""
+
+    key: str
+    area: str
+    sop_id: str
+    status: Status
+    summary: str
+    first_seen: datetime
+
+
+class Changes(BaseModel):
+    previous_at: datetime | None = None
+    new: list[Problem] = Field(default_factory=list)
+    resolved: list[Problem] = Field(default_factory=list)
+    still_open: list[Problem] = Field(default_factory=list)
+
+
+class AreaResult(BaseModel):
+    area: str
+    report: Report
+
+    @property
+    def status(self) -> Status:
+        return self.report.status
+
+    @property
+    def headline(self) -> str:
+        """The area's line: the worst finding, and how many more problems there are."""
+        findings = sorted(self.report.findings, key=lambda f: -f.status.rank)
+        if not findings:
+            return "nothing to check"
+        worst = findings[0]
+        if worst.status is Status.ok:
+            return worst.summary
+        others = sum(1 for f in findings[1:] if f.status is not Status.ok)
+        text = f"{worst.target}: {worst.summary}" if worst.target else worst.summary
+        if len(text) > 150:  # one line per area; the thread reply has it all
+            text = text[:149] + "…"
+        return text + (f" (+{others} more)" if others else "")
+
+
+class HealthReport(BaseModel):
+    name: str
+    areas: list[AreaResult] = Field(default_factory=list)
+    started_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    duration_s: float = 0.0
+    changes: Changes | None = None
+    # Kubernetes lists and objects fetched, per path (each should be 1: the cache shares them).
+    fetches: dict[str, int] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def status(self) -> Status:
+        return Status.worst([a.status for a in self.areas])
+
+    def count(self, status: Status) -> int:
+        return sum(1 for a in self.areas if a.status is status)
+
+    @property
+    def headline(self) -> str:
+        if self.status is Status.ok:
+            return "all good"
+        parts = []
+        for status, word in ((Status.crit, "critical"), (Status.warn, "warning"),
+                             (Status.unknown, "unknown")):
+            n = self.count(status)
+            if n:
+                plural = "s" if n > 1 and status is Status.warn else ""
+                parts.append(f"{n} {word}{plural}")
+        return ", ".join(parts)
+
+    def problems(self) -> list[Problem]:
+        out: dict[str, Problem] = {}
+        for area in self.areas:
+            for f in area.report.findings:
+                if f.status is Status.ok:
+                    continue
+                key = f"{area.report.sop_id}|{f.target or f.summary}"
+                out.setdefault(key, Problem(key=key, area=area.area, sop_id=area.report.sop_id,
+                                            status=f.status, summary=f.summary,
+                                            first_seen=self.started_at))
+        return list(out.values())
+
+    def unchecked_sops(self) -> set[str]:
+        """SOPs whose source failed as a whole: their earlier problems are not known resolved."""
+        return {a.report.sop_id for a in self.areas
+                if a.status is Status.unknown and all(f.status is Status.unknown for f in a.report.findings)}
+
+
+async def run_health(name: str, checks: list[HealthCheck], registry: Registry, ctx: HandlerContext,
+                     *, timeout_s: float = 60.0, concurrency: int = 4) -> HealthReport:
+    """Run every area concurrently on one shared per-run client; a failing area is "unknown"."""
+    report = HealthReport(name=name)
+    started = time.perf_counter()
+    run_kube = RunKube(ctx.kube, concurrency=concurrency) if ctx.kube is not None else None
+    run_ctx = dataclasses.replace(ctx, kube=run_kube)
+
+    async def one(check: HealthCheck) -> AreaResult:
+        if check.sop_id not in registry.sops:
+            return AreaResult(area=check.area, report=Report(
+                sop_id=check.sop_id, title=check.area, section="11.1", severity=Severity.P3,
+                findings=[Finding(status=Status.unknown, target=check.sop_id,
+                                  summary=f"no SOP {check.sop_id!r} is registered")]))
+        result = await run_sop(registry.get(check.sop_id), run_ctx, timeout_s=timeout_s)
+        return AreaResult(area=check.area, report=result)
+
+    report.areas = list(await asyncio.gather(*(one(c) for c in checks)))
+    report.duration_s = time.perf_counter() - started
+    report.fetches = dict(run_kube.fetches) if run_kube is not None else {}
+    return report
+
+
+# -- "what changed since the last report" ---------------------------------------------------------
+class HealthStore:
+    """Open problems per report name (for the diff) and the schedules' fire-time records."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def setup(self) -> None:
+        await self.store.migrate("health-1", [
+            "CREATE TABLE health_reports (name TEXT PRIMARY KEY, last_at TEXT NOT NULL, status TEXT NOT NULL)",
+            "CREATE TABLE health_problems (name TEXT NOT NULL, key TEXT NOT NULL, area TEXT NOT NULL, "
+            "sop_id TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL, first_seen TEXT NOT NULL, "
+            "PRIMARY KEY (name, key))",
+            "CREATE TABLE health_fires (schedule TEXT NOT NULL, fire_time TEXT NOT NULL, "
+            "runner TEXT NOT NULL, PRIMARY KEY (schedule, fire_time))",
+        ])
+
+    async def record(self, report: HealthReport) -> Changes:
+        """Compare with the previous report of the same name, then make this one the previous."""
+        now = report.started_at
+        async with self.store.transaction() as db:
+            prev_row = await (await db.execute(
+                "SELECT last_at FROM health_reports WHERE name=?", (report.name,))).fetchone()
+            rows = await (await db.execute(
+                "SELECT key, area, sop_id, status, summary, first_seen FROM health_problems WHERE name=?",
+                (report.name,))).fetchall()
+            before = {r["key"]: Problem(key=r["key"], area=r["area"], sop_id=r["sop_id"],
+                                        status=Status(r["status"]), summary=r["summary"],
+                                        first_seen=datetime.fromisoformat(r["first_seen"])) for r in rows}
+            current = {p.key: p for p in report.problems()}
+            unchecked = report.unchecked_sops()
+            changes = Changes(previous_at=datetime.fromisoformat(prev_row["last_at"]) if prev_row else None)
+            for key, p in current.items():
+                if key in before:
+                    p.first_seen = before[key].first_seen
+                    changes.still_open.append(p)
+                else:
+                    changes.new.append(p)
+            for key, p in before.items():
+                if key in current:
+                    continue
+                if p.sop_id in unchecked:  # its source failed this time: not known to be fixed
+                    current[key] = p
+                    changes.still_open.append(p)
+                else:
+                    changes.resolved.append(p)
+            await db.execute("DELETE FROM health_problems WHERE name=?", (report.name,))
+            await db.executemany(
+                "INSERT INTO health_problems (name, key, area, sop_id, status, summary, first_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(report.name, p.key, p.area, p.sop_id, p.status.value, p.summary, p.first_seen.isoformat())
+                 for p in current.values()])
+            await db.execute(
+                "INSERT INTO health_reports (name, last_at, status) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET last_at=excluded.last_at, status=excluded.status",
+                (report.name, now.isoformat(), report.status.value))
+        changes.still_open.sort(key=lambda p: p.first_seen)
+        return changes
+
+    async def claim_fire(self, schedule: str, fire_time: datetime, runner: str) -> bool:
+        """True for the first claim of a schedule's fire time: a second run (another replica, or
+        this one after a failover) of the same fire time is refused."""
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO health_fires (schedule, fire_time, runner) VALUES (?, ?, ?)",
+                (schedule, fire_time.astimezone(timezone.utc).isoformat(), runner))
+            return cur.rowcount == 1
+
+    async def fired(self, schedule: str, fire_time: datetime) -> bool:
+        row = await self.store.fetchone(
+            "SELECT 1 FROM health_fires WHERE schedule=? AND fire_time=?",
+            (schedule, fire_time.astimezone(timezone.utc).isoformat()))
+        return row is not None
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def _days(since: datetime, now: datetime) -> str:
+    days = int((now - since).total_seconds() // 86400)
+    return "since today" if days < 1 else f"for {days} day{'s' if days > 1 else ''}"
+
+
+def _problem_line(p: Problem, emoji: str, now: datetime | None = None) -> str:
+    tail = f" — open {_days(p.first_seen, now)}" if now is not None else ""
+    return f"{emoji} {p.area}: {p.key.split('|', 1)[1]}: {p.summary}{tail}"
+
+
+def changes_lines(changes: Changes | None, now: datetime, limit: int = 10) -> list[str]:
+    if changes is None:
+        return []
+    if changes.previous_at is None:
+        return ["**What changed:** first report, nothing to compare with."]
+    lines = [f"**What changed since the last report** ({changes.previous_at:%Y-%m-%d %H:%M} UTC): "
+             f"{len(changes.new)} new, {len(changes.resolved)} resolved, {len(changes.still_open)} still open"]
+    for title, items, with_age in (("New", changes.new, False), ("Resolved", changes.resolved, False),
+                                   ("Still open", changes.still_open, True)):
+        if not items:
+            continue
+        lines.append(f"- {title}:")
+        for p in items[:limit]:
+            emoji = EMOJI[Status.ok] if title == "Resolved" else EMOJI[p.status]
+            lines.append(f"  - {_problem_line(p, emoji, now if with_age else None)}")
+        if len(items) > limit:
+            lines.append(f"  - … and {len(items) - limit} more")
+    return lines
+
+
+def health_markdown(report: HealthReport, runbook: Runbook | None = None, *, trigger: str = "sop",
+                    title: str = "Health check") -> tuple[str, list[str]]:
+    """The root post (headline, one line per area, what changed) and one reply per non-ok area."""
+    root = [f"#### {EMOJI[report.status]} {title} `{report.name}`: **{report.headline}**", ""]
+    for a in report.areas:
+        root.append(f"- {EMOJI[a.status]} **{a.area}** — {a.headline}")
+    changes = changes_lines(report.changes, report.started_at)
+    if changes:
+        root += [""] + changes
+    not_ok = [a for a in report.areas if a.status is not Status.ok]
+    root += ["", f"_{len(report.areas)} areas checked in {report.duration_s:.1f}s at "
+                 f"{report.started_at:%Y-%m-%d %H:%M} UTC"
+                 + ("; details of each problem area in the thread_" if not_ok else "_")]
+    replies = []
+    for a in sorted(not_ok, key=lambda a: -a.status.rank):
+        replies.append(f"**{a.area}** — {section_ref(a.report.section, runbook)} · dig deeper with "
+                       f"`/{trigger} {a.report.sop_id}`\n\n" + report_markdown(a.report, runbook))
+    return "\n".join(root), replies
+
+
+def health_text(report: HealthReport, runbook: Runbook | None = None, *,
+                title: str = "Health check") -> str:
+    lines = [f"{title} {report.name}: {report.headline.upper() if report.status is Status.ok else report.headline}"]
+    width = max((len(a.area) for a in report.areas), default=0)
+    for a in report.areas:
+        lines.append(f"  [{TERMINAL[a.status]:^7}] {a.area:<{width}}  {a.headline}")
+    for line in changes_lines(report.changes, report.started_at):
+        lines.append(line.replace("**", ""))
+    for a in sorted((a for a in report.areas if a.status is not Status.ok), key=lambda a: -a.status.rank):
+        lines += ["", f"--- {a.area} (sopbot diagnose {a.report.sop_id}) ---", report_text(a.report, runbook)]
+    lines.append(f"\n{len(report.areas)} areas checked in {report.duration_s:.1f}s")
+    return "\n".join(lines)
+
+
+EXIT_CODES = {Status.ok: 0, Status.warn: 1, Status.unknown: 1, Status.crit: 2}
+
+
+# -- small helpers for handlers that feed health reports ---------------------------------------------
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """A status condition of a Kubernetes object by type, or None."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def parse_time(stamp: str | None) -> datetime | None:
+    """A Kubernetes RFC 3339 timestamp ("2026-11-26T08:00:00Z") as an aware datetime."""
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def check_settings(ctx: HandlerContext, sop_id: str, model: type[_M]) -> _M:
+    """The ``checks.<sop_id>`` config section, validated; a bad one is a config problem the
+    finding names (SourceError → "unknown"), not a crash."""
+    from pydantic import ValidationError
+
+    from bot.clients.errors import SourceError
+
+    try:
+        return model.model_validate(ctx.checks.get(sop_id) or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise SourceError("config", f"checks.{sop_id}: {problems}") from None

@@ -1,0 +1,103 @@
+"""Runbook chapter 4: TLS certificates (cert-manager with the Vault ClusterIssuer)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.context import HandlerContext
+from bot.health import check_settings, condition, parse_time
+from bot.models import Finding, Severity, Status
+from bot.registry import NoParams, sop
+
+CM = "cert-manager.io/v1"
+NOT_READY_STEP = ("4.1: kubectl describe certificate -n <ns> <name>, then its CertificateRequest's "
+                  "message (Vault role, PKI)")
+ISSUER_STEP = "4.2: kubectl describe clusterissuer <name>; Vault sealed (5.1) or Kubernetes auth (5.5)?"
+EXPIRY_STEP = ("11.7 manual renewal: kubectl delete secret -n <ns> <secret> and watch the "
+               "CertificateRequest; if it fails, 4.1")
+
+
+class CertChecks(BaseModel):
+    """``checks.cert-health`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    # The runbook's table: "not expiring in < 30 days". Leaf certificates live 30 days (11.7) and
+    # are renewed at 2/3 of their life, so a healthy one is always within 30 days of expiry: a
+    # certificate counts as expiring when it is inside the window AND past its renewal time.
+    expiring_days: float = Field(30, gt=0)
+    critical_days: float = Field(7, ge=0, description="closer than this (or expired): critical")
+    max_listed: int = Field(20, ge=1)
+
+
+@sop("cert-health", title="Certificates Ready, none expiring; ClusterIssuers Ready", section="4.1",
+     severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady"))
+async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Every Certificate Ready=True, none expiring in < 30 days without having been renewed
+    (soonest first), every ClusterIssuer Ready (runbook 11.1, 4.1, 4.2, 11.7)."""
+    cfg = check_settings(ctx, "cert-health", CertChecks)
+    if ctx.kube is None:
+        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
+    certs, issuers = await asyncio.gather(ctx.kube.list(CM, "certificates"), ctx.kube.list(CM, "clusterissuers"))
+    now = datetime.now(timezone.utc)
+    findings: list[Finding] = []
+    for issuer in issuers:
+        name = issuer["metadata"]["name"]
+        cond = condition(issuer, "Ready")
+        if cond is None or cond.get("status") != "True":
+            findings.append(Finding(status=Status.crit, target=f"clusterissuer/{name}",
+                                    summary=f"Ready={(cond or {}).get('status', 'missing')}: "
+                                            f"{_first_line((cond or {}).get('message', ''))}",
+                                    next_step=ISSUER_STEP))
+    not_ready = []
+    expiring: list[tuple[datetime, str]] = []
+    soonest: tuple[datetime, str] | None = None
+    for cert in certs:
+        meta = cert["metadata"]
+        ref = f"{meta.get('namespace', '')}/{meta['name']}"
+        cond = condition(cert, "Ready")
+        if cond is None or cond.get("status") != "True":
+            not_ready.append(f"{ref}: {(cond or {}).get('reason', 'no Ready condition')} — "
+                             f"{_first_line((cond or {}).get('message', ''))}")
+        status = cert.get("status") or {}
+        not_after = parse_time(status.get("notAfter"))
+        if not_after is None:
+            continue
+        if soonest is None or not_after < soonest[0]:
+            soonest = (not_after, ref)
+        renewal = parse_time(status.get("renewalTime"))
+        overdue = renewal is None or renewal <= now
+        if (not_after - now).total_seconds() < cfg.expiring_days * 86400 and overdue:
+            expiring.append((not_after, ref))
+    if not_ready:
+        findings.append(Finding(status=Status.crit if len(not_ready) == len(certs) else Status.warn,
+                                target="certificates not Ready",
+                                summary=f"{len(not_ready)} of {len(certs)}: {_refs(not_ready)}",
+                                details="\n".join(not_ready[:cfg.max_listed]), next_step=NOT_READY_STEP))
+    expiring.sort()
+    for not_after, ref in expiring[:cfg.max_listed]:
+        days = (not_after - now).total_seconds() / 86400
+        findings.append(Finding(
+            status=Status.crit if days < cfg.critical_days else Status.warn, target=f"certificate/{ref}",
+            summary=(f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days")
+            + f" ({not_after:%Y-%m-%d}), renewal overdue", next_step=EXPIRY_STEP))
+    if len(expiring) > cfg.max_listed:
+        findings.append(Finding(status=Status.warn, target="certificates expiring",
+                                summary=f"{len(expiring) - cfg.max_listed} more expiring", next_step=EXPIRY_STEP))
+    ready = len(certs) - len(not_ready)
+    head = f"{ready}/{len(certs)} certificates Ready, {len(issuers)} ClusterIssuer(s)"
+    if soonest is not None:
+        head += f"; soonest expiry {soonest[1]} in {(soonest[0] - now).total_seconds() / 86400:.0f} days"
+    findings.insert(0, Finding(status=Status.ok, target="certificates", summary=head))
+    return findings
+
+
+def _first_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+def _refs(lines: list[str], limit: int = 3) -> str:
+    names = [line.split(":", 1)[0] for line in lines]
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")

@@ -1,0 +1,39 @@
+"""Runbook chapter 8: storage (PVCs on Harvester's CSI driver)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bot.context import HandlerContext
+from bot.models import Finding, Severity, Status
+from bot.registry import NoParams, sop
+
+PENDING_STEP = ("8.1: kubectl describe pvc -n {ns} {name} (Events: ProvisioningFailed?) and the "
+                "Harvester storage capacity")
+LOST_STEP = "8.1/8.4: the claim's volume is gone (Lost): check the Longhorn volume in Harvester"
+
+
+@sop("pvc-health", title="PVCs Bound (none Pending or Lost)", section="8.1", severity=Severity.P2,
+     alerts=("KubePersistentVolumeClaimPending",))
+async def pvc_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """No PersistentVolumeClaim Pending or Lost (runbook 11.1, 8.1)."""
+    if ctx.kube is None:
+        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
+    claims = await ctx.kube.list("v1", "persistentvolumeclaims")
+    phases = Counter(((c.get("status") or {}).get("phase") or "Pending") for c in claims)
+    findings = []
+    for c in claims:
+        phase = (c.get("status") or {}).get("phase") or "Pending"
+        if phase in ("Pending", "Lost"):
+            ns, name = c["metadata"].get("namespace", ""), c["metadata"]["name"]
+            size = ((c.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage", "?")
+            sc = (c.get("spec") or {}).get("storageClassName") or "default"
+            findings.append(Finding(
+                status=Status.crit if phase == "Lost" else Status.warn, target=f"pvc/{ns}/{name}",
+                summary=f"{phase} ({size}, storage class {sc})",
+                next_step=(LOST_STEP if phase == "Lost" else PENDING_STEP).format(ns=ns, name=name)))
+    bound = phases.get("Bound", 0)
+    findings.insert(0, Finding(status=Status.ok, target="pvcs",
+                               summary=f"{bound}/{len(claims)} PVCs Bound"
+                               + "".join(f", {n} {p}" for p, n in sorted(phases.items()) if p != "Bound")))
+    return findings
