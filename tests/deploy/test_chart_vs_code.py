@@ -1,4 +1,5 @@
-"""The chart's RBAC covers every Kubernetes call the bot's code makes.
+"""The chart agrees with the code: its RBAC covers every Kubernetes call the bot makes, and the
+HTTP paths it points probes, Mattermost and Alertmanager at are routes the bot serves.
 
 Scans bot/ and handlers/ for calls on the in-cluster KubeClient (`ctx.kube`, `self.kube`,
 `kube`; not `kube_mgmt`, which talks to another cluster with its own credentials) whose
@@ -14,7 +15,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from test_chart import CHART, VALUE_SETS, grants, render
+from test_chart import CHART, VALUE_SETS, grants, notes, one, render
 
 try:
     import helm_python as helm
@@ -128,3 +129,29 @@ def test_every_kubernetes_call_in_the_code_is_granted_by_the_chart(granted):
     assert not problems, (
         "the chart's RBAC does not allow these calls: grant them in "
         "charts/sop-bot/templates (and docs/rbac.md), or drop the call:\n" + "\n".join(problems))
+
+
+def served_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) of every literal aiohttp ``router.add_get/add_post(...)`` in bot/."""
+    routes = set()
+    for path in sorted((REPO / "bot").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("add_get", "add_post") and node.args
+                    and _literal(node.args[0])):
+                routes.add((node.func.attr[4:].upper(), _literal(node.args[0])))
+    return routes
+
+
+def test_probes_slash_command_and_webhook_point_at_routes_the_bot_serves():
+    routes = served_routes()
+    with helm.Chart.load(CHART) as chart:
+        objects = render(chart, VALUE_SETS["alertmanager-config"])
+        text = notes(chart)
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert ("GET", container["livenessProbe"]["httpGet"]["path"]) in routes
+    assert ("GET", container["readinessProbe"]["httpGet"]["path"]) in routes
+    assert "/mattermost/command" in text and ("POST", "/mattermost/command") in routes
+    hook = one(objects, "AlertmanagerConfig")["spec"]["receivers"][0]["webhookConfigs"][0]
+    path = "/" + hook["url"].split("/", 3)[3]
+    assert ("POST", path) in routes, f"Alertmanager would POST to {path}, not served"
