@@ -169,8 +169,6 @@ class KubeApi:
             limit = int(q.get("limit") or 0)
         except ValueError:
             raise bad_request(f"limit: Invalid value: {q.get('limit')!r}") from None
-        if t.namespace and t.rt.namespaced and t.rt.kind != "Namespace":
-            pass  # listing in a missing namespace is an empty list, as on the real server
         page = list_page(self.store, t.rt.api_version, t.rt.kind, t.namespace, labels=labels,
                          fields=fields, limit=limit, cont=q.get("continue"),
                          continue_ttl_s=self.continue_ttl_s)
@@ -202,8 +200,9 @@ class KubeApi:
         request.app[_WATCHES].add(queue)
         # taken with the subscription and no await in between: together they miss nothing
         rv = q.get("resourceVersion")
-        replay = (self.store.events_since(rt.api_version, rt.kind, int(rv))
-                  if rv and rv.isdigit() and rv != "0" else None) or []
+        replay: list[WatchEvent] | None = []
+        if rv and rv.isdigit() and rv != "0":
+            replay = self.store.events_since(rt.api_version, rt.kind, int(rv))
         params = _accept_params(request.headers.get("Accept", ""))
         as_table = params.get("as") == "Table"
         include = q.get("includeObject", "Metadata")
@@ -236,6 +235,11 @@ class KubeApi:
                                  fields=fields)
                 for obj in page.items:
                     await send("ADDED", obj)
+            if replay is None:  # the history no longer reaches back to rv: the client relists
+                gone = ApiError(410, "Expired", f"too old resource version: {rv} "
+                                f"({self.store.resource_version})").status()
+                await resp.write(jsonio.dumps({"type": "ERROR", "object": gone}) + b"\n")
+                replay, deadline = [], 0.0
             for event in replay:
                 if matches(event.object):
                     await send(event.type, event.object)

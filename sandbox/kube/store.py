@@ -133,9 +133,15 @@ class ObjectStore:
     def unsubscribe(self, q: asyncio.Queue[WatchEvent]) -> None:
         self._watchers = [(k, w) for k, w in self._watchers if w is not q]
 
-    def track_history(self, api_version: str, kind: str, maxlen: int = 10000) -> None:
-        """Start keeping the last ``maxlen`` events of a kind (idempotent)."""
-        self._history.setdefault((api_version, kind), deque(maxlen=maxlen))
+    def track_history(self, api_version: str, kind: str, maxlen: int | None = None) -> None:
+        """Keep the last ``maxlen`` (default 10000) events of a kind. Idempotent; an explicit
+        ``maxlen`` resizes the history (a small one simulates etcd compaction)."""
+        key = (api_version, kind)
+        history = self._history.get(key)
+        if history is None:
+            self._history[key] = deque(maxlen=maxlen or 10000)
+        elif maxlen is not None and history.maxlen != maxlen:
+            self._history[key] = deque(history, maxlen=maxlen)
 
     def events_since(self, api_version: str, kind: str, resource_version: int) -> list[WatchEvent] | None:
         """Events of a tracked kind newer than ``resource_version``; None when the history does not

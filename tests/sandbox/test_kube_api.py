@@ -689,3 +689,37 @@ async def test_bot_kube_client_against_the_sandbox(kube: RunningKube) -> None:
         assert exc.value.status == 429
     finally:
         await kc.close()
+
+
+async def test_watch_from_a_list_version_replays_what_happened_since(kube: RunningKube,
+                                                                    api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    listing = await v1.list_namespaced_pod("apps", label_selector="app=web")
+    # written between the list and the watch: a real server's watch cache replays these
+    kube.store.update("v1", "Pod", "web-1", "apps", lambda o: o["metadata"]["labels"].update(seen="yes"))
+    kube.store.remove("v1", "Pod", "web-2", "apps")
+    w = watch.Watch()
+    events: list[tuple[str, str]] = []
+    async with asyncio.timeout(10):
+        async for event in w.stream(v1.list_namespaced_pod, "apps", label_selector="app=web",
+                                    resource_version=listing.metadata.resource_version,
+                                    timeout_seconds=10):
+            events.append((event["type"], event["object"].metadata.name))
+            if len(events) == 2:
+                w.stop()
+    assert events == [("MODIFIED", "web-1"), ("DELETED", "web-2")]
+
+
+async def test_watch_from_a_compacted_version_is_410(kube: RunningKube, api: client.ApiClient) -> None:
+    v1 = client.CoreV1Api(api)
+    listing = await v1.list_namespaced_pod("apps")
+    kube.store.track_history("v1", "Pod", maxlen=2)  # a tiny watch cache, soon compacted
+    for i in range(3):
+        kube.store.add(pod(f"churn-{i}", "apps", {}, None, "Pending", False))
+    resp = await v1.list_namespaced_pod("apps", watch=True, resource_version=listing.metadata.resource_version,
+                                        timeout_seconds=5, _preload_content=False)
+    line = json.loads(await resp.content.readline())
+    resp.release()
+    assert line["type"] == "ERROR"
+    assert line["object"]["code"] == 410 and line["object"]["reason"] == "Expired"
+    assert line["object"]["message"].startswith(f"too old resource version: {listing.metadata.resource_version}")
