@@ -723,3 +723,24 @@ async def test_watch_from_a_compacted_version_is_410(kube: RunningKube, api: cli
     assert line["type"] == "ERROR"
     assert line["object"]["code"] == 410 and line["object"]["reason"] == "Expired"
     assert line["object"]["message"].startswith(f"too old resource version: {listing.metadata.resource_version}")
+
+
+async def test_unsupported_verbs_are_405(kube: RunningKube, api: client.ApiClient) -> None:
+    for method, path in (("POST", "/api/v1/namespaces/apps/pods/web-1"),
+                         ("DELETE", "/apis/metrics.k8s.io/v1beta1/nodes/cp-1"),
+                         ("PUT", "/api/v1/namespaces/apps/pods")):
+        with pytest.raises(ApiException) as exc:
+            await api.call_api(path, method, header_params={"Content-Type": "application/json"},
+                               body={}, auth_settings=["BearerToken"], response_types_map={})
+        assert exc.value.status == 405, (method, path)
+        body = json.loads(exc.value.body)
+        assert body["reason"] == "MethodNotAllowed"
+        assert body["message"] == "the server does not allow this method on the requested resource"
+
+
+async def test_unknown_paths_are_404_status(kube: RunningKube, api: client.ApiClient) -> None:
+    with pytest.raises(ApiException) as exc:
+        await api.call_api("/apis/example.com/v1/widgets", "GET", auth_settings=["BearerToken"],
+                           response_types_map={})
+    assert exc.value.status == 404
+    assert json.loads(exc.value.body)["message"] == "the server could not find the requested resource"
