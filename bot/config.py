@@ -7,7 +7,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -176,6 +177,49 @@ class RemediationConfig(Section):
                                    description="who may hand an unseal share (empty: approvers)")
 
 
+class HealthScheduleConfig(Section):
+    """One scheduled health report. ``cron`` is standard crontab: weekday 0/7 = Sunday,
+    1 = Monday (not APScheduler 3's from_crontab numbering, where 0 = Monday); names work too."""
+
+    name: str = Field("daily", pattern=r"^[a-z0-9][a-z0-9-]*$", description="report name (its diff history)")
+    cron: str = Field("0 8 * * *", description="minute hour day month weekday, e.g. '0 8 * * mon-fri'")
+    timezone: str = Field("UTC", description="IANA time zone the cron is read in, e.g. Europe/Berlin")
+    checks: Literal["all"] | list[str] = Field("all", description="SOP ids, or all of the composition")
+    severities: list[Severity] = Field(default_factory=list, description="only these, e.g. [P1]; empty: all")
+    channel: str | None = Field(None, description="channel name; unset: health.channel")
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> "HealthScheduleConfig":
+        from bot.schedule import cron_trigger
+
+        cron_trigger(self.cron, self.timezone)  # ValueError names the bad field
+        return self
+
+
+class HealthCheckConfig(Section):
+    """The daily health check of runbook 11.1: schedules, where they post, leader election.
+    What each check expects (node count, LB IP, IngressRoutes...) lives in ``checks.<sop id>``."""
+
+    enabled: bool = Field(True, description="run the schedules (on-demand /sop health always works)")
+    composition: str = Field("daily", description="the set of areas (handlers/daytwo.py: daily)")
+    channel: str | None = Field(None, description="channel name for scheduled reports; unset: mattermost.channel")
+    schedules: list[HealthScheduleConfig] = Field(default_factory=lambda: [HealthScheduleConfig()])
+    misfire_grace_s: float = Field(3600.0, gt=0, description="a fire time missed by less still runs")
+    check_timeout_s: float = Field(60.0, gt=0, description="per area")
+    concurrency: int = Field(4, ge=1, le=32, description="Kubernetes requests in flight at once")
+    lease_name: str = Field("sopbot-scheduler", description="coordination.k8s.io Lease electing the runner")
+    lease_namespace: str | None = Field(None, description="unset: the pod's namespace, else 'default'")
+    lease_duration_s: float = Field(15.0, gt=0)
+    lease_renew_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "HealthCheckConfig":
+        names = [s.name for s in self.schedules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"schedule names must be unique: {names}")
+        return self
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, alias="json")
@@ -198,6 +242,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     remediation: RemediationConfig = Field(default_factory=RemediationConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     # Per-SOP check settings handed to handlers (expected node count, LB IP...).
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -1,0 +1,321 @@
+"""Scheduled work (the daily health check): APScheduler 3 cron jobs that run on one replica only.
+
+Only the replica holding a ``coordination.k8s.io/v1`` Lease runs schedules (``LeaseElector``, a
+small lease loop through ``KubeClient``, the same protocol as client-go's leader election:
+get → create or update with the resourceVersion, so two replicas racing get a 409). Each
+schedule's fire time is claimed in the store before it runs, so a fire time runs once even when
+the leader changes around it; a new leader catches up on a fire time missed within
+``misfire_grace_s``.
+
+Cron expressions are standard crontab (minute hour day-of-month month day-of-week): day-of-week
+numbers mean 0 or 7 = Sunday, 1 = Monday … 6 = Saturday, names (mon-fri) work too. Careful:
+APScheduler 3's own ``CronTrigger.from_crontab`` numbers days Monday=0 (so "1-5" would be
+Tuesday–Saturday there); ``cron_trigger`` translates numbers to names first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.clients.errors import SourceError
+from bot.clients.kube import KubeClient
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- cron ------------------------------------------------------------------------------------------
+def _day_of_week(field: str) -> str:
+    """Crontab day-of-week (0/7 = Sunday) → APScheduler names, e.g. "1-5" → "mon,tue,wed,thu,fri"."""
+    out: list[str] = []
+    for part in field.lower().split(","):
+        body, _, step_s = part.partition("/")
+        step = int(step_s) if step_s else 1
+        if step < 1:
+            raise ValueError(f"day-of-week step must be positive: {part!r}")
+        if body == "*":
+            if not step_s:
+                return "*"
+            lo, hi = 0, 6
+        elif body.isalpha() or (("-" in body) and body.replace("-", "").isalpha()):
+            out.append(part)  # names: APScheduler reads them the crontab way
+            continue
+        else:
+            a, _, b = body.partition("-")
+            if not a.isdigit() or (b and not b.isdigit()):
+                raise ValueError(f"bad day-of-week {part!r}: use 0-7 (0/7 = Sunday) or mon..sun")
+            lo, hi = int(a), int(b) if b else int(a)
+            if not (0 <= lo <= 7 and 0 <= hi <= 7) or lo > hi:
+                raise ValueError(f"bad day-of-week range {part!r}: 0-7, 0 and 7 are Sunday")
+            if not b and step_s:
+                hi = 6
+        out += [_DAYS[d % 7] for d in range(lo, hi + 1, step)]
+    return ",".join(dict.fromkeys(out))
+
+
+def cron_trigger(expr: str, tz: str = "UTC") -> CronTrigger:
+    """A CronTrigger from a 5-field crontab line in the given IANA time zone; ValueError if bad."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {expr!r}: 5 fields (minute hour day month weekday), got {len(fields)}")
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r} (use an IANA name like Europe/Berlin)") from None
+    minute, hour, day, month, dow = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_day_of_week(dow),
+                       timezone=zone)
+
+
+def last_fire_time(trigger: CronTrigger, now: datetime, window_s: float) -> datetime | None:
+    """The latest fire time in (now - window, now], or None."""
+    t = trigger.get_next_fire_time(None, now - timedelta(seconds=window_s))
+    last = None
+    while t is not None and t <= now:
+        last = t
+        t = trigger.get_next_fire_time(t, t + timedelta(microseconds=1))
+    return last
+
+
+# -- leader election -------------------------------------------------------------------------------
+def _micro(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaseElector:
+    """One replica's view of a coordination.k8s.io/v1 Lease.
+
+    Expiry is judged as client-go does, by this replica's clock: a lease is free when its record
+    has not changed for ``duration_s`` since this replica first saw it (no clock-skew trust)."""
+
+    def __init__(self, kube: KubeClient, namespace: str, name: str, identity: str, *,
+                 duration_s: float = 15.0, clock: Clock = utcnow):
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.duration_s = duration_s
+        self.clock = clock
+        self._observed: tuple[str, datetime] | None = None  # (record, when we first saw it)
+        self._renewed_at: datetime | None = None
+        self.holder: str | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        # Stop acting as leader before another replica may take over (renew deadline 2/3).
+        return (self.holder == self.identity and self._renewed_at is not None
+                and self.clock() < self._renewed_at + timedelta(seconds=self.duration_s * 2 / 3))
+
+    def _body(self, lease: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+        spec = dict((lease or {}).get("spec") or {})
+        taking_over = spec.get("holderIdentity") != self.identity
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.duration_s),
+                    renewTime=_micro(now))
+        if taking_over:
+            spec["acquireTime"] = _micro(now)
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if lease else 0)
+        meta = {"name": self.name, "namespace": self.namespace}
+        if lease is not None:
+            meta["resourceVersion"] = lease["metadata"]["resourceVersion"]
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    async def step(self) -> bool:
+        """Acquire or renew once; True while this replica leads."""
+        now = self.clock()
+        try:
+            try:
+                lease = await self.kube.get("coordination.k8s.io/v1", "leases", self.name, self.namespace)
+            except SourceError as exc:
+                if exc.status != 404:
+                    raise
+                await self.kube.create("coordination.k8s.io/v1", "leases", self._body(None, now), self.namespace)
+                return self._won(now)
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity")
+            record = f"{holder}|{spec.get('renewTime')}"
+            if self._observed is None or self._observed[0] != record:
+                self._observed = (record, now)
+            duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
+            free = not holder or now >= self._observed[1] + timedelta(seconds=duration)
+            if holder != self.identity and not free:
+                self.holder = holder
+                return False
+            await self.kube.request(
+                "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}",
+                body=self._body(lease, now))
+            return self._won(now)
+        except SourceError as exc:
+            # 409: another replica wrote first. Anything else: we cannot prove we lead.
+            if exc.status != 409:
+                log.warning("leader election: %s", exc)
+            if self.holder == self.identity and not self.is_leader:
+                self.holder = None
+            return self.is_leader
+
+    def _won(self, now: datetime) -> bool:
+        if self.holder != self.identity:
+            log.info("leader election: %s now leads (%s/%s)", self.identity, self.namespace, self.name)
+        self.holder = self.identity
+        self._renewed_at = now
+        return True
+
+    async def release(self) -> None:
+        """Hand the lease over at shutdown so the next replica need not wait for expiry."""
+        if self.holder != self.identity:
+            return
+        self.holder = None
+        try:
+            lease = await self.kube.get("coordination.k8s.io/v1", "leases", self.name, self.namespace)
+            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"]["holderIdentity"] = None
+                await self.kube.request(
+                    "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}",
+                    body=lease)
+        except SourceError as exc:
+            log.warning("leader election: release failed: %s", exc)
+
+
+# -- the scheduler ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    cron: str = "0 8 * * *"
+    timezone: str = "UTC"
+
+
+class FireLog(Protocol):
+    """Where fire times are claimed (``bot.health.HealthStore`` implements it)."""
+
+    async def claim_fire(self, schedule: str, fire_time: datetime, runner: str) -> bool: ...
+
+    async def fired(self, schedule: str, fire_time: datetime) -> bool: ...
+
+
+class Scheduler:
+    """Cron schedules on APScheduler's AsyncIOScheduler, run only by the lease holder, each fire
+    time at most once (claimed in the store first).
+
+    ``run(schedule, fire_time)`` does the work. ``clock`` is the time this class reads (tests
+    drive it together with APScheduler's ``wakeup()``)."""
+
+    def __init__(self, schedules: list[Schedule], run: Callable[[Schedule, datetime], Awaitable[Any]],
+                 fires: FireLog, *, elector: LeaseElector | None = None, identity: str = "sopbot",
+                 misfire_grace_s: float = 3600.0, renew_s: float = 5.0, clock: Clock = utcnow):
+        self.schedules = {s.name: s for s in schedules}
+        self.triggers = {s.name: cron_trigger(s.cron, s.timezone) for s in schedules}
+        self.run = run
+        self.fires = fires
+        self.elector = elector
+        self.identity = elector.identity if elector is not None else identity
+        self.misfire_grace_s = misfire_grace_s
+        self.renew_s = renew_s
+        self.clock = clock
+        self.aps = AsyncIOScheduler(timezone=timezone.utc)
+        self.ran: list[tuple[str, datetime]] = []  # (schedule, fire time) this replica ran
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lease_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        for name, trigger in self.triggers.items():
+            self.aps.add_job(self._fire, trigger, args=[name], id=name, name=f"health:{name}",
+                             misfire_grace_time=int(self.misfire_grace_s), coalesce=True, max_instances=1)
+        self.aps.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self.aps.start()
+        if self.elector is not None:
+            self._lease_task = asyncio.create_task(self._lease_loop(), name="scheduler-lease")
+
+    async def stop(self) -> None:
+        if self.aps.running:
+            self.aps.shutdown(wait=False)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        await self.idle()
+        if self.elector is not None:
+            await self.elector.release()
+
+    def next_fire_times(self) -> dict[str, datetime | None]:
+        return {job.id: job.next_run_time for job in self.aps.get_jobs()}
+
+    async def idle(self) -> None:
+        """Wait until every submitted run has finished."""
+        await self._idle.wait()
+
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        # Runs inside APScheduler's job processing, right after the run's task was created.
+        self._inflight += 1
+        self._idle.clear()
+
+    async def _fire(self, name: str) -> None:
+        try:
+            now = self.clock()
+            fire_time = last_fire_time(self.triggers[name], now, self.misfire_grace_s) or now
+            await self.run_once(name, fire_time)
+        finally:
+            self._inflight -= 1
+            if self._inflight <= 0:
+                self._inflight = 0
+                self._idle.set()
+
+    async def run_once(self, name: str, fire_time: datetime) -> bool:
+        """Run a schedule's fire time here if this replica leads and nobody ran it yet."""
+        if self.elector is not None and not self.elector.is_leader:
+            log.info("schedule %s at %s: not the leader (%s holds the lease), skipping",
+                     name, fire_time, self.elector.holder)
+            return False
+        if not await self.fires.claim_fire(name, fire_time, self.identity):
+            log.info("schedule %s at %s already ran, skipping", name, fire_time)
+            return False
+        self.ran.append((name, fire_time))
+        try:
+            await self.run(self.schedules[name], fire_time)
+        except Exception:  # one failed run must not stop the schedule
+            log.exception("schedule %s at %s failed", name, fire_time)
+        return True
+
+    async def catch_up(self) -> list[str]:
+        """After becoming leader: run any fire time within the grace window nobody ran (the old
+        leader died just before or during it)."""
+        done = []
+        now = self.clock()
+        for name, trigger in self.triggers.items():
+            fire_time = last_fire_time(trigger, now, self.misfire_grace_s)
+            if fire_time is not None and not await self.fires.fired(name, fire_time):
+                if await self.run_once(name, fire_time):
+                    done.append(name)
+        return done
+
+    async def lease_step(self) -> bool:
+        """One round of leader election; on becoming leader, catch up."""
+        assert self.elector is not None
+        was = self.elector.is_leader
+        leads = await self.elector.step()
+        if leads and not was:
+            await self.catch_up()
+        return leads
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self.lease_step()
+            except Exception:
+                log.exception("leader election step failed")
+            await asyncio.sleep(self.renew_s)
