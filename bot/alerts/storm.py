@@ -57,7 +57,6 @@ class StormControl:
         assert self._storm is not None
         self._last_new = now
         group.storm_id, group.root_id = self._storm[0], self._storm[1]
-        await self.changed(group)
         return True
 
     async def _start(self, channel_id: str, now: datetime) -> None:

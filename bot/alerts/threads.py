@@ -107,6 +107,7 @@ class ThreadManager:
             group.resolved_at = now
         await self._refresh_root(group)
         await self.repo.save(group, entry_id)
+        await self._saved(group)
         if group.state is GroupState.open:
             await self._diagnose_or_defer(group)
         elif group.state is GroupState.resolved:
@@ -185,9 +186,7 @@ class ThreadManager:
 
     async def _refresh_root(self, group: AlertGroup) -> None:
         if group.storm_id is not None:
-            if self.storm is not None:
-                await self.storm.changed(group)
-            return
+            return  # the storm thread lists it: _saved() tells storm control after the save
         message = self._render(group)
         if message != group.root_message and group.root_id:
             await self.chat.edit(group.root_id, message)
@@ -197,6 +196,11 @@ class ThreadManager:
         """Re-render and save after an outside change (ack, escalation, reconciliation)."""
         await self._refresh_root(group)
         await self.repo.save(group)
+        await self._saved(group)
+
+    async def _saved(self, group: AlertGroup) -> None:
+        if group.storm_id is not None and self.storm is not None:
+            await self.storm.changed(group)
 
     # -- diagnoses -----------------------------------------------------------------------------
     async def _diagnose_or_defer(self, group: AlertGroup) -> None:
