@@ -277,6 +277,18 @@ async def test_kubectl_create_commands_sending_protobuf(kube: RunningKube) -> No
     assert token.startswith("sandbox.")
 
 
+async def test_kubectl_logs_and_top_read_what_scenarios_wrote(kube: RunningKube) -> None:
+    kube.store.pod_logs[("apps", "api-1")] = "starting\npanic: cannot reach vault\n"
+    assert await kubectl_ok(kube, "logs", "api-1", "-n", "apps", "--tail=1") == "panic: cannot reach vault\n"
+    rc, _, err = await kubectl(kube, "top", "nodes")
+    assert rc != 0 and "metrics not available yet" in err
+    kube.store.add({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetrics", "metadata": {"name": "cp-1"},
+                    "timestamp": "2026-01-01T00:00:00Z", "window": "10s",
+                    "usage": {"cpu": "2", "memory": "16Gi"}})
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "top", "nodes"))}
+    assert rows["cp-1"]["CPU(cores)"] == "2000m" and rows["cp-1"]["CPU(%)"] == "25%"
+
+
 async def test_kubectl_get_watch_prints_changes(kube: RunningKube) -> None:
     cfg = kube.kubeconfig
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
