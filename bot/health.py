@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +30,9 @@ from bot.registry import Registry
 from bot.render import EMOJI, TERMINAL, report_markdown, report_text, section_ref
 from bot.runbook import Runbook
 from bot.store import Store
+
+if TYPE_CHECKING:
+    from bot.config import HealthCheckConfig, HealthScheduleConfig
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -429,3 +432,121 @@ def check_settings(ctx: HandlerContext, sop_id: str, model: type[_M]) -> _M:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise SourceError("config", f"checks.{sop_id}: {problems}") from None
+
+
+# -- the service: on demand (/sop health, sopbot healthcheck) and on schedule -----------------------
+class HealthService:
+    """Runs a composition, records the diff, posts root + thread replies. Chat is optional (the
+    terminal command has none)."""
+
+    def __init__(self, config: "HealthCheckConfig", *, registry: Registry, ctx: HandlerContext,
+                 store: HealthStore | None = None, chat: Any = None, runbook: Runbook | None = None,
+                 trigger: str = "sop", channel_id: Callable[[str], Awaitable[str]] | None = None,
+                 default_channel: str = "sop-alerts"):
+        self.config = config
+        self.registry = registry
+        self.ctx = ctx
+        self.store = store
+        self.chat = chat
+        self.runbook = runbook
+        self.trigger = trigger
+        self.channel_id = channel_id
+        self.default_channel = config.channel or default_channel
+        self.scheduler: Any = None  # bot.schedule.Scheduler when schedules run here
+
+    def schedule(self, name: str) -> "HealthScheduleConfig | None":
+        return next((s for s in self.config.schedules if s.name == name), None)
+
+    def checks_for(self, sched: "HealthScheduleConfig | None" = None) -> list[HealthCheck]:
+        base = COMPOSITIONS.get(self.config.composition, [])
+        if sched is None:
+            return list(base)
+        ids = None if sched.checks == "all" else list(sched.checks)
+        return select(base, self.registry, sop_ids=ids, severities=sched.severities)
+
+    async def report(self, name: str, checks: list[HealthCheck]) -> HealthReport:
+        report = await run_health(name, checks, self.registry, self.ctx,
+                                  timeout_s=self.config.check_timeout_s,
+                                  concurrency=self.config.concurrency)
+        if self.store is not None:
+            report.changes = await self.store.record(report)
+        return report
+
+    async def post(self, report: HealthReport, channel_id: str) -> str:
+        root, replies = health_markdown(report, self.runbook, trigger=self.trigger)
+        ref = await self.chat.post(channel_id, root)
+        for reply in replies:
+            await self.chat.post(channel_id, reply, root_id=ref.id)
+        return ref.id
+
+    async def run_schedule(self, name: str, fire_time: datetime | None = None) -> HealthReport:
+        """A scheduled run: the schedule's areas, posted in its channel."""
+        sched = self.schedule(name)
+        report = await self.report(name, self.checks_for(sched))
+        channel = (sched.channel if sched else None) or self.default_channel
+        if self.chat is not None and self.channel_id is not None:
+            await self.post(report, await self.channel_id(channel))
+        return report
+
+    def subcommand(self, spawn: Callable[..., Any]) -> Any:
+        """``/sop health [schedule]``: answers at once, posts the report in the invoking channel."""
+        from bot.commands import Reply, Subcommand
+
+        async def run(inv: Any, args: list[str]) -> Any:
+            name = args[0] if args else self.config.schedules[0].name if self.config.schedules else "daily"
+            sched = self.schedule(name)
+            if args and sched is None:
+                known = ", ".join(s.name for s in self.config.schedules) or "none"
+                return Reply(text=f"No health schedule `{name}` (configured: {known}).")
+            checks = self.checks_for(sched)
+
+            async def go() -> None:
+                report = await self.report(name, checks)
+                await self.post(report, inv.channel_id)
+
+            spawn(go(), name=f"health:{name}")
+            return Reply(text=f"Running the `{name}` health check ({len(checks)} areas); "
+                              f"the report will appear in this channel.")
+
+        return Subcommand(name="health", usage="health [schedule]",
+                          summary="the daily health check (runbook 11.1) now, with what changed", run=run)
+
+
+def lease_namespace(config: "HealthCheckConfig") -> str:
+    if config.lease_namespace:
+        return config.lease_namespace
+    try:  # in a pod: the service account's namespace
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+async def start_health(settings: Any, store: Store, chat: Any, bot: Any) -> HealthService:
+    """Wire the health check into a running bot: the ``/sop health`` subcommand and, when
+    enabled, the schedules (leader-elected through a Lease when Kubernetes is reachable)."""
+    import os
+    import socket
+
+    from bot.schedule import LeaseElector, Schedule, Scheduler
+
+    cfg = settings.health
+    hstore = HealthStore(store)
+    await hstore.setup()
+    service = HealthService(cfg, registry=bot.registry, ctx=bot.ctx, store=hstore, chat=chat,
+                            runbook=bot.runbook, trigger=bot.trigger, channel_id=chat.channel_id,
+                            default_channel=settings.mattermost.channel)
+    bot.subcommands["health"] = service.subcommand(bot.spawn)
+    if cfg.enabled and cfg.schedules:
+        identity = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = (LeaseElector(bot.ctx.kube, lease_namespace(cfg), cfg.lease_name, identity,
+                                duration_s=cfg.lease_duration_s) if bot.ctx.kube is not None else None)
+
+        async def run(sched: Schedule, fire_time: datetime) -> None:
+            await service.run_schedule(sched.name, fire_time)
+
+        service.scheduler = Scheduler([Schedule(s.name, s.cron, s.timezone) for s in cfg.schedules], run, hstore,
+                                      elector=elector, identity=identity, misfire_grace_s=cfg.misfire_grace_s,
+                                      renew_s=cfg.lease_renew_s)
+        service.scheduler.start()
+    return service

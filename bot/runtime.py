@@ -19,6 +19,7 @@ from bot.clients.vault import VaultPool
 from bot.config import Settings
 from bot.context import HandlerContext
 from bot.engine import run_sop
+from bot.health import HealthService, start_health
 from bot.models import Report
 from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
@@ -121,6 +122,7 @@ class Runtime:
         self.events: EventSupervisor | None = None
         self.store: Store | None = None
         self.alerts: AlertService | None = None
+        self.health: HealthService | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -136,6 +138,8 @@ class Runtime:
         self.store = await Store.open(s.store.path)
         self.alerts = await start_alerts(s, self.store, self.chat, self.bot)
         self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
+        # /sop health and the scheduled daily health check (runbook 11.1)
+        self.health = await start_health(s, self.store, self.chat, self.bot)
         app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler())
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
@@ -169,6 +173,8 @@ class Runtime:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.health is not None and self.health.scheduler is not None:
+            await self.health.scheduler.stop()
         if self.alerts is not None:
             await self.alerts.stop()
         if self.bot is not None:
