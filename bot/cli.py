@@ -65,6 +65,47 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """The daily health check (runbook 11.1) in a terminal: exit 0 all good, 1 warnings or
+    unknown, 2 critical."""
+    from bot.clients.alertmanager import AlertmanagerClient
+    from bot.health import EXIT_CODES, HealthService, HealthStore, health_text
+    from bot.registry import load_handlers
+    from bot.runtime import build_context, load_runbook
+    from bot.store import Store
+
+    settings = _settings(args)
+    registry = load_handlers()
+
+    async def go() -> int:
+        ctx = await build_context(settings)
+        if settings.alertmanager.url:
+            ctx.alertmanager = AlertmanagerClient(settings.alertmanager.url)
+        store = None if args.no_record else await Store.open(settings.store.path)
+        try:
+            hstore = None
+            if store is not None:
+                hstore = HealthStore(store)
+                await hstore.setup()
+            service = HealthService(settings.health, registry=registry, ctx=ctx, store=hstore)
+            sched = service.schedule(args.schedule) if args.schedule else None
+            if args.schedule and sched is None:
+                print(f"sopbot: no health schedule {args.schedule!r}", file=sys.stderr)
+                return 64
+            name = args.schedule or (settings.health.schedules[0].name if settings.health.schedules else "daily")
+            report = await service.report(name, service.checks_for(sched))
+        finally:
+            if ctx.alertmanager is not None:
+                await ctx.alertmanager.close()
+            await ctx.close()
+            if store is not None:
+                await store.close()
+        print(health_text(report, load_runbook(settings)))
+        return EXIT_CODES[report.status]
+
+    return asyncio.run(go())
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bot.runtime import check_connections
 
@@ -118,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sop_id")
     p.add_argument("args", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_diagnose)
+    p = with_config(sub.add_parser(
+        "healthcheck", help="the daily health check now (exit 0 all good, 1 warnings/unknown, 2 critical)"))
+    p.add_argument("--schedule", metavar="NAME", help="a configured schedule's areas (default: all)")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not update the store (the 'what changed' history)")
+    p.set_defaults(func=cmd_healthcheck)
     with_config(sub.add_parser("check-config", help="print the effective config (secrets masked) "
                                "and check Mattermost, Kubernetes and Vault answer")).set_defaults(
         func=cmd_check_config)
