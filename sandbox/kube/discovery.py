@@ -4,6 +4,7 @@ for first and which saves it one request per group version)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sandbox.kube.resources import Catalog, ResourceType
@@ -14,8 +15,12 @@ AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGro
 GIT_VERSION = "v1.32.4+rke2r1"
 
 
-def version_info() -> Obj:
-    return {"major": "1", "minor": "32", "gitVersion": GIT_VERSION,
+def version_info(git_version: str | None = None) -> Obj:
+    """/version; ``git_version`` (e.g. the control plane's kubelet version) overrides the default."""
+    git_version = git_version or GIT_VERSION
+    m = re.match(r"v(\d+)\.(\d+)", git_version)
+    major, minor = (m.group(1), m.group(2)) if m else ("1", "32")
+    return {"major": major, "minor": minor, "gitVersion": git_version,
             "gitCommit": "59526cd4867447956156ae3a602fcbac10a2c335", "gitTreeState": "clean",
             "buildDate": "2025-04-22T16:03:05Z", "goVersion": "go1.23.8 X:boringcrypto",
             "compiler": "gc", "platform": "linux/amd64"}

@@ -627,11 +627,21 @@ class KubeApi:
             return await self.token(request, t)
         raise method_not_allowed()
 
+    def _control_plane_version(self) -> str | None:
+        """The API server runs the control plane nodes' version, as on an RKE2 cluster."""
+        for node in self.store.list("v1", "Node"):
+            labels = node["metadata"].get("labels") or {}
+            if "node-role.kubernetes.io/control-plane" in labels:
+                version = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")
+                if version:
+                    return str(version)
+        return None
+
     async def discovery_doc(self, request: web.Request) -> web.StreamResponse | None:
         path = request.path.rstrip("/") or "/"
         accept = request.headers.get("Accept", "")
         if path == "/version":
-            return _json(discovery.version_info())
+            return _json(discovery.version_info(self._control_plane_version()))
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
         if path in ("/api", "/apis"):

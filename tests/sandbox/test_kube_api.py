@@ -22,7 +22,7 @@ from sandbox.kube.store import ObjectStore
 Obj = dict[str, Any]
 
 NODE_INFO = {"architecture": "amd64", "bootID": "boot", "containerRuntimeVersion": "containerd://1.7.26-k3s1",
-             "kernelVersion": "5.14.21", "kubeProxyVersion": "", "kubeletVersion": "v1.32.4+rke2r1",
+             "kernelVersion": "5.14.21", "kubeProxyVersion": "", "kubeletVersion": "v1.31.9+rke2r1",
              "machineID": "m", "operatingSystem": "linux", "osImage": "SUSE Linux Enterprise Micro 5.5",
              "systemUUID": "u"}
 
@@ -153,7 +153,7 @@ async def test_kubectl_get_nodes_shows_status_roles_and_version(kube: RunningKub
         "cp-1": "Ready", "worker-1": "Ready", "worker-2": "NotReady",
         "worker-3": "Ready,SchedulingDisabled"}
     assert rows["cp-1"]["ROLES"] == "control-plane,etcd,master"
-    assert rows["worker-1"]["VERSION"] == "v1.32.4+rke2r1"
+    assert rows["worker-1"]["VERSION"] == "v1.31.9+rke2r1"
 
 
 async def test_kubectl_get_pods_all_namespaces(kube: RunningKube) -> None:
@@ -653,7 +653,8 @@ async def test_discovery_documents(kube: RunningKube, api: client.ApiClient) -> 
     by_name = {r.name: r for r in raw.resources}
     assert by_name["pods"].short_names == ["po"] and by_name["pods/eviction"].kind == "Eviction"
     version = await client.VersionApi(api).get_code()
-    assert version.git_version.startswith("v1.32")
+    assert version.git_version == "v1.31.9+rke2r1"  # the control plane nodes' kubelet version
+    assert (version.major, version.minor) == ("1", "31")
 
 
 async def test_watch_streams_changes(kube: RunningKube, api: client.ApiClient) -> None:
