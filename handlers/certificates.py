@@ -33,7 +33,8 @@ class CertChecks(BaseModel):
 
 
 @sop("cert-health", title="Certificates Ready, none expiring; ClusterIssuers Ready", section="4.1",
-     severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady"))
+     severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady",
+                                   "CertNotReady", "ClusterIssuerNotReady"))
 async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Certificate Ready=True, none expiring in < 30 days without having been renewed
     (soonest first), every ClusterIssuer Ready (runbook 11.1, 4.1, 4.2, 11.7)."""

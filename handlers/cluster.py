@@ -38,7 +38,8 @@ class NodeChecks(BaseModel):
 
 
 @sop("node-health", title="Nodes: Ready, pressure, cordoned, versions, pool labels", section="2.2",
-     severity=Severity.P2, alerts=("KubeNodeNotReady", "KubeletVersionSkew"))
+     severity=Severity.P2, alerts=("KubeNodeNotReady", "KubeletVersionSkew", "NodeDiskPressure",
+                                   "NodeDiskCritical"))
 async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every node Ready with no pressure condition, the expected count, none cordoned, one
     kubelet version, every worker labelled with its pool (runbook 11.1, 2.2, 2.6, 9.5)."""

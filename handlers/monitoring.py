@@ -24,7 +24,8 @@ class AlertChecks(BaseModel):
                               description="alertnames that always fire by design")
 
 
-@sop("firing-alerts", title="Firing alerts by severity", section="7.4", severity=Severity.P3)
+@sop("firing-alerts", title="Firing alerts by severity", section="7.4", severity=Severity.P3,
+     alerts=("PrometheusStorageAlmostFull", "LokiDown", "AlloyDown"))
 async def firing_alerts(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Alerts firing in Alertmanager (active, not silenced or inhibited), counted by severity
     (runbook 11.1 "Prometheus Alerts", 7.4)."""
