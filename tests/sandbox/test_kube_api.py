@@ -285,8 +285,9 @@ async def test_kubectl_logs_and_top_read_what_scenarios_wrote(kube: RunningKube)
     kube.store.add({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetrics", "metadata": {"name": "cp-1"},
                     "timestamp": "2026-01-01T00:00:00Z", "window": "10s",
                     "usage": {"cpu": "2", "memory": "16Gi"}})
-    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "top", "nodes"))}
-    assert rows["cp-1"]["CPU(cores)"] == "2000m" and rows["cp-1"]["CPU(%)"] == "25%"
+    rows = {r["NAME"]: list(r.values()) for r in table(await kubectl_ok(kube, "top", "nodes"))}
+    # NAME, CPU(cores), CPU% (of the node's 8 allocatable CPUs), MEMORY(bytes), MEMORY%
+    assert rows["cp-1"][1:] == ["2000m", "25%", "16384Mi", "50%"]
 
 
 async def test_kubectl_get_watch_prints_changes(kube: RunningKube) -> None:
