@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,8 +69,8 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
             continue
         if soonest is None or not_after < soonest[0]:
             soonest = (not_after, ref)
-        renewal = parse_time(status.get("renewalTime"))
-        overdue = renewal is None or renewal <= now
+        renewal = parse_time(status.get("renewalTime")) or _renewal_point(cert, not_after)
+        overdue = renewal <= now
         if (not_after - now).total_seconds() < cfg.expiring_days * 86400 and overdue:
             expiring.append((not_after, ref))
     if not_ready:
@@ -93,6 +94,25 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         head += f"; soonest expiry {soonest[1]} in {(soonest[0] - now).total_seconds() / 86400:.0f} days"
     findings.insert(0, Finding(status=Status.ok, target="certificates", summary=head))
     return findings
+
+
+def _renewal_point(cert: dict, not_after: datetime) -> datetime:
+    """When cert-manager renews without a renewalTime in the status: notAfter - renewBefore, where
+    renewBefore defaults to 1/3 of the lifetime (11.7: "when 2/3 of their lifetime has passed")."""
+    not_before = parse_time((cert.get("status") or {}).get("notBefore"))
+    before = _go_duration((cert.get("spec") or {}).get("renewBefore") or "")
+    if before is None:
+        before = (not_after - not_before) / 3 if not_before else timedelta(days=10)
+    return not_after - before
+
+
+def _go_duration(text: str) -> timedelta | None:
+    """"240h0m0s" → 10 days; None when empty or not a duration."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", text.strip())
+    if not text.strip() or m is None:
+        return None
+    h, mi, sec = m.groups()
+    return timedelta(hours=int(h or 0), minutes=int(mi or 0), seconds=float(sec or 0))
 
 
 def _first_line(text: str) -> str:

@@ -62,5 +62,6 @@ async def cnpg_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     findings.insert(0, Finding(status=Status.ok if healthy == len(clusters) else Status.warn,
                                target="cnpg clusters",
                                summary=f"{healthy}/{len(clusters)} CNPG clusters Ready{where}"
-                                       + (" (none found)" if not clusters else "")))
+                                       + (" (none found)" if not clusters else ""),
+                               next_step="" if healthy == len(clusters) else "6.1: see the clusters below"))
     return findings

@@ -98,7 +98,8 @@ async def pod_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     bad = sum(len(g.pods) for g in groups.values())
     findings.insert(0, Finding(status=Status.worst([f.status for f in findings]), target="pods",
                                summary=f"{bad} of {total} pods not Running/Succeeded in "
-                                       f"{len({ns for ns, _ in groups})} namespace(s)"))
+                                       f"{len({ns for ns, _ in groups})} namespace(s)",
+                               next_step="11.1: work through the groups below, each names its runbook section"))
     return findings
 
 
