@@ -149,7 +149,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     _core("Secret", "secrets", True, (), (_c("Type", ".type"), _c("Data", "@data_count", "integer")),
           status=False),
     _core("PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), (
-        _c("Status", ".status.phase"), _c("Volume", ".spec.volumeName"),
+        _c("Status", "@terminating_or_phase"), _c("Volume", ".spec.volumeName"),
         _c("Capacity", ".status.capacity.storage"), _c("Access Modes", "@access_modes"),
         _c("StorageClass", ".spec.storageClassName"),
         _c("VolumeAttributesClass", ".spec.volumeAttributesClassName"), _AGE,
@@ -158,7 +158,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     _core("PersistentVolume", "persistentvolumes", False, ("pv",), (
         _c("Capacity", ".spec.capacity.storage"), _c("Access Modes", "@access_modes"),
         _c("Reclaim Policy", ".spec.persistentVolumeReclaimPolicy"),
-        _c("Status", ".status.phase"), _c("Claim", "@pv_claim"),
+        _c("Status", "@terminating_or_phase"), _c("Claim", "@pv_claim"),
         _c("StorageClass", ".spec.storageClassName"),
         _c("VolumeAttributesClass", ".spec.volumeAttributesClassName"),
         _c("Reason", ".status.reason"), _AGE,

@@ -29,6 +29,7 @@ from sandbox.kube.errors import (
     namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
     unsupported_media_type,
 )
+from sandbox.kube.deletion import Deleter
 from sandbox.kube.eviction import check_eviction
 from sandbox.kube.listing import list_page
 from sandbox.kube.patching import PatchDecodeError, PatchError, json_patch, merge_patch, strategic_merge
@@ -101,6 +102,7 @@ class KubeApi:
         self.store = store
         self.catalog = catalog
         self.continue_ttl_s = continue_ttl_s
+        self.deleter = Deleter(store, catalog)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _get(self, rt: ResourceType, name: str, namespace: str | None) -> Obj:
@@ -330,6 +332,14 @@ class KubeApi:
             self._require_namespace(t.namespace or "")
         if self.store.get(rt.api_version, rt.kind, name, t.namespace or "") is not None:
             raise already_exists(rt, name)
+        ns_obj = self.store.get("v1", "Namespace", t.namespace or "") if rt.namespaced else None
+        if ns_obj is not None and ns_obj["metadata"].get("deletionTimestamp"):
+            raise ApiError(403, "Forbidden", f'{rt.group_resource} "{name}" is forbidden: unable to '
+                           f'create new content in namespace {t.namespace} because it is being '
+                           f'terminated', {"name": name, "kind": rt.plural,
+                                           "causes": [{"reason": "NamespaceTerminating",
+                                                       "message": f"namespace {t.namespace} is being terminated",
+                                                       "field": "metadata.namespace"}]})
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(k, None)
         self._admit(rt, obj)
@@ -371,7 +381,14 @@ class KubeApi:
             elif rt.status:
                 new.pop("status", None)
             new["apiVersion"], new["kind"] = rt.api_version, rt.kind
-            for k in ("name", "namespace", "uid", "creationTimestamp", "generation"):
+            if old_meta.get("deletionTimestamp"):
+                added = [f for f in meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])]
+                if added:
+                    raise invalid(rt, old_meta["name"], [(
+                        "metadata.finalizers", "Forbidden: no new finalizers can be added if the "
+                        f"object is being deleted, found new finalizers {added}")])
+            for k in ("name", "namespace", "uid", "creationTimestamp", "generation",
+                      "deletionTimestamp", "deletionGracePeriodSeconds"):
                 if k in old_meta:
                     meta[k] = old_meta[k]
                 else:
@@ -385,7 +402,9 @@ class KubeApi:
             return _json(self._out(rt, new))
         if new["metadata"].get("generation") != old_meta.get("generation"):
             controllers.reconcile(new)
-        return _json(self._out(rt, self.store.replace(new)))
+        stored = self.store.replace(new)
+        self.deleter.finish_if_released(rt, stored)  # the last finalizer removed: gone now
+        return _json(self._out(rt, stored))
 
     async def update(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
@@ -466,16 +485,7 @@ class KubeApi:
                 raise conflict(rt, t.name)
         if self._dry_run(request):
             return _json(self._out(rt, old))
-        if rt.kind == "Namespace":
-            self._purge_namespace(t.name)
-        removed = self.store.remove(rt.api_version, rt.kind, t.name, t.namespace or "")
-        return _json(self._out(rt, removed or old))
-
-    def _purge_namespace(self, namespace: str) -> None:
-        for rt in self.catalog.resources:
-            if rt.namespaced:
-                for obj in self.store.list(rt.api_version, rt.kind, namespace):
-                    self.store.remove(rt.api_version, rt.kind, obj["metadata"]["name"], namespace)
+        return _json(self._out(rt, self.deleter.delete(rt, old)))
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.StreamResponse:
         rt = t.rt
@@ -489,10 +499,9 @@ class KubeApi:
         items = []
         for obj in list(page.items):
             meta = obj["metadata"]
-            gone = obj if dry else self.store.remove(rt.api_version, rt.kind, meta["name"],
-                                                     meta.get("namespace", ""))
-            if gone is not None:
-                items.append(gone)
+            if self.store.get(rt.api_version, rt.kind, meta["name"], meta.get("namespace", "")) is None:
+                continue  # already taken away by an earlier deletion's side effects
+            items.append(obj if dry else self.deleter.delete(rt, obj))
         return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
                       "metadata": {"resourceVersion": str(self.store.resource_version)},
                       "items": items})

@@ -385,6 +385,8 @@ COMPUTED: dict[str, Callable[[Obj], Any]] = {
     "event_object": _event_object,
     "data_count": lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
     "access_modes": _access_modes,
+    "terminating_or_phase": lambda o: ("Terminating" if _g(o, "metadata", "deletionTimestamp")
+                                       else _g(o, "status", "phase") or "<none>"),
     "pv_claim": lambda o: (f"{_g(o, 'spec', 'claimRef', 'namespace')}/{_g(o, 'spec', 'claimRef', 'name')}"
                            if _g(o, "spec", "claimRef") else ""),
     "ready_of_replicas": lambda o: f"{_g(o, 'status', 'readyReplicas') or 0}/{_g(o, 'spec', 'replicas') or 0}",

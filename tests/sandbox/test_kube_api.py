@@ -75,6 +75,20 @@ def sample_store() -> ObjectStore:
     s.add(pod("pg-1", "db", {"app": "pg", "tier": "db"}, "worker-2", "Running", True))
     s.add(pod("pg-2", "db", {"app": "pg", "tier": "db"}, "worker-1", "Running", True))
     s.add(pod("pg-3", "db", {"app": "pg-restore", "tier": "db"}, None, "Pending", False, "ContainerCreating"))
+    s.add({"apiVersion": "v1", "kind": "PersistentVolume",
+           "metadata": {"name": "pv-pg-1", "finalizers": ["kubernetes.io/pv-protection"]},
+           "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "harvester",
+                    "claimRef": {"namespace": "db", "name": "data-pg-1"}},
+           "status": {"phase": "Bound"}})
+    s.add({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "data-pg-1", "namespace": "db", "finalizers": ["kubernetes.io/pvc-protection"]},
+           "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-pg-1", "storageClassName": "harvester",
+                    "resources": {"requests": {"storage": "20Gi"}}},
+           "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"]}})
+    pg1 = s.get("v1", "Pod", "pg-1", "db")
+    assert pg1 is not None
+    pg1["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data-pg-1"}}]
     s.add({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "pg", "namespace": "db", "uid": "sts-pg"},
            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "pg"}}},
            "status": {"replicas": 2, "readyReplicas": 2}})
@@ -316,6 +330,37 @@ async def test_kubectl_delete_pod(kube: RunningKube) -> None:
     out = await kubectl_ok(kube, "delete", "pod", "web-2", "-n", "apps")
     assert 'pod "web-2" deleted' in out
     assert kube.store.get("v1", "Pod", "web-2", "apps") is None
+
+
+async def test_pvc_in_use_stays_terminating_until_its_pod_goes(kube: RunningKube) -> None:
+    await kubectl_ok(kube, "delete", "pvc", "data-pg-1", "-n", "db", "--wait=false")
+    rows = table(await kubectl_ok(kube, "get", "pvc", "-n", "db"))
+    assert [(r["NAME"], r["STATUS"]) for r in rows] == [("data-pg-1", "Terminating")]
+    pvc = kube.store.get("v1", "PersistentVolumeClaim", "data-pg-1", "db")
+    assert pvc is not None and pvc["metadata"]["deletionTimestamp"]
+    await kubectl_ok(kube, "delete", "pod", "pg-1", "-n", "db")
+    assert kube.store.get("v1", "PersistentVolumeClaim", "data-pg-1", "db") is None
+    # the volume only loses its protection; deleting it now completes at once
+    await kubectl_ok(kube, "delete", "pv", "pv-pg-1")
+    assert kube.store.get("v1", "PersistentVolume", "pv-pg-1") is None
+
+
+async def test_namespace_stuck_on_a_finalizer_until_it_is_patched_away(kube: RunningKube) -> None:
+    await kubectl_ok(kube, "create", "namespace", "doomed")
+    kube.store.add({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                    "metadata": {"name": "vm-1", "namespace": "doomed",
+                                 "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"]},
+                    "spec": {"running": True}})
+    await kubectl_ok(kube, "delete", "namespace", "doomed", "--wait=false")
+    rows = {r["NAME"]: r for r in table(await kubectl_ok(kube, "get", "ns"))}
+    assert rows["doomed"]["STATUS"] == "Terminating"
+    assert kube.store.get("v1", "ConfigMap", "kube-root-ca.crt", "doomed") is None
+    rc, _, err = await kubectl(kube, "create", "configmap", "late", "-n", "doomed")
+    assert rc != 0 and "because it is being terminated" in err
+    await kubectl_ok(kube, "patch", "virtualmachine", "vm-1", "-n", "doomed", "--type=merge",
+                     "-p", '{"metadata":{"finalizers":null}}')
+    assert kube.store.get("kubevirt.io/v1", "VirtualMachine", "vm-1", "doomed") is None
+    assert kube.store.get("v1", "Namespace", "doomed") is None
 
 
 async def test_kubectl_get_missing_pod_fails_with_not_found(kube: RunningKube) -> None:
