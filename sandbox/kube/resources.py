@@ -163,7 +163,8 @@ RESOURCES: tuple[ResourceType, ...] = (
         _c("VolumeAttributesClass", ".spec.volumeAttributesClassName"),
         _c("Reason", ".status.reason"), _AGE,
     ), age_column=False),
-    _core("ServiceAccount", "serviceaccounts", True, ("sa",), (), status=False,
+    _core("ServiceAccount", "serviceaccounts", True, ("sa",),
+          (_c("Secrets", "@secret_count", "integer"),), status=False,
           extra_subresources=("token",)),
     # -- apps/v1 -----------------------------------------------------------------------------
     _builtin("apps", "v1", "Deployment", "deployments", True, ("deploy",), (
@@ -232,7 +233,7 @@ RESOURCES: tuple[ResourceType, ...] = (
                  columns=(_c("Window", ".window"),)),
     _builtin("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), (
         _c("Class", ".spec.ingressClassName"), _c("Hosts", ".spec.rules[*].host"),
-        _c("Address", ".status.loadBalancer.ingress[*].ip"),
+        _c("Address", ".status.loadBalancer.ingress[*].ip"), _c("Ports", "@ingress_ports"),
     )),
     _builtin("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",),
              (_c("Pod-Selector", "@netpol_selector"),), status=False),

@@ -385,6 +385,8 @@ COMPUTED: dict[str, Callable[[Obj], Any]] = {
     "event_object": _event_object,
     "data_count": lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
     "access_modes": _access_modes,
+    "secret_count": lambda o: len(o.get("secrets") or []),
+    "ingress_ports": lambda o: "80, 443" if _g(o, "spec", "tls") else "80",
     "terminating_or_phase": lambda o: ("Terminating" if _g(o, "metadata", "deletionTimestamp")
                                        else _g(o, "status", "phase") or "<none>"),
     "pv_claim": lambda o: (f"{_g(o, 'spec', 'claimRef', 'namespace')}/{_g(o, 'spec', 'claimRef', 'name')}"
@@ -443,7 +445,12 @@ def rows(rt: ResourceType, objs: Iterable[Obj], include: str = "Metadata") -> li
     cols = table_columns(rt)
     out = []
     for obj in objs:
-        cells: list[Any] = [(obj.get("metadata") or {}).get("name")]
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if rt.kind == "StorageClass" and (meta.get("annotations") or {}).get(
+                "storageclass.kubernetes.io/is-default-class") == "true":
+            name = f"{name} (default)"  # as the real StorageClass printer marks it
+        cells: list[Any] = [name]
         for c in cols:
             value = _cell(obj, c)
             if value is None and not rt.crd:  # typed fields of built-in kinds are never null

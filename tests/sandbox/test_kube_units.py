@@ -180,3 +180,21 @@ def test_paths_route_to_resources() -> None:
     assert parse(CATALOG, "/apis/apps/v1/namespaces/a/deployments/web/eviction") is None
     t = parse(CATALOG, "/apis/cilium.io/v2alpha1/ciliumloadbalancerippools/default-pool")
     assert t is not None and t.rt.kind == "CiliumLoadBalancerIPPool"
+
+
+def test_table_rows_for_builtin_kinds() -> None:
+    from sandbox.kube.tables import rows
+    sc_rt = CATALOG.for_kind("storage.k8s.io/v1", "StorageClass")
+    assert sc_rt is not None
+    sc = {"metadata": {"name": "harvester", "creationTimestamp": "2026-01-01T00:00:00Z",
+                       "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+          "provisioner": "driver.harvesterhci.io", "reclaimPolicy": "Delete",
+          "volumeBindingMode": "Immediate", "allowVolumeExpansion": True}
+    cells = rows(sc_rt, [sc])[0]["cells"]
+    assert cells[:5] == ["harvester (default)", "driver.harvesterhci.io", "Delete", "Immediate", True]
+    svc_rt = CATALOG.for_kind("v1", "Service")
+    assert svc_rt is not None
+    svc = {"metadata": {"name": "traefik"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.10",
+                                                     "ports": [{"port": 443, "nodePort": 30443, "protocol": "TCP"}]},
+           "status": {"loadBalancer": {}}}
+    assert rows(svc_rt, [svc])[0]["cells"][:5] == ["traefik", "LoadBalancer", "10.43.0.10", "<pending>", "443:30443/TCP"]
