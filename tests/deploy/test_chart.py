@@ -217,7 +217,12 @@ def test_no_wildcards_in_any_rbac_rule(chart, name):
 @pytest.mark.parametrize("values, problem", [
     ({"remediation": {"actions": {"restrat": True}}}, "restrat"),
     ({"config": {"mattermost": {"token": "in-a-configmap"}}}, "token"),
+    ({"config": {"slash": {"tokens": ["in-a-configmap"]}}}, "tokens"),
     ({"config": {"remediation": {"enabled": True}}}, "remediation"),
+    ({"config": {"store": {"path": "/tmp/x.db"}}}, "store"),
+    ({"config": {"server": {"port": 9000}}}, "port"),
+    ({"config": {"health": {"lease_namespace": "default"}}}, "lease_namespace"),
+    ({"remediation": {"settings": {"enabled": True}}}, "enabled"),
     ({"config": {"vault": {"addrs": ["vault-0:8200"]}}}, "addrs"),
     ({"networkPolicy": {"ingressFrom": {"everyone": {"namespaceSelector": {}}}}},
      "namespaceSelector"),
@@ -249,11 +254,13 @@ def test_default_install_is_read_only(chart):
     assert not [o for o in objects if "remediation" in o["metadata"]["name"]]
     # The only write anywhere is the leader-election Lease in the release namespace.
     writes = {g for g in grants(objects) if g[4] not in READ}
-    assert writes == {("Role", NAMESPACE, "coordination.k8s.io", "leases", v, ())
-                      for v in ("create", "update")}
+    assert writes == {("Role", NAMESPACE, "coordination.k8s.io", "leases", "create", ()),
+                      ("Role", NAMESPACE, "coordination.k8s.io", "leases", "update",
+                       ("sopbot-scheduler",))}
     assert not any(g[3] == "secrets" for g in grants(objects))
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["sopbot.yaml"])
-    assert config["remediation"] == {"enabled": False, "approvers": []}
+    assert config["remediation"]["enabled"] is False
+    assert config["remediation"]["unseal_from_secret"]["enabled"] is False
 
 
 def test_actions_stay_off_while_remediation_is_disabled(chart):
@@ -271,7 +278,8 @@ def test_remediation_defaults_grant_restart_scale_delete_cordon_label(chart):
                                        | ACTION_GRANTS["deletePods"] | ACTION_GRANTS["cordon"])
     assert not any(g[3] == "secrets" for g in grants(objects))
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["sopbot.yaml"])
-    assert config["remediation"] == {"enabled": True, "approvers": ["alice"]}
+    assert config["remediation"]["enabled"] is True
+    assert config["remediation"]["approvers"] == ["alice"]
 
 
 @pytest.mark.parametrize("action", sorted(NO_ACTIONS))
@@ -319,8 +327,10 @@ def test_leader_election_lease_role_in_the_release_namespace(chart):
     objects = render(chart)
     role = one(objects, "Role", f"{FULLNAME}-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                              "verbs": ["get", "create", "update"]}]
+    assert {g for g in grants(objects) if g[3] == "leases"} == {
+        ("Role", NAMESPACE, "coordination.k8s.io", "leases", "create", ()),
+        ("Role", NAMESPACE, "coordination.k8s.io", "leases", "get", ("sopbot-scheduler",)),
+        ("Role", NAMESPACE, "coordination.k8s.io", "leases", "update", ("sopbot-scheduler",))}
     off = render(chart, VALUE_SETS["no-leader-election-no-pdb"])
     assert not any(g[3] == "leases" for g in grants(off))
 
@@ -481,16 +491,42 @@ def test_config_checksum_rolls_the_pod_when_the_config_changes(chart):
 
 
 def test_values_schema_config_keys_exist_in_the_bots_settings(chart):
-    """The chart's config section cannot offer a key bot/config.py would reject."""
+    """Every key the schema names under `config` (allowed or held back for the Secret or the
+    chart) is a real setting of bot/config.py, so the schema guards what it claims to."""
     schema = chart.schema["properties"]["config"]["properties"]
     for section, spec in schema.items():
         assert section in Settings.model_fields, section
-        model = Settings.model_fields[section].annotation
-        if section == "checks":
+        if spec is False or section == "checks":
             continue
+        model = Settings.model_fields[section].annotation
         fields = {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
         for key in spec["properties"]:
             assert key in fields, f"config.{section}.{key} is not a setting"
+    settings_schema = chart.schema["properties"]["remediation"]["properties"]["settings"]
+    for key in settings_schema["properties"]:
+        assert key in Settings.model_fields["remediation"].annotation.model_fields, key
+
+
+def test_bot_config_and_rbac_agree_on_unseal_and_the_lease(chart, tmp_path, monkeypatch):
+    objects = render(chart, {"remediation": {
+        "enabled": True, "unsealFromSecret": {"enabled": True, "namespace": "tf",
+                                              "secretName": "init", "key": "init.json"},
+        "settings": {"four_eyes": True, "quorum_high": 2}},
+        "leaderElection": {"leaseName": "sop-lease"}})
+    settings = settings_from(objects, tmp_path, monkeypatch, {})
+    unseal = settings.remediation.unseal_from_secret
+    assert (unseal.enabled, unseal.namespace, unseal.secret_name, unseal.key) == (
+        True, "tf", "init", "init.json")
+    assert ("Role", "tf", "", "secrets", "get", ("init",)) in grants(objects)
+    assert settings.remediation.four_eyes is True and settings.remediation.quorum_high == 2
+    assert settings.health.lease_name == "sop-lease"
+    assert ("Role", NAMESPACE, "coordination.k8s.io", "leases", "update",
+            ("sop-lease",)) in grants(objects)
+    # Unseal stays off in the bot while remediation is off, as its RBAC does.
+    off = render(chart, {"remediation": {"unsealFromSecret": {"enabled": True}}})
+    assert settings_from(off, tmp_path, monkeypatch, {}).remediation.unseal_from_secret \
+        .enabled is False
+    assert not any(g[3] == "secrets" for g in grants(off))
 
 
 # --- network policy and monitoring ----------------------------------------------------------

@@ -76,7 +76,16 @@ app.kubernetes.io/part-of: sop-bot
 {{- $_ := set $kube "mgmt_kubeconfig" (include "sop-bot.mgmtKubeconfigPath" .) }}
 {{- $_ := set $cfg "kubernetes" $kube }}
 {{- end }}
-{{- $_ := set $cfg "remediation" (dict "enabled" .Values.remediation.enabled "approvers" .Values.remediation.approvers) }}
+{{- $health := default dict (get $cfg "health") }}
+{{- $_ := set $health "lease_name" .Values.leaderElection.leaseName }}
+{{- $_ := set $cfg "health" $health }}
+{{- $r := .Values.remediation }}
+{{- $unseal := dict "enabled" (and $r.enabled $r.unsealFromSecret.enabled) "namespace" $r.unsealFromSecret.namespace "secret_name" $r.unsealFromSecret.secretName "key" $r.unsealFromSecret.key }}
+{{- $remediation := deepCopy (default dict $r.settings) }}
+{{- $_ := set $remediation "enabled" $r.enabled }}
+{{- $_ := set $remediation "approvers" $r.approvers }}
+{{- $_ := set $remediation "unseal_from_secret" $unseal }}
+{{- $_ := set $cfg "remediation" $remediation }}
 {{- toYaml $cfg }}
 {{- end }}
 
