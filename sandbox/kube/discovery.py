@@ -43,6 +43,7 @@ _SUB_KINDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "eviction": ("policy", "v1", "Eviction", ("create",)),
     "token": ("authentication.k8s.io", "v1", "TokenRequest", ("create",)),
     "log": ("", "", "Pod", ("get",)),
+    "exec": ("", "", "PodExecOptions", ("create", "get")),
     "status": ("", "", "", ("get", "patch", "update")),
 }
 
@@ -51,7 +52,7 @@ def _sub(rt: ResourceType, sub: str) -> tuple[str, str, str, tuple[str, ...]]:
     group, version, kind, verbs = _SUB_KINDS[sub]
     if not kind:
         return rt.group, rt.version, rt.kind, verbs
-    if not group and sub == "log":
+    if not group and sub in ("log", "exec"):
         return "", "v1", kind, verbs
     return group, version, kind, verbs
 

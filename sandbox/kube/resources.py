@@ -132,7 +132,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         _AGE, _c("IP", ".status.podIP", priority=1), _c("Node", ".spec.nodeName", priority=1),
         _c("Nominated Node", ".status.nominatedNodeName", priority=1),
         _c("Readiness Gates", "@pod_readiness_gates", priority=1),
-    ), categories=_WORKLOAD, extra_subresources=("eviction", "log"), age_column=False),
+    ), categories=_WORKLOAD, extra_subresources=("eviction", "log", "exec"), age_column=False),
     _core("Service", "services", True, ("svc",), (
         _c("Type", ".spec.type"), _c("Cluster-IP", ".spec.clusterIP"),
         _c("External-IP", "@svc_external_ip"), _c("Port(s)", "@svc_ports"), _AGE,

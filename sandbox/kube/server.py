@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sandbox.kube import controllers, discovery, jsonio, openapi, protobuf, tables
+from sandbox.kube import controllers, discovery, execs, jsonio, openapi, protobuf, tables
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
     namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
@@ -576,6 +576,14 @@ class KubeApi:
             text = "".join(lines[-int(tail):]) if int(tail) else ""
         return web.Response(text=text, content_type="text/plain")
 
+    async def pod_exec(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None
+        pod = self._get(t.rt, t.name, t.namespace)
+        container = execs.check_target(pod, request.query.get("container"))
+        handler = (self.store.pod_exec.get((t.namespace or "", t.name))
+                   or execs.no_handler(t.namespace or "", t.name))
+        return await execs.serve(request, handler, container, request.query.getall("command", []))
+
     async def token(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
         self._get(t.rt, t.name, t.namespace)
@@ -632,6 +640,8 @@ class KubeApi:
             return await self.evict(request, t)
         elif t.subresource == "log" and m == "GET":
             return await self.pod_log(request, t)
+        elif t.subresource == "exec" and m in ("GET", "POST"):
+            return await self.pod_exec(request, t)
         elif t.subresource == "token" and m == "POST":
             return await self.token(request, t)
         raise method_not_allowed()

@@ -40,6 +40,9 @@ class ObjectStore:
     _sorted_keys: dict[TypeKey, list[ObjKey]] = field(default_factory=dict)
     # Container logs served by pods/{name}/log, keyed (namespace, pod name); scenarios set them.
     pod_logs: dict[ObjKey, str] = field(default_factory=dict)
+    # What `kubectl exec` into a pod answers, keyed (namespace, pod name): a function
+    # (container, command) -> (stdout, stderr, exit code); see sandbox/kube/execs.py.
+    pod_exec: dict[ObjKey, Callable[[str, list[str]], tuple[str, str, int]]] = field(default_factory=dict)
     # Recent events of the kinds an API client has read (see track_history), so a watch that
     # starts from a list's resourceVersion misses nothing written in between.
     _history: dict[TypeKey, deque[tuple[int, WatchEvent]]] = field(default_factory=dict)

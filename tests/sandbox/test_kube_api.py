@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
 from sandbox.kube.serve import RunningKube, serve_kube
@@ -302,6 +303,21 @@ async def test_kubectl_logs_and_top_read_what_scenarios_wrote(kube: RunningKube)
     rows = {r["NAME"]: list(r.values()) for r in table(await kubectl_ok(kube, "top", "nodes"))}
     # NAME, CPU(cores), CPU% (of the node's 8 allocatable CPUs), MEMORY(bytes), MEMORY%
     assert rows["cp-1"][1:] == ["2000m", "25%", "16384Mi", "50%"]
+
+
+def vault_like(container: str, command: list[str]) -> tuple[str, str, int]:
+    if command == ["vault", "status"]:
+        return "Sealed          true\n", "", 2
+    return f"{container}: {' '.join(command)}\n", "", 0
+
+
+async def test_kubectl_exec_answers_from_the_scenario_handler(kube: RunningKube) -> None:
+    kube.store.pod_exec[("apps", "web-1")] = vault_like
+    assert await kubectl_ok(kube, "exec", "web-1", "-n", "apps", "--", "echo", "hi") == "main: echo hi\n"
+    rc, out, err = await kubectl(kube, "exec", "web-1", "-n", "apps", "--", "vault", "status")
+    assert rc == 2 and out == "Sealed          true\n" and "command terminated with exit code 2" in err
+    rc, _, err = await kubectl(kube, "exec", "migrate-1", "-n", "apps", "--", "ls")
+    assert rc != 0 and "cannot exec into a container in a completed pod; current phase is Succeeded" in err
 
 
 async def test_kubectl_get_watch_prints_changes(kube: RunningKube) -> None:
@@ -803,3 +819,14 @@ async def test_unknown_paths_are_404_status(kube: RunningKube, api: client.ApiCl
                            response_types_map={})
     assert exc.value.status == 404
     assert json.loads(exc.value.body)["message"] == "the server could not find the requested resource"
+
+
+async def test_exec_through_kubernetes_asyncio_stream(kube: RunningKube) -> None:
+    kube.store.pod_exec[("apps", "web-1")] = vault_like
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=cfg)
+    async with WsApiClient(configuration=cfg) as ws:
+        out = await client.CoreV1Api(api_client=ws).connect_get_namespaced_pod_exec(
+            "web-1", "apps", command=["cat", "/etc/hostname"], stderr=True, stdout=True,
+            stdin=False, tty=False)
+    assert out == "main: cat /etc/hostname\n"
