@@ -50,6 +50,14 @@ class Severity(str, Enum):
         }[self.value]
 
 
+class SuggestedAction(BaseModel):
+    """A remediation a handler suggests for a finding (an action name of ``/sop fix`` and its
+    params). The approvals feature turns it into a proposal; handlers never see chat."""
+
+    action: str
+    params: dict[str, str] = Field(default_factory=dict)
+
+
 class Finding(BaseModel):
     """One observation: a status, a one-line summary, optional details."""
 
@@ -60,6 +68,8 @@ class Finding(BaseModel):
     target: str = ""
     # What the runbook says to do next when this finding is not ok, e.g. "5.2 step 3: unseal".
     next_step: str = ""
+    # Remediations to propose (approved by reaction before anything changes).
+    actions: list[SuggestedAction] = Field(default_factory=list)
 
 
 class Report(BaseModel):

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.alerts.service import AlertService
+from bot.approvals.service import ApprovalService, start_approvals
 from bot.chat import EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
@@ -123,6 +124,7 @@ class Runtime:
         self.store: Store | None = None
         self.alerts: AlertService | None = None
         self.health: HealthService | None = None
+        self.approvals: ApprovalService | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -140,7 +142,13 @@ class Runtime:
         self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
         # /sop health and the scheduled daily health check (runbook 11.1)
         self.health = await start_health(s, self.store, self.chat, self.bot)
+        # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
+        self.approvals = await start_approvals(s, self.store, self.chat, self.bot)
+        self.on_reaction.append(self.approvals.on_reaction)
+        self.on_reconnect.append(self.approvals.resync)  # reactions made while disconnected
+        self.on_stop.append(self.approvals.stop)
         app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler())
+        app.router.add_post("/mattermost/dialog", self.approvals.dialog_handler())  # unseal shares
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.server.host, s.server.port)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bot.commands import (CommandError, Invocation, Reply, RunRequest, Subcommand, bad_args_text,
                           help_text, list_text, resolve, search_text, unknown_text)
 from bot.context import HandlerContext
 from bot.engine import run_sop
+from bot.models import Report
 from bot.ports import Chat
 from bot.registry import BadArguments, Registry, UnknownSOP
 from bot.render import EMOJI, report_markdown, section_ref
@@ -31,6 +32,9 @@ class Bot:
         self.trigger = trigger
         self.handler_timeout_s = handler_timeout_s
         self.subcommands: dict[str, Subcommand] = {}
+        # Called with (report, channel_id, thread root id, requester) after a report is posted;
+        # approvals turns the findings' suggested actions into proposals there.
+        self.on_report: list[Callable[[Report, str, str, str], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- background work -------------------------------------------------------------------
@@ -93,3 +97,8 @@ class Bot:
         report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
         await self.chat.post(inv.channel_id, report_markdown(report, self.runbook), root_id=root.id)
         await self.chat.edit(root.id, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
+        for hook in self.on_report:
+            try:
+                await hook(report, inv.channel_id, root.id, inv.user_name)
+            except Exception:
+                log.exception("report hook failed for %s", sop.id)

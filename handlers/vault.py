@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bot.clients.errors import SourceError
 from bot.context import HandlerContext
-from bot.models import Finding, Severity, Status
+from bot.models import Finding, Severity, Status, SuggestedAction
 from bot.registry import K8sName, SOPParams, sop
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
@@ -47,7 +47,10 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
         if problems:
             findings.append(Finding(status=Status.crit, target="cluster",
                                     summary=f"{len(unsealed)} of {len(addrs)} replicas unsealed and reachable",
-                                    next_step=UNSEAL_STEP if any(s["sealed"] for s in seen) else DOWN_STEP))
+                                    next_step=UNSEAL_STEP if any(s["sealed"] for s in seen) else DOWN_STEP,
+                                    # Propose 5.2 step 3 (needs approval; key source from config).
+                                    actions=[SuggestedAction(action="vault-unseal")]
+                                    if any(s["sealed"] for s in seen) else []))
         if unsealed and not leaders:
             findings.append(Finding(status=Status.warn, target="raft",
                                     summary="no replica reports a Raft leader", next_step=LEADER_STEP))

@@ -1,0 +1,209 @@
+"""Unseal Vault (runbook 5.1 / 5.2 step 3): submit the threshold number of key shares to each
+sealed replica, then verify.
+
+Key sources (pluggable, ``source=``):
+
+- ``secret``: the Kubernetes Secret ``terraform-state/vault-init`` (``vault-init.json``, field
+  ``unseal_keys_hex`` or ``keys``), runbook 5.1 option B. Off unless
+  ``remediation.unseal_from_secret.enabled``; high risk (the bot itself reads every share).
+- ``holders``: after approval, each key holder runs ``/sop share <id>`` and pastes their own
+  share into a private Mattermost dialog that submits straight to the bot. The share goes to
+  every sealed replica at once (Vault accumulates progress) and is then dropped.
+
+Key material only ever lives in local variables of ``run``/``accept_secret``: never in a plan,
+an outcome, an exception text, a log line or the store. Messages are built from replica names
+and Vault's seal status only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+
+from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
+                                   SecretProgress, SecretPrompt, fingerprint, remediation_action)
+from bot.clients.errors import SourceError
+from bot.registry import K8sName
+from handlers.actions.common import Unavailable, kube, table
+
+_SHARE = re.compile(r"^(?:[0-9a-fA-F]{32,130}|[A-Za-z0-9+/]{20,180}={0,2})$")
+
+
+class UnsealParams(ActionParams):
+    source: Literal["auto", "secret", "holders"] = Field(
+        "auto", description="secret|holders; auto: the Secret when enabled, else key holders")
+    replica: K8sName | None = Field(None, description="vault-N, one replica only")
+
+
+class _Status:
+    def __init__(self, name: str, addr: str, data: dict[str, Any] | None, error: str = ""):
+        self.name, self.addr, self.data, self.error = name, addr, data or {}, error
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.data) and bool(self.data.get("initialized")) and bool(self.data.get("sealed"))
+
+    @property
+    def progress(self) -> str:
+        return f"{self.data.get('progress', 0)}/{self.data.get('t', '?')}"
+
+
+@remediation_action
+class UnsealVault(Action[UnsealParams]):
+    name = "vault-unseal"
+    title = "Unseal the sealed Vault replicas"
+    section = "5.2"
+    risk = Risk.high
+    params = UnsealParams
+    changes = "submits unseal key shares to sealed Vault replicas (PUT sys/unseal)"
+
+    def resolve(self, env: ActionEnv, params: UnsealParams) -> UnsealParams:
+        if params.source != "auto":
+            return params
+        source = "secret" if env.config.unseal_from_secret.enabled else "holders"
+        return params.model_copy(update={"source": source})
+
+    def risk_for(self, params: UnsealParams) -> Risk:
+        # Reading every share out of a Secret is the dangerous path; shares handed in by their
+        # holders are consent in themselves.
+        return Risk.high if params.source == "secret" else Risk.low
+
+    def enabled(self, env: ActionEnv, params: UnsealParams) -> str | None:
+        if params.source == "secret" and not env.config.unseal_from_secret.enabled:
+            return ("the vault-init Secret key source is off "
+                    "(remediation.unseal_from_secret.enabled); use source=holders")
+        return None
+
+    def secret_prompt(self, params: UnsealParams) -> SecretPrompt | None:
+        if params.source != "holders":
+            return None
+        return SecretPrompt(title="Vault unseal key", label="Unseal key share",
+                            help_text="Paste one unseal key share (hex or base64). It goes straight "
+                                      "to the sealed Vault replicas; it is never posted, logged or stored.")
+
+    async def _statuses(self, env: ActionEnv, p: UnsealParams) -> list[_Status]:
+        pool = env.ctx.vault
+        if pool is None or not pool.addrs:
+            raise Unavailable("no Vault replica addresses configured (vault.addrs)")
+        out = []
+        for addr, name in zip(pool.addrs, pool.names):
+            if p.replica not in (None, name):
+                continue
+            try:
+                out.append(_Status(name, addr, await pool.seal_status(addr)))
+            except SourceError as exc:
+                out.append(_Status(name, addr, None, exc.reason))
+        if not out:
+            raise Unavailable(f"no replica named {p.replica}")
+        return out
+
+    async def plan(self, env: ActionEnv, p: UnsealParams) -> Plan:
+        states = await self._statuses(env, p)
+        sealed = [s for s in states if s.sealed]
+        rows = [[s.name, "unreachable: " + s.error if s.error else
+                 ("not initialized (5.2 step 2: raft join first)" if not s.data.get("initialized")
+                  else ("sealed" if s.sealed else "unsealed")), s.progress if s.sealed else "—"]
+                for s in states]
+        runbook = ["for i in 0 1 2; do kubectl exec -n vault vault-$i -- vault status | grep Sealed; done"]
+        runbook += [f"kubectl exec -n vault {s.name} -- vault operator unseal <KEY_{k}>"
+                    for s in sealed for k in range(1, int(s.data.get("t", 3)) + 1)]
+        if not sealed:
+            return Plan(nothing_to_do="no reachable, initialized replica is sealed", runbook=runbook)
+        names = ", ".join(s.name for s in sealed)
+        t = max(int(s.data.get("t", 3)) for s in sealed)
+        cfg = env.config.unseal_from_secret
+        if p.source == "secret":
+            ops = [f"GET v1 secrets {cfg.namespace}/{cfg.secret_name} (data key {cfg.key}: "
+                   "unseal_keys_hex or keys)",
+                   f"PUT /v1/sys/unseal on {names}: {t} key shares each, until unsealed"]
+        else:
+            ops = [f"PUT /v1/sys/unseal on {names}: each share key holders hand in privately "
+                   f"(/sop share), {t} needed per replica"]
+        ops.append(f"GET /v1/sys/seal-status on {names} (verify)")
+        return Plan(operations=ops,
+                    preview=table(["replica", "state", "unseal progress"], rows),
+                    state=fingerprint(sorted(s.name for s in sealed)),
+                    state_text=f"sealed: {names}", runbook=runbook,
+                    warnings=[f"{s.name} is unreachable and is left alone" for s in states if s.error])
+
+    async def run(self, env: ActionEnv, p: UnsealParams) -> Outcome:
+        if p.source != "secret":
+            return Outcome(ok=False, summary="key shares come from their holders (/sop share)")
+        pool = env.ctx.vault
+        assert pool is not None
+        sealed = [s for s in await self._statuses(env, p) if s.sealed]
+        keys = await self._keys_from_secret(env)
+        lines = []
+        try:
+            for s in sealed:
+                status = s.data
+                for key in keys[: int(s.data.get("t", 3))]:
+                    status = await pool.unseal(s.addr, key)
+                    if not status.get("sealed", True):
+                        break
+                lines.append(s.name)
+        finally:
+            keys.clear()
+        return await self._verify(env, p, sealed)
+
+    async def _keys_from_secret(self, env: ActionEnv) -> list[str]:
+        cfg = env.config.unseal_from_secret
+        ref = f"{cfg.namespace}/{cfg.secret_name}"
+        secret = await kube(env).get("v1", "secrets", cfg.secret_name, cfg.namespace)
+        raw = (secret.get("data") or {}).get(cfg.key)
+        if not raw:
+            raise Unavailable(f"Secret {ref} has no data key {cfg.key}")
+        try:
+            init = json.loads(base64.b64decode(raw, validate=True))
+            keys = init.get("unseal_keys_hex") or init.get("keys") or []
+        except (binascii.Error, ValueError, AttributeError):
+            raise Unavailable(f"Secret {ref} key {cfg.key} is not vault operator init's JSON") from None
+        finally:
+            del raw, secret
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise Unavailable(f"Secret {ref} holds no unseal_keys_hex or keys list")
+        return keys
+
+    async def _verify(self, env: ActionEnv, p: UnsealParams, targets: list[_Status]) -> Outcome:
+        names = {s.name for s in targets}
+        after = [s for s in await self._statuses(env, p) if s.name in names]
+        still = [s for s in after if s.sealed or s.error]
+        if still:
+            return Outcome(ok=False, summary="still sealed: " + ", ".join(
+                f"{s.name} ({s.error or 'progress ' + s.progress})" for s in still))
+        return Outcome(ok=True, summary=f"unsealed {', '.join(sorted(names))} (verified: sealed=false)")
+
+    async def accept_secret(self, env: ActionEnv, params: UnsealParams, secret: SecretStr) -> SecretProgress:
+        share = secret.get_secret_value().strip()
+        if not _SHARE.match(share):
+            return SecretProgress(message="", field_error="That is not a hex or base64 unseal key share.")
+        pool = env.ctx.vault
+        if pool is None:
+            return SecretProgress(message="no Vault replica addresses configured", done=True, ok=False)
+        sealed = [s for s in await self._statuses(env, params) if s.sealed]
+        parts = []
+        try:
+            for s in sealed:
+                try:
+                    status = await pool.unseal(s.addr, share)
+                except SourceError as exc:
+                    # Vault's words only ("Unseal failed, invalid key"), never the share.
+                    parts.append(f"{s.name}: refused ({exc.reason}); progress starts over")
+                    continue
+                if status.get("sealed", True):
+                    parts.append(f"{s.name} progress {status.get('progress', 0)}/{status.get('t', '?')}")
+                else:
+                    parts.append(f"{s.name} unsealed")
+        finally:
+            del share
+        remaining = [s for s in await self._statuses(env, params) if s.sealed]
+        if not remaining:
+            verified = await self._verify(env, params, sealed)
+            return SecretProgress(message="; ".join(parts) + f". {verified.summary}", done=True,
+                                  ok=verified.ok)
+        return SecretProgress(message="; ".join(parts) or "no replica is sealed", done=False)

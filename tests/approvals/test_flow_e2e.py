@@ -1,0 +1,70 @@
+"""The approval flow end to end: a person asks for a fix in Mattermost, approvers react, the bot
+changes the sandbox platform once (checked with kubectl), the proposal post shows the outcome."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.approvals.conftest import kubectl, kubectl_json, wait_for
+from tests.approvals.support import (bot_posts, post, propose, proposals, replies, wait_reply,
+                                     wait_state)
+
+COREDNS = ("kube-system", "rke2-coredns-rke2-coredns")
+
+
+async def replicas(sb) -> int:
+    return (await kubectl_json(sb, "-n", COREDNS[0], "get", "deployment", COREDNS[1]))["spec"]["replicas"]
+
+
+async def test_approved_scale_runs_once_and_changes_the_platform(sandbox, bots):
+    rt = await bots.start()
+    assert await replicas(sandbox) == 2
+    p = await propose(sandbox, "alice", f"scale namespace={COREDNS[0]} name={COREDNS[1]} replicas=3")
+    text = p.message
+    assert f"PATCH apps/v1 deployments/scale {COREDNS[0]}/{COREDNS[1]}: spec.replicas 2 → 3" in text
+    assert "dryRun=All" in text and "accepted the scale: spec.replicas 2 → 3" in text
+    assert "Approvers: @alice. Needs 1 distinct approval." in text and "Expires" in text
+    assert f"kubectl -n {COREDNS[0]} scale deployment {COREDNS[1]} --replicas=3" in text
+    assert await replicas(sandbox) == 2  # the dry run changed nothing
+
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    final = await wait_state(sandbox, p.id, "succeeded")
+    assert await replicas(sandbox) == 3
+    assert "approved by @alice" in final
+    result = await wait_reply(sandbox, p.root_id, "`scale` **succeeded**")
+    assert "scaled to 3" in result
+
+    # Removing and re-adding the reaction, or a second approval, never runs it again.
+    await kubectl(sandbox, "-n", COREDNS[0], "scale", "deployment", COREDNS[1], "--replicas=2")
+    sandbox.mattermost.unreact("alice", p.id, "white_check_mark")
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    await rt.events.wait_connected()
+    await rt.approvals.resync()
+    await rt.bot.drain()
+    assert await replicas(sandbox) == 2
+    assert sum("`scale` **succeeded**" in m for m in replies(sandbox, p.root_id)) == 1
+
+
+async def test_restart_and_cordon_end_to_end(sandbox, bots):
+    await bots.start()
+    before = await kubectl_json(sandbox, "-n", "kube-system", "get", "daemonset", "cilium")
+    p = await propose(sandbox, "alice", "restart kind=daemonset namespace=kube-system name=cilium")
+    assert "kubectl.kubernetes.io/restartedAt" in p.message and "dryRun=All" in p.message
+    assert "kubectl -n kube-system rollout restart daemonset cilium" in p.message
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    await wait_state(sandbox, p.id, "succeeded")
+    after = await kubectl_json(sandbox, "-n", "kube-system", "get", "daemonset", "cilium")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    assert "kubectl.kubernetes.io/restartedAt" in after["spec"]["template"]["metadata"]["annotations"]
+
+    c = await propose(sandbox, "alice", "cordon node=rke2-general-1")
+    assert "PATCH v1 nodes rke2-general-1: spec.unschedulable False → True" in c.message
+    assert "SchedulingDisabled" not in await kubectl(sandbox, "get", "node", "rke2-general-1")
+    sandbox.mattermost.react("alice", c.id, "white_check_mark")
+    await wait_state(sandbox, c.id, "succeeded")
+    assert "SchedulingDisabled" in await kubectl(sandbox, "get", "node", "rke2-general-1")
+
+    u = await propose(sandbox, "alice", "uncordon node=rke2-general-1")
+    sandbox.mattermost.react("alice", u.id, "white_check_mark")
+    await wait_state(sandbox, u.id, "succeeded")
+    assert "SchedulingDisabled" not in await kubectl(sandbox, "get", "node", "rke2-general-1")
