@@ -28,9 +28,12 @@ VERBS = {"get": "get", "list": "list", "pages": "list", "patch": "patch", "delet
          "create": "create"}
 
 
-def _receiver_is_kube(node: ast.expr) -> bool:
+def _receiver_is_kube(node: ast.expr, aliases: frozenset[str] = frozenset()) -> bool:
+    """``kube``, ``ctx.kube``/``self.kube``, ``kube(env)``, or a name assigned one of those."""
     if isinstance(node, ast.Name):
-        return node.id == "kube"
+        return node.id == "kube" or node.id in aliases
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id == "kube"
     return isinstance(node, ast.Attribute) and node.attr == "kube"
 
 
@@ -50,10 +53,18 @@ def kube_calls(source: str, filename: str = "<src>") -> list[tuple[str, str, str
     constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
                  and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
                  for t in n.targets if isinstance(t, ast.Name)}
+    aliases = frozenset(t.id for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                        and _receiver_is_kube(n.value) for t in n.targets
+                        if isinstance(t, ast.Name))
     out = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in VERBS and _receiver_is_kube(node.func.value)):
+                and _receiver_is_kube(node.func.value, aliases)):
+            continue
+        if node.func.attr == "request":
+            out += _raw_request(node, filename, constants)
+            continue
+        if node.func.attr not in VERBS:
             continue
         kwargs = {k.arg: k.value for k in node.keywords if k.arg}
         api_version = _literal(node.args[0] if node.args else kwargs.get("api_version"),
@@ -71,6 +82,28 @@ def kube_calls(source: str, filename: str = "<src>") -> list[tuple[str, str, str
             name = _literal(node.args[2] if len(node.args) > 2 else kwargs.get("name"), constants)
         out.append((f"{filename}:{node.lineno}", group, resource, VERBS[node.func.attr], name))
     return out
+
+
+_METHODS = {"GET": "get", "PATCH": "patch", "PUT": "update", "DELETE": "delete", "POST": "create"}
+
+
+def _raw_request(node: ast.Call, filename: str, constants: dict[str, str]) -> list[tuple]:
+    """``kube.request("PATCH", resource_path("apps/v1", "deployments", ns, name, "scale"))``."""
+    method = _literal(node.args[0] if node.args else None, constants)
+    path = node.args[1] if len(node.args) > 1 else None
+    if method not in _METHODS or not (isinstance(path, ast.Call) and isinstance(
+            path.func, ast.Name) and path.func.id == "resource_path"):
+        return []
+    args = path.args
+    api_version = _literal(args[0] if args else None, constants)
+    plural = _literal(args[1] if len(args) > 1 else None, constants)
+    if api_version is None or plural is None:
+        return []
+    sub = _literal(args[4] if len(args) > 4 else None, constants)
+    group = "" if api_version == "v1" else api_version.split("/")[0]
+    name = _literal(args[3] if len(args) > 3 else None, constants)
+    return [(f"{filename}:{node.lineno}", group, f"{plural}/{sub}" if sub else plural,
+             _METHODS[method], name)]
 
 
 def uncovered(calls, diagnostics, remediation, named) -> list[str]:
@@ -115,6 +148,10 @@ def test_the_scanner_finds_reads_and_writes_and_flags_ungranted_ones(granted):
         "    await ctx.kube.create('v1', 'pods', {}, 'ns', subresource_of='p',"
         " subresource='eviction')\n"
         "    await ctx.kube.delete('v1', 'configmaps', 'c', 'ns')\n"
+        "    k = kube(env)\n"
+        "    await k.request('PATCH', resource_path('apps/v1', 'deployments', 'ns', 'd', 'scale'))\n"
+        "    await kube(env).request('PATCH', resource_path('apps/v1', 'statefulsets', 'ns', 's',"
+        " 'scale'))\n"
         "    await ctx.kube.get('v1', 'secrets', 'harbor-admin', 'harbor')\n"
         "    await ctx.kube.list('v1', 'secrets', 'terraform-state')\n"
     )
@@ -123,12 +160,14 @@ def test_the_scanner_finds_reads_and_writes_and_flags_ungranted_ones(granted):
         ("", "pods", "list"), ("cert-manager.io", "certificates", "get"),
         ("", "secrets", "get"), ("apps", "deployments", "patch"),
         ("", "pods/eviction", "create"), ("", "configmaps", "delete"),
+        ("apps", "deployments/scale", "patch"), ("apps", "statefulsets/scale", "patch"),
         ("", "secrets", "get"), ("", "secrets", "list")]
     # Reading vault-init is the unseal feature's one named grant; other Secrets are not.
     assert uncovered(calls, diagnostics, remediation, named) == [
         "<src>:9: delete configmaps in apiGroup '' named 'c'",
-        "<src>:10: get secrets in apiGroup '' named 'harbor-admin'",
-        "<src>:11: list secrets in apiGroup ''"]
+        "<src>:12: patch statefulsets/scale in apiGroup 'apps' named 's'",
+        "<src>:13: get secrets in apiGroup '' named 'harbor-admin'",
+        "<src>:14: list secrets in apiGroup ''"]
 
 
 def test_every_kubernetes_call_in_the_code_is_granted_by_the_chart(granted):
