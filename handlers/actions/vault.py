@@ -138,15 +138,12 @@ class UnsealVault(Action[UnsealParams]):
         assert pool is not None
         sealed = [s for s in await self._statuses(env, p) if s.sealed]
         keys = await self._keys_from_secret(env)
-        lines = []
         try:
-            for s in sealed:
-                status = s.data
+            for s in sealed:  # the threshold number of shares, fewer if progress was under way
                 for key in keys[: int(s.data.get("t", 3))]:
                     status = await pool.unseal(s.addr, key)
                     if not status.get("sealed", True):
                         break
-                lines.append(s.name)
         finally:
             keys.clear()
         return await self._verify(env, p, sealed)
