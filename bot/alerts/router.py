@@ -79,8 +79,19 @@ class Router:
         self.channel = channel
         self.mention = list(mention or [])
         self.runbook = runbook
+        self._cache: dict[tuple[tuple[tuple[str, str], ...], str], Decision] = {}
 
     def decide(self, labels: dict[str, str], annotations: dict[str, str] | None = None) -> Decision:
+        """Cached: a storm repeats the same label sets, and the runbook search is not free."""
+        key = (tuple(sorted(labels.items())), (annotations or {}).get("summary", ""))
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            hit = self._cache[key] = self._decide(labels, annotations)
+        return hit
+
+    def _decide(self, labels: dict[str, str], annotations: dict[str, str] | None) -> Decision:
         alertname = labels.get("alertname", "")
         route = next((r for r in self.routes if matches_all(r.matchers, labels)), None)
         problem = ""

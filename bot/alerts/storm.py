@@ -10,6 +10,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.alerts.models import AlertGroup, GroupState
@@ -41,10 +42,17 @@ class StormControl:
         self._flush: asyncio.Task[None] | None = None
         self._dirty: set[tuple[int, str]] = set()
         self.storms = 0
+        self._lock = asyncio.Lock()
+        self._rows: dict[int, dict[str, StormRow]] = {}
 
     # -- placement -----------------------------------------------------------------------------
     async def place(self, group: AlertGroup, now: datetime) -> bool:
         """True when ``group`` went to the storm thread (it then has no root post of its own)."""
+        # Groups are processed concurrently: one at a time here, or each would start a storm.
+        async with self._lock:
+            return await self._place(group, now)
+
+    async def _place(self, group: AlertGroup, now: datetime) -> bool:
         self._recent.append(now)
         while self._recent and now - self._recent[0] > self.window:
             self._recent.popleft()
@@ -73,8 +81,11 @@ class StormControl:
 
     # -- the storm root, edited in place (debounced) ---------------------------------------------
     async def changed(self, group: AlertGroup) -> None:
+        """Note the group's new state; the storm root is re-rendered from memory (re-reading
+        hundreds of groups from the store each time would stall the event loop)."""
         if group.storm_id is None or group.root_id is None:
             return
+        self._rows.setdefault(group.storm_id, {})[group.group_key] = StormRow.of(group)
         self._dirty.add((group.storm_id, group.root_id))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._edit_later())
@@ -86,8 +97,8 @@ class StormControl:
             dirty, self._dirty = self._dirty, set()
             for storm_id, root_id in sorted(dirty):
                 try:
-                    groups = await self.repo.in_storm(storm_id)
-                    await self.chat.edit(root_id, storm_message(groups, self.threshold, self.window))
+                    rows = list(self._rows.get(storm_id, {}).values())
+                    await self.chat.edit(root_id, storm_message(rows, self.threshold, self.window))
                 except Exception:
                     log.exception("storm thread edit failed")
 
@@ -126,19 +137,37 @@ class StormControl:
         await asyncio.gather(*self._workers, *( [self._flush] if self._flush else []), return_exceptions=True)
 
 
-def storm_message(groups: list[AlertGroup], threshold: int, window: timedelta) -> str:
-    firing = [g for g in groups if g.state is GroupState.open]
-    lines = [f"#### :cloud_with_lightning: Alert storm: {len(groups)} alert groups "
+@dataclass(frozen=True)
+class StormRow:
+    """What the storm thread shows of one group."""
+
+    order: int
+    severity: str
+    names: str
+    labels: str
+    firing: int
+    total: int
+    state: GroupState
+    acked_by: str | None
+
+    @classmethod
+    def of(cls, g: AlertGroup) -> "StormRow":
+        names = sorted({a.alertname for a in g.alerts.values()})
+        return cls(order=g.id, severity=g.severity.value, names=", ".join(names[:3]),
+                   labels=" ".join(f"{k}={v}" for k, v in sorted(g.group_labels.items()) if k != "alertname"),
+                   firing=len(g.firing), total=len(g.alerts), state=g.state, acked_by=g.acked_by)
+
+
+def storm_message(rows: list[StormRow], threshold: int, window: timedelta) -> str:
+    firing = [r for r in rows if r.state is GroupState.open]
+    lines = [f"#### :cloud_with_lightning: Alert storm: {len(rows)} alert groups "
              f"({len(firing)} still firing), more than {threshold} new within {window.total_seconds():g}s",
              "Diagnoses follow in this thread, most severe first.", "",
              "| Severity | Alerts | Firing | State |", "|:--|:--|:--|:--|"]
-    ordered = sorted(groups, key=lambda g: (g.state is not GroupState.open, g.severity.value, g.id))
-    for g in ordered[:MAX_ROWS]:
-        names = sorted({a.alertname for a in g.alerts.values()})
-        lines.append(f"| {g.severity.value} | {_cell(', '.join(names[:3]))} "
-                     f"{_cell(' '.join(f'{k}={v}' for k, v in sorted(g.group_labels.items()) if k != 'alertname'))} "
-                     f"| {len(g.firing)}/{len(g.alerts)} | {g.state.value}"
-                     f"{' (acked by @' + g.acked_by + ')' if g.acked_by else ''} |")
+    ordered = sorted(rows, key=lambda r: (r.state is not GroupState.open, r.severity, r.order))
+    for r in ordered[:MAX_ROWS]:
+        lines.append(f"| {r.severity} | {_cell(r.names)} {_cell(r.labels)} | {r.firing}/{r.total} | "
+                     f"{r.state.value}{' (acked by @' + r.acked_by + ')' if r.acked_by else ''} |")
     if len(ordered) > MAX_ROWS:
         lines.append(f"| | … and {len(ordered) - MAX_ROWS} more | | |")
     return "\n".join(lines)

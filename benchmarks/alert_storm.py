@@ -1,0 +1,261 @@
+"""Alert storm: 2,000 alerts in 300 groups replayed as Alertmanager webhooks, with repeats and HA
+duplicates, against the bot (its own process, ``sopbot run``) and the sandbox (this process).
+
+What it prints:
+- webhook 2xx latency p50/p99 (client side, until the bot's answer: stored durably, not yet processed)
+- webhook → thread: first webhook of a group until its root post exists in Mattermost (groups with
+  their own thread, from the post's create_at), or until the bot filed it in the storm thread
+  (stormed groups, read from the bot's database every 20 ms)
+- alerts lost (fingerprints sent but absent from the bot's state), duplicate root posts
+- peak posts/s in any 1 s window vs the chat rate limit, and the bot's peak RSS (VmHWM)
+
+    python benchmarks/alert_storm.py [--alerts 2000] [--groups 300] [--seconds 60]
+
+``--seconds`` compresses the storm (default 60 s, as a real one). Targets (issue 4): 2xx p99 <
+25 ms, 0 lost, 0 duplicates, never over the rate limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sandbox.runner import Sandbox  # noqa: E402
+
+# The runbook's alerts and the labels their SOPs take.
+ALERTS = [("VaultSealed", {"namespace": "vault"}), ("VaultLeaderLost", {"namespace": "vault"}),
+          ("NodeDiskPressure", {"node": "rke2-general-{i}"}), ("NodeDiskCritical", {"node": "rke2-general-{i}"}),
+          ("EtcdMemberDown", {"instance": "10.0.0.{i}:2379"}), ("EtcdHighLatency", {"instance": "10.0.0.{i}:2379"}),
+          ("CertNotReady", {"namespace": "ns-{i}", "certificate": "cert-{i}"}),
+          ("PostgreSQLDown", {"namespace": "db-{i}"}), ("ReplicationLag", {"namespace": "db-{i}"}),
+          ("HighConnections", {"namespace": "db-{i}"}), ("PrometheusStorageAlmostFull", {"namespace": "monitoring"}),
+          ("LokiDown", {"namespace": "monitoring"}), ("AlloyDown", {"namespace": "monitoring", "pod": "alloy-{i}"})]
+# Extra environment for the bot process, e.g. PYTHONASYNCIODEBUG=1 (--asyncio-debug).
+ENV: dict[str, str] = {}
+SEVERITY = ["critical", "warning", "info"]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def plan(n_alerts: int, n_groups: int, seconds: float, rng: random.Random) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, set[str]]]:
+    """(send at, payload) in time order, and every group's fingerprints."""
+    sizes = [1] * n_groups
+    for _ in range(n_alerts - n_groups):
+        sizes[rng.randrange(n_groups)] += 1
+    start = datetime.now(timezone.utc)
+    sends: list[tuple[float, dict[str, Any]]] = []
+    fingerprints: dict[str, set[str]] = {}
+    for g, size in enumerate(sizes):
+        name, labels = ALERTS[g % len(ALERTS)]
+        key = f'{{}}:{{alertname="{name}", group="g{g}"}}'
+        alerts = []
+        for k in range(size):
+            lab = {"alertname": name, "group": f"g{g}", "severity": rng.choice(SEVERITY),
+                   **{l: v.format(i=(g * 7 + k) % 250) for l, v in labels.items()}, "replica": f"r{k}"}
+            alerts.append({"status": "firing", "labels": lab,
+                           "annotations": {"summary": f"{name} in group g{g}"},
+                           "startsAt": (start - timedelta(seconds=k)).isoformat(),
+                           "endsAt": "0001-01-01T00:00:00Z",
+                           "generatorURL": "http://prometheus.bench/graph?g0.expr=up",
+                           "fingerprint": f"{g:05x}{k:011x}"})
+        fingerprints[key] = {a["fingerprint"] for a in alerts}
+
+        def body(subset: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"version": "4", "groupKey": key, "truncatedAlerts": 0, "status": "firing",
+                    "receiver": "sopbot", "groupLabels": {"alertname": name, "group": f"g{g}"},
+                    "commonLabels": {"alertname": name, "group": f"g{g}"}, "commonAnnotations": {},
+                    "externalURL": "http://alertmanager.bench:9093", "alerts": subset}
+        first = rng.uniform(0, seconds * 0.7)
+        half = alerts[: max(1, (size + 1) // 2)]
+        # group_wait: the first half; group_interval later: all of them; repeat_interval: again.
+        for at, subset in ((first, half), (first + seconds * 0.05, alerts), (first + seconds * 0.25, alerts)):
+            sends.append((at, body(subset)))
+            if rng.random() < 0.3:  # the HA peer sends the same notification
+                sends.append((at + rng.uniform(0, 0.01), body(subset)))
+    sends.sort(key=lambda s: s[0])
+    return sends, fingerprints
+
+
+async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
+    rng = random.Random(seed)
+    sends, fingerprints = plan(n_alerts, n_groups, seconds, rng)
+    work = Path(tempfile.mkdtemp(prefix="sopbot-storm-"))
+    async with Sandbox(workdir=work / "sandbox") as sb:
+        cfg = yaml.safe_load((work / "sandbox" / "sopbot.yaml").read_text())
+        cfg["logging"] = {"level": "WARNING"}
+        rate_limit = cfg["mattermost"].get("rate_limit_per_s", 10.0)
+        (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
+        db_path = Path(cfg["store"]["path"])
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(work / "bench.yaml")], env={**os.environ, **ENV},
+                                stdout=subprocess.DEVNULL, stderr=open(work / "bot.log", "wb"))
+        headers = {"Authorization": f"Bearer {sb.alertmanager_token}"}
+        latencies: list[float] = []
+        failures: dict[int, int] = {}
+        first_sent: dict[str, float] = {}
+        storm_seen: dict[str, float] = {}
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+                for _ in range(400):
+                    try:
+                        async with http.get(f"{sb.bot_url}/readyz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.05)
+                else:
+                    raise SystemExit(f"bot did not start: {(work / 'bot.log').read_text()[-2000:]}")
+
+                async def send(at: float, body: dict[str, Any], t0: float) -> None:
+                    await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+                    first_sent.setdefault(body["groupKey"], time.time())
+                    data = json.dumps(body).encode()
+                    for _attempt in range(5):  # as Alertmanager: retry what was not a 2xx
+                        start = time.perf_counter()
+                        async with http.post(f"{sb.bot_url}/alertmanager", data=data, headers={
+                                **headers, "Content-Type": "application/json"}) as r:
+                            await r.read()
+                        latencies.append((time.perf_counter() - start) * 1000)
+                        if r.status < 300:
+                            return
+                        failures[r.status] = failures.get(r.status, 0) + 1
+                        await asyncio.sleep(0.5)
+
+                watching = asyncio.create_task(watch_storm(db_path, storm_seen))
+                t0 = time.monotonic()
+                await asyncio.gather(*(send(at, body, t0) for at, body in sends))
+                sent_in = time.monotonic() - t0
+                # Processing done: nothing pending in the inbox and every group filed.
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    if db_count(db_path, "SELECT COUNT(*) FROM alert_inbox WHERE state='pending'") == 0 \
+                            and db_count(db_path, "SELECT COUNT(DISTINCT group_key) FROM alert_groups") >= n_groups:
+                        break
+                    await asyncio.sleep(0.1)
+                processed_in = time.monotonic() - t0
+                # Then the diagnoses drain at the chat rate limit; wait until posting goes quiet.
+                quiet_since, last = time.monotonic(), len(sb.mattermost.posts)
+                while time.monotonic() - quiet_since < 5 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.25)
+                    if len(sb.mattermost.posts) != last:
+                        last, quiet_since = len(sb.mattermost.posts), time.monotonic()
+                drained_in = time.monotonic() - t0
+                watching.cancel()
+                rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+        bot_id = sb.mattermost.user("sop-bot").id
+        posts = [p for p in sb.mattermost.posts.values() if p.user_id == bot_id]
+        roots_by_group: dict[str, list] = {}
+        for p in posts:
+            key = (p.props or {}).get("sopbot_alert_group")
+            if key and not p.root_id:
+                roots_by_group.setdefault(key, []).append(p)
+        storms = [p for p in posts if (p.props or {}).get("sopbot_alert_storm") and not p.root_id]
+        duplicates = sum(len(v) - 1 for v in roots_by_group.values())
+        root_latency = [min(p.create_at for p in v) - first_sent[k] * 1000 for k, v in roots_by_group.items()]
+        storm_latency = [(storm_seen[k] - first_sent[k]) * 1000 for k in storm_seen if k not in roots_by_group]
+
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        have: dict[str, set[str]] = {}
+        for key, data in db.execute("SELECT group_key, data FROM alert_groups"):
+            have.setdefault(key, set()).update(json.loads(data)["alerts"])
+        failed_entries = db.execute("SELECT COUNT(*) FROM alert_inbox WHERE state!='done'").fetchone()[0]
+        db.close()
+        lost = sum(len(fps - have.get(k, set())) for k, fps in fingerprints.items())
+
+        times = sorted(sb.mattermost.post_times("sop-bot"))
+        peak, j = 0, 0
+        for i, t in enumerate(times):
+            while times[j] <= t - 1.0:  # the window (t - 1 s, t]
+                j += 1
+            peak = max(peak, i - j + 1)
+
+    n_webhooks = len(sends)
+    print(f"storm                   : {n_alerts} alerts in {n_groups} groups, {n_webhooks} webhooks "
+          f"(repeats and HA duplicates) sent over {sent_in:.1f} s")
+    print(f"webhook 2xx latency     : p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 99):.1f} ms, "
+          f"max {max(latencies):.1f} ms   (target p99 < 25 ms)")
+    print(f"non-2xx answers         : {failures or 'none'}")
+    print(f"webhook -> own root post: p50 {pct(root_latency, 50):.0f} ms, p99 {pct(root_latency, 99):.0f} ms "
+          f"({len(root_latency)} groups)")
+    print(f"webhook -> storm thread : p50 {pct(storm_latency, 50):.0f} ms, p99 {pct(storm_latency, 99):.0f} ms "
+          f"({len(storm_latency)} groups, {len(storms)} storm thread(s))")
+    print(f"alerts lost             : {lost}   (inbox entries not done: {failed_entries})")
+    print(f"duplicate root posts    : {duplicates}")
+    print(f"bot posts               : {len(posts)} ({len(times)} creations), all processed after {processed_in:.1f} s, "
+          f"posting quiet after {drained_in:.1f} s")
+    print(f"peak posts/s            : {peak} in any 1 s window (limit {rate_limit:g}/s)")
+    print(f"bot peak RSS            : {rss:.1f} MB")
+    print(f"work dir                : {work}")
+
+
+def db_count(path: Path, sql: str) -> int:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(db.execute(sql).fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return -1
+
+
+async def watch_storm(path: Path, seen: dict[str, float]) -> None:
+    """When each group got its thread (own root or the storm thread), as the bot recorded it."""
+    while True:
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+            try:
+                now = time.time()
+                for (key,) in db.execute("SELECT group_key FROM alert_groups WHERE root_id IS NOT NULL"):
+                    seen.setdefault(key, now)
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass
+        await asyncio.sleep(0.02)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=2000)
+    parser.add_argument("--groups", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--asyncio-debug", action="store_true",
+                        help="log the bot's slow callbacks (>100 ms) to bot.log in the work dir")
+    a = parser.parse_args()
+    if a.asyncio_debug:
+        ENV["PYTHONASYNCIODEBUG"] = "1"
+    asyncio.run(main(a.alerts, a.groups, a.seconds, a.seed))
