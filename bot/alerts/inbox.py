@@ -68,6 +68,13 @@ class Inbox:
         await self.store.execute("UPDATE alert_inbox SET state='failed', error=? WHERE id=?",
                                  (error[:500], entry_id))
 
+    async def prune(self, older_than_s: float = 7 * 86400) -> int:
+        """Forget processed entries after a while (their bodies are already dropped)."""
+        async with self.store.transaction() as db:
+            cur = await db.execute("DELETE FROM alert_inbox WHERE state='done' AND received_at < ?",
+                                   (time.time() - older_than_s,))
+            return cur.rowcount or 0
+
     async def count(self, state: str = "pending") -> int:
         row = await self.store.fetchone("SELECT COUNT(*) AS n FROM alert_inbox WHERE state=?", (state,))
         return int(row["n"]) if row else 0

@@ -70,6 +70,7 @@ class AlertService:
         """Migrate, then replay what an earlier run accepted but did not finish."""
         await self.inbox.migrate()
         await self.repo.migrate()
+        await self.inbox.prune()
         self.storm.start()
         self._loops.append(asyncio.create_task(self._worker(), name="alerts-inbox"))
         if loops:

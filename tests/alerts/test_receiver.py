@@ -168,3 +168,18 @@ async def test_a_chat_failure_is_retried_without_losing_the_notification(running
     assert chat.fail_posts == 0
     assert len(chat.roots) == 1
     assert await service.inbox.count("done") == 1
+
+
+async def test_processed_entries_are_pruned_after_a_week_pending_ones_never(tmp_path):
+    store = await Store.open(tmp_path / "db")
+    inbox = make_service(store, RecordingChat(), FakeHandlers()).inbox
+    await inbox.migrate()
+    ids = [await inbox.add("{}") for _ in range(3)]
+    await inbox.done(ids[0])
+    await inbox.done(ids[2])
+    await store.execute("UPDATE alert_inbox SET received_at = received_at - 8 * 86400 WHERE id IN (?, ?)",
+                        (ids[0], ids[1]))
+    assert await inbox.prune() == 1
+    assert [e.id for e in await inbox.pending()] == [ids[1]]
+    assert await inbox.count("done") == 1
+    await store.close()
