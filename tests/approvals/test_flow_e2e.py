@@ -68,3 +68,24 @@ async def test_restart_and_cordon_end_to_end(sandbox, bots):
     sandbox.mattermost.react("alice", u.id, "white_check_mark")
     await wait_state(sandbox, u.id, "succeeded")
     assert "SchedulingDisabled" not in await kubectl(sandbox, "get", "node", "rke2-general-1")
+
+
+async def test_audit_shows_every_step_with_who_and_what(sandbox, bots):
+    rt = await bots.start(approvers=["alice", "bob"])
+    text = (await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop audit"))["text"]
+    assert text == "The remediation audit log is empty."
+    p = await propose(sandbox, "bob", f"scale namespace={COREDNS[0]} name={COREDNS[1]} replicas=3")
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    await wait_state(sandbox, p.id, "succeeded")
+    text = (await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop audit 4"))["text"]
+    rows = [line for line in text.splitlines() if line.startswith("| 20")]
+    assert [r.split(" | ")[2] for r in rows] == ["succeeded", "running", "approved", "approval"]
+    assert "| #1 | succeeded | @sop-bot | scale | result: deployment kube-system/rke2-coredns-rke2-coredns scaled to 3" in text
+    assert "| approved | @alice | scale | approvers: alice |" in text
+    full = (await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop audit"))["text"]
+    assert "| #1 | proposed | @bob | scale | params: namespace=kube-system name=rke2-coredns-rke2-coredns replicas=3" in full
+    bad = (await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop audit lots"))["text"]
+    assert "with N from 1 to 100" in bad
+    # The store keeps the preview and timestamps for each step.
+    [entry] = [e for e in await rt.approvals.repo.audit(10) if e["event"] == "proposed"]
+    assert "spec.replicas 2 → 3" in entry["detail"]["preview"] and entry["at"].startswith("20")
