@@ -27,14 +27,16 @@ def bot_posts(sandbox) -> list:
     return [p for p in sandbox.mattermost.posts_in(sandbox.channel_id) if p.user_id == bot_id]
 
 
-async def wait_thread(sandbox, bot, n_replies: int = 1) -> list:
-    """The bot's thread once its background work is done: root first, then replies."""
+async def wait_thread(sandbox, bot) -> tuple:
+    """The bot's thread once its background work is done: the root and the report reply (a
+    remediation proposal may follow the report in the same thread)."""
     await bot.bot.drain()
     roots = [p for p in bot_posts(sandbox) if not p.root_id]
     assert len(roots) == 1, [p.message for p in roots]
     thread = sandbox.mattermost.thread(roots[0].id)
-    assert len(thread) == 1 + n_replies
-    return thread
+    assert len(thread) >= 2
+    assert thread[1].message.startswith("####"), thread[1].message  # the report comes first
+    return thread[0], thread[1]
 
 
 async def test_vault_status_thread_names_the_sealed_replicas(sandbox, bot):

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
-from kubernetes_asyncio import client, config
 
+from bot.clients import k8s_import
 from bot.clients.errors import SourceError
+
+client = k8s_import.load()  # ApiClient + Configuration, without the generated models
+from kubernetes_asyncio import config  # noqa: E402  (after the light import above)
 
 PatchType = Literal["merge", "strategic", "json"]
 _PATCH_CONTENT = {
