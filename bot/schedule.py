@@ -23,7 +23,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED,
+                                JobEvent)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -233,13 +234,16 @@ class Scheduler:
         self._idle.set()
         self._lease_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self, *, lease_loop: bool = True) -> None:
+        """Add the cron jobs and start; ``lease_loop=False`` leaves election to ``lease_step``
+        calls (tests step it with their clock)."""
         for name, trigger in self.triggers.items():
             self.aps.add_job(self._fire, trigger, args=[name], id=name, name=f"health:{name}",
                              misfire_grace_time=int(self.misfire_grace_s), coalesce=True, max_instances=1)
         self.aps.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self.aps.add_listener(self._finished, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         self.aps.start()
-        if self.elector is not None:
+        if self.elector is not None and lease_loop:
             self._lease_task = asyncio.create_task(self._lease_loop(), name="scheduler-lease")
 
     async def stop(self) -> None:
@@ -255,25 +259,38 @@ class Scheduler:
     def next_fire_times(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self.aps.get_jobs()}
 
+    async def tick(self) -> None:
+        """Let APScheduler process due jobs now and wait for the runs it starts (tests move the
+        clock, then tick). ``wakeup`` is queued on the loop, so yield once for it to run."""
+        self.aps.wakeup()
+        await asyncio.sleep(0)
+        await self.idle()
+
     async def idle(self) -> None:
         """Wait until every submitted run has finished."""
         await self._idle.wait()
 
-    def _submitted(self, event: JobSubmissionEvent) -> None:
+    def _submitted(self, event: JobEvent) -> None:
         # Runs inside APScheduler's job processing, right after the run's task was created.
         self._inflight += 1
         self._idle.clear()
 
+    def _finished(self, event: JobEvent) -> None:
+        # One event per submission (coalesce=True): executed, failed, or missed beyond the grace.
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("schedule %s: fire time %s missed by more than %gs, skipped",
+                        event.job_id, getattr(event, "scheduled_run_time", "?"), self.misfire_grace_s)
+        self._inflight = max(0, self._inflight - 1)
+        if self._inflight == 0:
+            self._idle.set()
+
     async def _fire(self, name: str) -> None:
-        try:
-            now = self.clock()
-            fire_time = last_fire_time(self.triggers[name], now, self.misfire_grace_s) or now
-            await self.run_once(name, fire_time)
-        finally:
-            self._inflight -= 1
-            if self._inflight <= 0:
-                self._inflight = 0
-                self._idle.set()
+        now = self.clock()
+        fire_time = last_fire_time(self.triggers[name], now, self.misfire_grace_s)
+        if fire_time is None:  # APScheduler lets it through, our clock says too late: missed
+            log.warning("schedule %s: no fire time within the last %gs, skipped", name, self.misfire_grace_s)
+            return
+        await self.run_once(name, fire_time)
 
     async def run_once(self, name: str, fire_time: datetime) -> bool:
         """Run a schedule's fire time here if this replica leads and nobody ran it yet."""
