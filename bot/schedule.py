@@ -233,6 +233,9 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lease_task: asyncio.Task[None] | None = None
+        # Catch-up covers fire times this replica saw pass (as a standby), not ones from before
+        # it existed: a fresh install or a rolled pod does not replay the last report.
+        self.started_at = clock()
 
     def start(self, *, lease_loop: bool = True) -> None:
         """Add the cron jobs and start; ``lease_loop=False`` leaves election to ``lease_step``
@@ -309,13 +312,15 @@ class Scheduler:
         return True
 
     async def catch_up(self) -> list[str]:
-        """After becoming leader: run any fire time within the grace window nobody ran (the old
-        leader died just before or during it)."""
+        """After becoming leader: run any fire time within the grace window, since this replica
+        started, that nobody ran (the old leader died just before or during it)."""
         done = []
         now = self.clock()
         for name, trigger in self.triggers.items():
             fire_time = last_fire_time(trigger, now, self.misfire_grace_s)
-            if fire_time is not None and not await self.fires.fired(name, fire_time):
+            if fire_time is None or fire_time < self.started_at:
+                continue
+            if not await self.fires.fired(name, fire_time):
                 if await self.run_once(name, fire_time):
                     done.append(name)
         return done

@@ -82,10 +82,15 @@ async def alertmanager(tmp_path: Path) -> AsyncIterator[Alertmanager]:
         am.stop()
 
 
+def am_section(sandbox, alertmanager: Alertmanager) -> dict:
+    """The sandbox's alertmanager config section plus the Alertmanager's URL."""
+    return {**sandbox.bot_config()["alertmanager"], "url": alertmanager.url}
+
+
 @pytest.fixture
 def settings(sandbox, alertmanager):
     """The bot's settings for the sandbox, with the Alertmanager."""
-    return sandbox.settings(alertmanager={"url": alertmanager.url})
+    return sandbox.settings(alertmanager=am_section(sandbox, alertmanager))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from bot.health import HealthStore, health_markdown
 from bot.store import Store
 from sandbox.kube.server import write_kubeconfig
 from sandbox.runner import Sandbox
+from tests.health.conftest import am_section
 
 
 async def open_store(tmp_path: Path) -> HealthStore:
@@ -25,14 +26,14 @@ async def test_new_resolved_and_still_open_across_reports(tmp_path, alertmanager
     hstore = await open_store(tmp_path)
     try:
         async with Sandbox(["pod-crashloop", "pvc-pending"], workdir=tmp_path / "day0") as sb:
-            first = await run_daily(sb.settings(alertmanager={"url": alertmanager.url}))
+            first = await run_daily(sb.settings(alertmanager=am_section(sb, alertmanager)))
         first.changes = await hstore.record(first)
         assert first.changes.previous_at is None  # nothing to compare with yet
         assert "first report" in health_markdown(first)[0]
 
         # Two days later: the PVC got storage, a certificate is now expiring, harbor still crashes.
         async with Sandbox(["pod-crashloop", "cert-expiring"], workdir=tmp_path / "day2") as sb:
-            second = await run_daily(sb.settings(alertmanager={"url": alertmanager.url}))
+            second = await run_daily(sb.settings(alertmanager=am_section(sb, alertmanager)))
         second.started_at = first.started_at + timedelta(days=2, minutes=1)
         changes = second.changes = await hstore.record(second)
     finally:

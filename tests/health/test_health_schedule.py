@@ -189,13 +189,24 @@ async def test_a_new_leader_catches_up_on_a_fire_time_the_old_one_missed(sandbox
         assert await b.lease_step() is False
         clock.advance(minutes=1, seconds=20)  # 08:00:20: nobody ran 08:00
         assert await b.lease_step() is True
-        assert runs == [("bot-b", datetime(2026, 11, 26, 8, 0, tzinfo=UTC))]
+        assert runs == [("bot-b", datetime(2026, 11, 26, 8, 0, tzinfo=UTC))]  # b was up at 08:00
         clock.advance(seconds=5)
         assert await b.lease_step() is True  # renewing does not run it again
         assert len(runs) == 1
     finally:
         await a.elector.kube.close()
         await b.elector.kube.close()
+
+
+async def test_a_replica_started_after_the_fire_time_does_not_replay_it(sandbox, clock, fires):
+    runs: list = []
+    clock.advance(minutes=5)  # 08:04: a fresh pod, nobody ran 08:00 (e.g. a new install)
+    c = await replica("bot-c", sandbox, clock, fires, runs)
+    try:
+        assert await c.lease_step() is True
+        assert runs == []
+    finally:
+        await c.elector.kube.close()
 
 
 async def test_released_lease_is_taken_over_at_once(sandbox, clock, fires):
