@@ -164,7 +164,10 @@ class Runtime:
 
     async def _reaction(self, event: ReactionEvent) -> None:
         for listener in self.on_reaction:
-            await listener(event)
+            try:  # one feature's failure must not keep the event from the others
+                await listener(event)
+            except Exception:
+                log.exception("reaction listener %r failed", listener)
 
     async def _reconnected(self) -> None:
         for listener in self.on_reconnect:

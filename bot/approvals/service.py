@@ -162,6 +162,9 @@ class ApprovalService:
                 plan = await action.plan(env, params)
             except SourceError as exc:
                 why = f"could not read the target: {exc}"
+            except Exception as exc:  # a bug in the action: its type only (texts could carry data)
+                log.error("planning %s failed: %s", name, exc.__class__.__name__)
+                why = f"planning failed unexpectedly ({exc.__class__.__name__})"
         if why is None and (plan.blocked or plan.nothing_to_do):
             why = plan.blocked or plan.nothing_to_do
         if why is not None:
@@ -304,6 +307,9 @@ class ApprovalService:
                     changed = plan.blocked or plan.nothing_to_do
             except SourceError as exc:
                 changed = f"could not re-check the target: {exc}"
+            except Exception as exc:
+                log.error("re-checking %s failed: %s", p.action, exc.__class__.__name__)
+                changed = f"could not re-check the target ({exc.__class__.__name__})"
             if changed is not None:
                 was = p.plan.state_text or "the state it was proposed for"
                 if await self.repo.transition(pid, State.approved, State.stale, now=self.clock(),

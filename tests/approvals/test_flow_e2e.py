@@ -89,3 +89,19 @@ async def test_audit_shows_every_step_with_who_and_what(sandbox, bots):
     # The store keeps the preview and timestamps for each step.
     [entry] = [e for e in await rt.approvals.repo.audit(10) if e["event"] == "proposed"]
     assert "spec.replicas 2 → 3" in entry["detail"]["preview"] and entry["at"].startswith("20")
+
+
+@pytest.mark.parametrize("kind,ns,name", [("deployment", "kube-system", "rke2-traefik"),
+                                          ("statefulset", "vault", "vault")])
+async def test_rollout_restart_of_each_workload_kind(sandbox, bots, kind, ns, name):
+    await bots.start()
+    before = await kubectl_json(sandbox, "-n", ns, "get", kind, name)
+    p = await propose(sandbox, "alice", f"restart kind={kind} namespace={ns} name={name}")
+    assert f"PATCH apps/v1 {kind}s {ns}/{name}" in p.message
+    after_dry = await kubectl_json(sandbox, "-n", ns, "get", kind, name)
+    assert after_dry["metadata"]["generation"] == before["metadata"]["generation"]
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    await wait_state(sandbox, p.id, "succeeded")
+    after = await kubectl_json(sandbox, "-n", ns, "get", kind, name)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    assert "kubectl.kubernetes.io/restartedAt" in after["spec"]["template"]["metadata"]["annotations"]
