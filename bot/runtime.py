@@ -143,7 +143,7 @@ class Runtime:
         # /sop health and the scheduled daily health check (runbook 11.1)
         self.health = await start_health(s, self.store, self.chat, self.bot)
         # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
-        self.approvals = await start_approvals(s, self.store, self.chat, self.bot)
+        self.approvals = await start_approvals(s, self.store, self.chat, self.bot, alerts=self.alerts)
         self.on_reaction.append(self.approvals.on_reaction)
         self.on_reconnect.append(self.approvals.resync)  # reactions made while disconnected
         self.on_stop.append(self.approvals.stop)

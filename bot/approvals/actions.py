@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -94,6 +95,8 @@ class ActionEnv:
     ctx: "HandlerContext"
     config: "RemediationConfig"
     actor: str = ""
+    # Labels of the firing alerts whose chat thread is the given root post id (alert threads).
+    thread_alerts: Callable[[str], Awaitable[list[dict[str, str]]]] | None = None
 
 
 class Action(ABC, Generic[P]):

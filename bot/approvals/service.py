@@ -53,13 +53,15 @@ def utcnow() -> datetime:
 
 class ApprovalService:
     def __init__(self, *, config: "RemediationConfig", store: "Store", chat: "MattermostChat",
-                 bot: "Bot", dialog_url: str | None = None, clock: Clock = utcnow):
+                 bot: "Bot", dialog_url: str | None = None, clock: Clock = utcnow,
+                 thread_alerts: Callable[[str], Any] | None = None):
         self.config = config
         self.repo = ProposalRepo(store)
         self.chat = chat
         self.bot = bot
         self.dialog_url = dialog_url
         self.clock = clock
+        self.thread_alerts = thread_alerts
         self._locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Signs dialog state: a submission must come from a dialog this process opened.
@@ -90,7 +92,8 @@ class ApprovalService:
         ]
 
     def env(self, actor: str = "") -> ActionEnv:
-        return ActionEnv(ctx=self.bot.ctx, config=self.config, actor=actor)
+        return ActionEnv(ctx=self.bot.ctx, config=self.config, actor=actor,
+                         thread_alerts=self.thread_alerts)
 
     def _lock(self, pid: int) -> asyncio.Lock:
         return self._locks.setdefault(pid, asyncio.Lock())
@@ -519,14 +522,19 @@ def _detail(detail: dict[str, Any]) -> str:
 
 
 async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat", bot: "Bot",
-                          clock: Clock = utcnow) -> ApprovalService:
+                          clock: Clock = utcnow, alerts: Any = None) -> ApprovalService:
     """Wire remediation into a running bot: subcommands, SOP suggestions, recovery after a
     restart and a first resync of pending proposals. The caller subscribes ``on_reaction`` and
     ``resync`` to the websocket and serves ``dialog_handler()`` at ``/mattermost/dialog``."""
     public = settings.server.public_url
+    thread_alerts = None
+    if alerts is not None:  # bot.alerts.service.AlertService: alert threads → their alerts
+        async def thread_alerts(root_id: str) -> list[dict[str, str]]:
+            groups = await alerts.repo.by_root_all(root_id)
+            return [dict(a.labels) for g in groups for a in g.firing]
     service = ApprovalService(config=settings.remediation, store=store, chat=chat, bot=bot,
                               dialog_url=f"{public.rstrip('/')}/mattermost/dialog" if public else None,
-                              clock=clock)
+                              clock=clock, thread_alerts=thread_alerts)
     for sub in service.subcommands():
         bot.subcommands[sub.name] = sub
     hooks = getattr(bot, "on_report", None)

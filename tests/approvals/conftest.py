@@ -77,12 +77,13 @@ class Bots:
         self.sb = sb
         self.running: list[Any] = []
 
-    async def start(self, clock: FakeClock | None = None, **remediation: Any) -> Any:
+    async def start(self, clock: FakeClock | None = None, sections: dict[str, Any] | None = None,
+                    **remediation: Any) -> Any:
         from bot.runtime import Runtime
 
         base = {"enabled": True, "approvers": ["alice"]}
         base.update(remediation)
-        rt = Runtime(self.sb.settings(remediation=base))
+        rt = Runtime(self.sb.settings(remediation=base, **(sections or {})))
         await rt.start()
         if clock is not None:
             rt.approvals.clock = clock

@@ -3,10 +3,13 @@ real run after approval, checked with kubectl (or the Alertmanager API)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
+
+from tests.alerts.real_alertmanager import RealAlertmanager
 
 from tests.approvals.conftest import kubectl, kubectl_json, wait_for
 from tests.approvals.support import bot_posts, post, propose, replies, wait_reply, wait_state
@@ -131,54 +134,50 @@ async def test_reissue_certificate_deletes_its_tls_secret(sandbox, bots):
 
 
 @pytest.fixture
-async def alertmanager() -> AsyncIterator[dict]:
-    """A minimal Alertmanager v2 (alerts + silences); the sandbox has none."""
-    state: dict = {"silences": [], "url": ""}
-    alert = {"labels": {"alertname": "NodeDiskPressure", "node": "rke2-general-1", "severity": "warning"},
-             "annotations": {}, "startsAt": "2026-11-26T05:00:00Z", "endsAt": "2026-11-26T09:00:00Z",
-             "fingerprint": "abc123", "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
-             "receivers": [{"name": "sop-bot"}], "updatedAt": "2026-11-26T05:00:00Z", "generatorURL": ""}
-
-    async def alerts(request: web.Request) -> web.Response:
-        wanted = [f.split("=", 1) for f in request.query.getall("filter", [])]
-        hit = all(alert["labels"].get(k) == v.strip('"') for k, v in wanted)
-        return web.json_response([alert] if hit else [])
-
-    async def silences(request: web.Request) -> web.Response:
-        if request.method == "POST":
-            body = await request.json()
-            state["silences"].append(body)
-            return web.json_response({"silenceID": f"sil-{len(state['silences'])}"})
-        return web.json_response(state["silences"])
-
-    app = web.Application()
-    app.router.add_get("/api/v2/alerts", alerts)
-    app.router.add_route("*", "/api/v2/silences", silences)
-    app.router.add_get("/api/v2/status", lambda r: web.json_response({}))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    yield state
-    await runner.cleanup()
+async def am(sandbox, tmp_path) -> AsyncIterator[RealAlertmanager]:
+    """A real Alertmanager whose webhook is the bot's /alertmanager."""
+    async with RealAlertmanager(tmp_path / "am", f"{sandbox.bot_url}/alertmanager",
+                                sandbox.alertmanager_token) as real:
+        yield real
 
 
-async def test_silence_alerts(sandbox, bots, alertmanager):
-    from bot.runtime import Runtime
+async def amtool_silences(am: RealAlertmanager) -> list[dict]:
+    """amtool, Alertmanager's own CLI, as the independent client."""
+    proc = await asyncio.create_subprocess_exec(
+        "amtool", f"--alertmanager.url={am.url}", "silence", "query", "-o", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out or b"[]")
 
-    settings = sandbox.settings(remediation={"enabled": True, "approvers": ["alice"]},
-                                alertmanager={"url": alertmanager["url"]})
-    rt = Runtime(settings)
-    await rt.start()
-    bots.running.append(rt)
-    await wait_for(lambda: rt.events is not None and rt.events.connected)
-    p = await propose(sandbox, "alice", "silence alertname=NodeDiskPressure labels=node=rke2-general-1 hours=4")
-    assert 'POST /api/v2/silences matchers {alertname="NodeDiskPressure",node="rke2-general-1"} for 4h' in p.message
-    assert "1 alert(s) match" in p.message and alertmanager["silences"] == []
+
+async def test_silence_the_alerts_of_an_alert_thread(sandbox, bots, am):
+    await bots.start(sections={"alertmanager": {"webhook_token": sandbox.alertmanager_token,
+                                                "url": am.url, "reconcile_interval_s": 3600}})
+    await am.fire("NodeDiskPressure", group="nodes", node="rke2-general-1")
+    root = await wait_for(lambda: next((p for p in bot_posts(sandbox) if not p.root_id
+                                        and "NodeDiskPressure" in p.message), None), what="the alert thread")
+    p = await propose(sandbox, "alice", f"silence thread={root.id} hours=4")
+    assert "POST /api/v2/silences matchers {alertname=\"NodeDiskPressure\",group=\"nodes\"," in p.message
+    assert 'node="rke2-general-1"' in p.message and "for 4h" in p.message
+    assert "1 alert(s) in Alertmanager match now" in p.message
+    assert await amtool_silences(am) == []
     await approve(sandbox, p)
     await wait_state(sandbox, p.id, "succeeded")
-    [silence] = alertmanager["silences"]
+    [silence] = await amtool_silences(am)
     assert {(m["name"], m["value"]) for m in silence["matchers"]} == {
-        ("alertname", "NodeDiskPressure"), ("node", "rke2-general-1")}
-    assert "@alice" in silence["createdBy"]
+        ("alertname", "NodeDiskPressure"), ("group", "nodes"), ("node", "rke2-general-1")}
+    assert silence["createdBy"] == "sop-bot for @alice" and silence["status"]["state"] == "active"
+    [alert] = await wait_for(lambda: _suppressed(am), what="the alert to be silenced")
+    assert alert.status.silencedBy == [silence["id"]]
+
+    q = await propose(sandbox, "alice", "silence alertname=NodeDiskPressure labels=node=rke2-general-1")
+    assert 'matchers {alertname="NodeDiskPressure",node="rke2-general-1"} for 2h' in q.message
+    await approve(sandbox, q)
+    await wait_state(sandbox, q.id, "succeeded")
+    assert len(await amtool_silences(am)) == 2
+
+
+async def _suppressed(am: RealAlertmanager) -> list:
+    alerts = await am.client.alerts()
+    return [a for a in alerts if a.status.state == "suppressed"]
