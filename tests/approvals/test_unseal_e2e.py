@@ -166,3 +166,16 @@ async def test_the_secret_key_source_is_off_unless_configured(sandbox, bots, vau
     refusal = next(p.message for p in bot_posts(sandbox) if "Not proposing" in p.message)
     assert "the vault-init Secret key source is off" in refusal
     assert sealed(sandbox) == ["vault-0", "vault-1", "vault-2"]
+
+
+async def test_read_only_vault_status_still_shows_the_unseal_plan(sandbox, bots):
+    rt = await bots.start(enabled=False)
+    await sandbox.apply("vault-sealed")
+    await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop vault-status")
+    msg = await wait_for(lambda: next((x for x in bot_posts(sandbox) if "read-only" in x.message), None),
+                         what="the read-only proposal")
+    assert msg.root_id and "`vault-unseal source=holders`" in msg.message
+    assert "kubectl exec -n vault vault-0 -- vault operator unseal <KEY_1>" in msg.message
+    await rt.bot.drain()
+    assert sandbox.mattermost.reactions_on(msg.id) == []
+    assert sealed(sandbox) == ["vault-0", "vault-1", "vault-2"]
