@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.context import HandlerContext
 from bot.health import check_settings, condition, parse_time
-from bot.models import Finding, Severity, Status
+from bot.models import Finding, Severity, Status, SuggestedAction
 from bot.registry import NoParams, sop
 
 NOT_READY_STEP = ("2.2: kubectl describe node <node> (Conditions), check kubelet on the node "
@@ -97,7 +97,9 @@ def _unlabeled(nodes: list[dict], label: str) -> list[Finding]:
         return []
     return [Finding(status=Status.warn, target=f"{label} label",
                     summary=f"{len(missing)} worker(s) without {label}: {_names(missing)}",
-                    details="\n".join(missing[:50]), next_step=LABEL_STEP)]
+                    details="\n".join(missing[:50]), next_step=LABEL_STEP,
+                    # 2.6's manual fix, proposed for approval (it labels workload-type only).
+                    actions=[SuggestedAction(action="label-nodes")] if label == "workload-type" else [])]
 
 
 def _skew(nodes: list[dict]) -> list[Finding]:

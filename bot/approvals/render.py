@@ -27,6 +27,11 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
 
 
+def call_text(action: str, params: dict[str, Any]) -> str:
+    """``scale namespace=… replicas=3``: how the action is written in ``/sop fix``."""
+    return f"{action} {params_text(params)}".strip()
+
+
 def _body(action: Action[Any], params: dict[str, Any], plan: Plan) -> list[str]:
     lines = ["**What will change**"]
     lines += [f"- `{op}`" for op in plan.operations] or ["- nothing"]
@@ -46,7 +51,7 @@ def _runbook(plan: Plan) -> list[str]:
 
 def proposal_text(p: Proposal, action: Action[Any], trigger: str = "sop") -> str:
     section = f" (runbook {action.section})" if action.section else ""
-    lines = [f"{_STATE_ICON[p.state]} **Proposal #{p.id}: `{p.action} {params_text(p.params)}`** — "
+    lines = [f"{_STATE_ICON[p.state]} **Proposal #{p.id}: `{call_text(p.action, p.params)}`** — "
              f"{action.title}{section} · risk **{p.risk.value}**",
              f"Requested by @{p.requester}" + (f" (from `{p.source[4:]}`)" if p.source.startswith("sop:") else "")]
     lines += _body(action, p.params, p.plan)
@@ -80,7 +85,7 @@ def status_line(p: Proposal) -> str:
 
 def readonly_text(action: Action[Any], params: dict[str, Any], plan: Plan, requester: str) -> str:
     section = f" (runbook {action.section})" if action.section else ""
-    lines = [f":lock: **Remediation is disabled (read-only)**: `{action.name} {params_text(params)}` — "
+    lines = [f":lock: **Remediation is disabled (read-only)**: `{call_text(action.name, params)}` — "
              f"{action.title}{section}, requested by @{requester}. This is what the bot would do; "
              "it changes nothing. Run the runbook commands by hand, or ask an admin to set "
              "`remediation.enabled: true`."]

@@ -26,7 +26,7 @@ from pydantic import SecretStr, ValidationError
 
 from bot.approvals.actions import ACTIONS, Action, ActionEnv, Outcome, param_problems
 from bot.approvals.models import Proposal, State
-from bot.approvals.render import (APPROVE, REJECT, hhmm, params_text, proposal_text,
+from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
 from bot.approvals.repo import ProposalRepo
 from bot.approvals.rules import rule_for, secret_holders
@@ -172,7 +172,7 @@ class ApprovalService:
             why = plan.blocked or plan.nothing_to_do
         if why is not None:
             await self.repo.record(now, None, "refused", requester, name, {"params": data, "why": why})
-            await self.chat.post(channel_id, f":no_entry: Not proposing `{name} {params_text(data)}`: {why}",
+            await self.chat.post(channel_id, f":no_entry: Not proposing `{call_text(name, data)}`: {why}",
                                  root_id=root_id)
             return None
         if not self.config.enabled:
@@ -182,7 +182,7 @@ class ApprovalService:
             return None
         existing = await self.repo.open_for(name, data)
         if existing is not None:
-            await self.chat.post(channel_id, f"`{name} {params_text(data)}` is already proposed: "
+            await self.chat.post(channel_id, f"`{call_text(name, data)}` is already proposed: "
                                  f"proposal #{existing.id} ({existing.state.value}).", root_id=root_id)
             return existing
         risk = action.risk_for(params)
@@ -369,7 +369,7 @@ class ApprovalService:
                 await self._refresh(p.id)
                 done = ("it had not started" if p.state is State.approved
                         else "it may have been partly applied")
-                await self._reply(p, f":warning: Proposal #{p.id} `{p.action} {params_text(p.params)}` was "
+                await self._reply(p, f":warning: Proposal #{p.id} `{call_text(p.action, p.params)}` was "
                                      f"interrupted by a bot restart while {p.state.value} ({done}). It is "
                                      "**not** re-run: check the target and propose again if still needed.")
 
