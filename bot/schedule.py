@@ -3,9 +3,10 @@
 Only the replica holding a ``coordination.k8s.io/v1`` Lease runs schedules (``LeaseElector``, a
 small lease loop through ``KubeClient``, the same protocol as client-go's leader election:
 get → create or update with the resourceVersion, so two replicas racing get a 409). Each
-schedule's fire time is claimed in the store before it runs, so a fire time runs once even when
-the leader changes around it; a new leader catches up on a fire time missed within
-``misfire_grace_s``.
+schedule's fire time is claimed in the store before it runs and recorded on the Lease (an
+annotation per schedule, for replicas that do not share a store), so a fire time runs once even
+when the leader changes around it; a new leader catches up on a fire time it saw pass within
+``misfire_grace_s`` that nobody ran.
 
 Cron expressions are standard crontab (minute hour day-of-month month day-of-week): day-of-week
 numbers mean 0 or 7 = Sunday, 1 = Monday … 6 = Saturday, names (mon-fri) work too. Careful:
@@ -95,6 +96,9 @@ def last_fire_time(trigger: CronTrigger, now: datetime, window_s: float) -> date
 
 
 # -- leader election -------------------------------------------------------------------------------
+FIRED = "sopbot.io/fired."  # + schedule name: annotation on the Lease
+
+
 def _micro(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -116,6 +120,9 @@ class LeaseElector:
         self._observed: tuple[str, datetime] | None = None  # (record, when we first saw it)
         self._renewed_at: datetime | None = None
         self.holder: str | None = None
+        # schedule → last fire time run, kept in the Lease's annotations so every replica sees
+        # it even with a store of its own
+        self.fired: dict[str, str] = {}
 
     @property
     def is_leader(self) -> bool:
@@ -131,10 +138,26 @@ class LeaseElector:
         if taking_over:
             spec["acquireTime"] = _micro(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if lease else 0)
-        meta = {"name": self.name, "namespace": self.namespace}
+        annotations = {k: v for k, v in ((lease or {}).get("metadata", {}).get("annotations") or {}).items()
+                       if not k.startswith(FIRED)}
+        annotations.update({FIRED + name: stamp for name, stamp in self.fired.items()})
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "annotations": annotations}
         if lease is not None:
             meta["resourceVersion"] = lease["metadata"]["resourceVersion"]
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    def _read_marks(self, lease: dict[str, Any]) -> None:
+        for key, stamp in ((lease.get("metadata") or {}).get("annotations") or {}).items():
+            if key.startswith(FIRED) and stamp > self.fired.get(key[len(FIRED):], ""):
+                self.fired[key[len(FIRED):]] = stamp
+
+    def has_fired(self, schedule: str, fire_time: datetime) -> bool:
+        return self.fired.get(schedule, "") >= _micro(fire_time)
+
+    async def mark_fired(self, schedule: str, fire_time: datetime) -> None:
+        """Record a run in the Lease (written with the renewal, at once)."""
+        self.fired[schedule] = max(self.fired.get(schedule, ""), _micro(fire_time))
+        await self.step()
 
     async def step(self) -> bool:
         """Acquire or renew once; True while this replica leads."""
@@ -147,6 +170,7 @@ class LeaseElector:
                     raise
                 await self.kube.create("coordination.k8s.io/v1", "leases", self._body(None, now), self.namespace)
                 return self._won(now)
+            self._read_marks(lease)
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity")
             record = f"{holder}|{spec.get('renewTime')}"
@@ -301,9 +325,14 @@ class Scheduler:
             log.info("schedule %s at %s: not the leader (%s holds the lease), skipping",
                      name, fire_time, self.elector.holder)
             return False
+        if self.elector is not None and self.elector.has_fired(name, fire_time):
+            log.info("schedule %s at %s already ran (Lease record), skipping", name, fire_time)
+            return False
         if not await self.fires.claim_fire(name, fire_time, self.identity):
             log.info("schedule %s at %s already ran, skipping", name, fire_time)
             return False
+        if self.elector is not None:
+            await self.elector.mark_fired(name, fire_time)
         self.ran.append((name, fire_time))
         try:
             await self.run(self.schedules[name], fire_time)
@@ -320,7 +349,8 @@ class Scheduler:
             fire_time = last_fire_time(trigger, now, self.misfire_grace_s)
             if fire_time is None or fire_time < self.started_at:
                 continue
-            if not await self.fires.fired(name, fire_time):
+            if not await self.fires.fired(name, fire_time) and not (
+                    self.elector is not None and self.elector.has_fired(name, fire_time)):
                 if await self.run_once(name, fire_time):
                     done.append(name)
         return done

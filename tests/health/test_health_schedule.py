@@ -145,6 +145,15 @@ async def replica(name: str, sandbox, clock: Clock, fires: HealthStore, runs: li
                      misfire_grace_s=3600)
 
 
+async def elapse(clock: Clock, seconds: int, *alive: Scheduler) -> None:
+    """Time passes; the live replicas' lease loops step every 5 s as they do in production."""
+    for _ in range(seconds // 5):
+        clock.advance(seconds=5)
+        for r in alive:
+            await r.lease_step()
+    clock.advance(seconds=seconds % 5)
+
+
 async def test_only_the_lease_holder_runs_and_a_failover_does_not_run_it_twice(sandbox, clock, fires):
     runs: list[tuple[str, datetime]] = []
     a = await replica("bot-a", sandbox, clock, fires, runs)
@@ -157,12 +166,12 @@ async def test_only_the_lease_holder_runs_and_a_failover_does_not_run_it_twice(s
         lease = sandbox.platform.kube.get("coordination.k8s.io/v1", "Lease", "sopbot-scheduler", "default")
         assert lease["spec"]["holderIdentity"] == "bot-a"
 
-        clock.advance(minutes=1, seconds=1)  # 08:00:01: a renewed, then both APSchedulers fire
-        assert await a.lease_step() is True
-        assert await b.lease_step() is False
+        await elapse(clock, 61, a, b)  # 08:00:01, a renewing all along: both APSchedulers fire
+        assert runs == []
         for r in (a, b):
             await r.tick()
         assert runs == [("bot-a", datetime(2026, 11, 26, 8, 0, tzinfo=UTC))]
+        assert a.ran and not b.ran
 
         # bot-a dies after running. bot-b sees the lease go stale and takes over…
         await b.lease_step()
@@ -178,6 +187,33 @@ async def test_only_the_lease_holder_runs_and_a_failover_does_not_run_it_twice(s
         await b.stop()
         await a.elector.kube.close()
         await b.elector.kube.close()
+
+
+async def test_replicas_with_stores_of_their_own_agree_through_the_lease(sandbox, clock, fires, tmp_path):
+    other_store = await Store.open(tmp_path / "other.db")  # e.g. one PVC per replica
+    other = HealthStore(other_store)
+    await other.setup()
+    runs: list[tuple[str, datetime]] = []
+    a = await replica("bot-a", sandbox, clock, fires, runs)
+    b = await replica("bot-b", sandbox, clock, other, runs)
+    try:
+        assert await a.lease_step() is True
+        assert await b.lease_step() is False
+        await elapse(clock, 61, a, b)
+        fire = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+        assert await a.run_once("daily", fire) is True
+        lease = sandbox.platform.kube.get("coordination.k8s.io/v1", "Lease", "sopbot-scheduler", "default")
+        assert lease["metadata"]["annotations"]["sopbot.io/fired.daily"].startswith("2026-11-26T08:00:00")
+        await b.lease_step()  # bot-a dies; bot-b observes, then takes over
+        clock.advance(seconds=16)
+        assert await b.lease_step() is True
+        assert not await other.fired("daily", fire)  # its own store never saw the run…
+        assert runs == [("bot-a", fire)]  # …the Lease did: no second report
+        assert await b.run_once("daily", fire) is False
+    finally:
+        await a.elector.kube.close()
+        await b.elector.kube.close()
+        await other_store.close()
 
 
 async def test_a_new_leader_catches_up_on_a_fire_time_the_old_one_missed(sandbox, clock, fires):
