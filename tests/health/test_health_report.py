@@ -8,7 +8,8 @@ import re
 import pytest
 
 from bot.health import HealthReport, health_markdown, health_text
-from bot.models import Status
+from bot.models import Finding, Severity, Status
+from bot.registry import NoParams, Registry, sop
 from sandbox.kube.server import write_kubeconfig
 
 AREAS = ["Nodes", "Pods", "Vault", "Certificates", "CNPG", "Gateways", "HTTPRoutes", "IngressRoutes",
@@ -154,3 +155,66 @@ async def test_root_post_has_a_line_per_area_and_replies_for_problem_areas(sandb
     assert replies[0].startswith("**Traefik** — runbook 3.3 · dig deeper with `/sop traefik-lb`")
     assert replies[1].startswith("**Pods** — runbook 11.1 · dig deeper with `/sop pod-health`")
     assert "harbor-registry-" in replies[1] and "14 restarts" in replies[1]
+
+
+async def test_composed_handlers_share_one_fetch_of_a_list(sandbox, monkeypatch):
+    """Two areas reading the same list at the same time cause one set of HTTP requests."""
+    from collections import Counter
+
+    from bot.clients.kube import KubeClient
+    from bot.health import HealthCheck, run_health
+    from bot.runtime import build_context
+
+    sent: Counter[str] = Counter()
+    real = KubeClient.request
+
+    async def counting(self, method, path, **kw):
+        sent[path] += 1
+        return await real(self, method, path, **kw)
+
+    monkeypatch.setattr(KubeClient, "request", counting)
+    reg = Registry()
+
+    @sop("count-nodes", title="count nodes", section="2.2", severity=Severity.P4, registry=reg)
+    async def count_nodes(ctx, params: NoParams) -> list[Finding]:
+        return [Finding(status=Status.ok, summary=f"{len(await ctx.kube.list('v1', 'nodes'))} nodes")]
+
+    @sop("ready-nodes", title="ready nodes", section="2.2", severity=Severity.P4, registry=reg)
+    async def ready_nodes(ctx, params: NoParams) -> list[Finding]:
+        nodes = await ctx.kube.list("v1", "nodes", limit=2)  # pages of 2: three requests
+        return [Finding(status=Status.ok, summary=f"{len(nodes)} listed")]
+
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_health("t", [HealthCheck("A", "count-nodes"), HealthCheck("B", "ready-nodes")], reg, ctx)
+        alone = await run_health("t", [HealthCheck("B", "ready-nodes")], reg, ctx)
+    finally:
+        await ctx.close()
+    assert [a.headline for a in report.areas] == ["6 nodes", "6 listed"]
+    assert alone.areas[0].headline == "6 listed"
+    # Area A asked first (tasks start in order): one request with limit 500 served both areas;
+    # B alone pages by 2 (three requests). Without the shared fetch it would be 1 + 3 + 3.
+    assert report.fetches == {"/api/v1/nodes": 1}
+    assert sent["/api/v1/nodes"] == 1 + 3
+
+
+async def test_each_area_runs_alone_as_its_own_sop(sandbox, settings, run_daily):
+    """`/sop <id>` runs one area's handler by itself, with the same outcome."""
+    from bot.clients.alertmanager import AlertmanagerClient
+    from bot.engine import run_sop
+    from bot.registry import load_handlers
+    from bot.runtime import build_context
+
+    await sandbox.apply("pod-crashloop", "lb-ip-pending", "cert-expiring")
+    report = await run_daily()
+    registry = load_handlers()
+    ctx = await build_context(settings)
+    ctx.alertmanager = AlertmanagerClient(settings.alertmanager.url)
+    try:
+        for a in report.areas:
+            alone = await run_sop(registry.get(a.report.sop_id), ctx)
+            assert alone.status is a.status, a.area
+            assert [f.target for f in alone.findings] == [f.target for f in a.report.findings], a.area
+    finally:
+        await ctx.alertmanager.close()
+        await ctx.close()
