@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.context import HandlerContext
 from bot.health import check_settings, condition, parse_time
-from bot.models import Finding, Severity, Status
+from bot.models import Finding, Severity, Status, SuggestedAction
 from bot.registry import NoParams, sop
 
 CM = "cert-manager.io/v1"
@@ -52,7 +52,7 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
             findings.append(Finding(status=Status.crit, target=f"clusterissuer/{name}",
                                     summary=f"Ready={(cond or {}).get('status', 'missing')}: "
                                             f"{_first_line((cond or {}).get('message', ''))}",
-                                    next_step=ISSUER_STEP))
+                                    details=(cond or {}).get("message", ""), next_step=ISSUER_STEP))
     not_ready = []
     expiring: list[tuple[datetime, str]] = []
     soonest: tuple[datetime, str] | None = None
@@ -84,7 +84,10 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         findings.append(Finding(
             status=Status.crit if days < cfg.critical_days else Status.warn, target=f"certificate/{ref}",
             summary=(f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days")
-            + f" ({not_after:%Y-%m-%d}), renewal overdue", next_step=EXPIRY_STEP))
+            + f" ({not_after:%Y-%m-%d}), renewal overdue", next_step=EXPIRY_STEP,
+            # 11.7's manual renewal, proposed for approval.
+            actions=[SuggestedAction(action="reissue-certificate", params=dict(zip(
+                ("namespace", "certificate"), ref.split("/", 1))))]))
     if len(expiring) > cfg.max_listed:
         findings.append(Finding(status=Status.warn, target="certificates expiring",
                                 summary=f"{len(expiring) - cfg.max_listed} more expiring", next_step=EXPIRY_STEP))
@@ -116,7 +119,10 @@ def _go_duration(text: str) -> timedelta | None:
 
 
 def _first_line(text: str) -> str:
-    return " ".join(text.split())[:200]
+    """One line; cert-manager nests its errors, the cause (e.g. "* Vault is sealed") comes last,
+    so a long message keeps its head and its tail."""
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else f"{text[:80]} … {text[-110:]}"
 
 
 def _refs(lines: list[str], limit: int = 3) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.approvals.actions import Action, Plan
+from bot.approvals.actions import ACTIONS, Action, Plan
 from bot.approvals.models import Proposal, State
 
 APPROVE = "white_check_mark"
@@ -28,7 +28,11 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def call_text(action: str, params: dict[str, Any]) -> str:
-    """``scale namespace=… replicas=3``: how the action is written in ``/sop fix``."""
+    """``scale namespace=… replicas=3``: how the action is written in ``/sop fix`` (parameters
+    in the order the action declares them; the store keeps them sorted)."""
+    known = ACTIONS.get(action)
+    if known is not None:
+        params = {k: params[k] for k in known.params.model_fields if k in params}
     return f"{action} {params_text(params)}".strip()
 
 

@@ -195,3 +195,19 @@ async def test_node_health_proposes_labelling_the_unlabeled_nodes(sandbox, bots)
     await wait_state(sandbox, p.id, "succeeded")
     nodes = await kubectl_json(sandbox, "get", "nodes")
     assert all("workload-type" in n["metadata"]["labels"] for n in nodes["items"] if "-cp-" not in n["metadata"]["name"])
+
+
+async def test_cert_health_proposes_reissuing_an_overdue_certificate(sandbox, bots):
+    await bots.start()
+    await sandbox.apply("cert-expiring")
+    await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop cert-health")
+    p = await wait_for(lambda: next((x for x in bot_posts(sandbox) if "**Proposal #1" in x.message), None),
+                       what="the SOP's proposal")
+    assert "`reissue-certificate namespace=keycloak certificate=" in p.message and "(from `cert-health`)" in p.message
+    cert = p.message.split("certificate=", 1)[1].split("`", 1)[0]
+    secret = (await kubectl_json(sandbox, "-n", "keycloak", "get", "certificate", cert))["spec"]["secretName"]
+    await kubectl(sandbox, "-n", "keycloak", "get", "secret", secret)
+    await wait_for(lambda: len(sandbox.mattermost.reactions_on(p.id)) == 2)
+    await approve(sandbox, p)
+    await wait_state(sandbox, p.id, "succeeded")
+    assert f"secret/{secret}\n" not in await kubectl(sandbox, "-n", "keycloak", "get", "secrets", "-o", "name")
