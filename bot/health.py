@@ -192,8 +192,9 @@ class AreaResult(BaseModel):
 
 
 def _clip(text: str, width: int = 150) -> str:
-    # One line per area in the root post; the thread reply has it all.
-    return text if len(text) <= width else text[:width - 1] + "…"
+    # One line per area in the root post; the thread reply has it all. Keep head and tail:
+    # nested error messages put the cause last ("… Errors: * Vault is sealed").
+    return text if len(text) <= width else f"{text[:width * 3 // 5]} … {text[-(width * 2 // 5 - 3):]}"
 
 
 class HealthReport(BaseModel):
