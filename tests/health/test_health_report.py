@@ -218,3 +218,26 @@ async def test_each_area_runs_alone_as_its_own_sop(sandbox, settings, run_daily)
     finally:
         await ctx.alertmanager.close()
         await ctx.close()
+
+
+async def test_oomkilled_and_failed_pods_are_grouped_by_reason(sandbox, run_daily):
+    from sandbox.platform import CORE, set_pod_waiting
+
+    p = sandbox.platform
+    grafana = p.pods("monitoring", {"app": "grafana"})[0]["metadata"]["name"]
+    set_pod_waiting(p, "monitoring", grafana, "CrashLoopBackOff", "back-off 5m0s restarting failed container",
+                    restart_count=7, last_exit=(137, "OOMKilled"))
+    kuma = p.pods("uptime-kuma", {"app": "uptime-kuma"})[0]["metadata"]["name"]
+
+    def failed(pod):
+        pod["status"]["phase"] = "Failed"
+        for c in pod["status"]["containerStatuses"]:
+            c["state"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+    p.kube.update(CORE, "Pod", kuma, "uptime-kuma", failed)
+    report = await run_daily()
+    pods = {f.target: f for f in area(report, "Pods").report.findings}
+    assert "7 restarts" in pods["monitoring OOMKilled"].summary and grafana in pods["monitoring OOMKilled"].summary
+    assert pods["monitoring OOMKilled"].next_step.startswith("1 (flowchart): the container exceeds its memory limit")
+    assert "7.4 for monitoring" in pods["monitoring OOMKilled"].next_step
+    assert kuma in pods["uptime-kuma Error"].summary
+    assert pods["pods"].summary == "2 of 104 pods not Running/Succeeded in 2 namespace(s)"
