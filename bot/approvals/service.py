@@ -535,6 +535,13 @@ async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat",
     service = ApprovalService(config=settings.remediation, store=store, chat=chat, bot=bot,
                               dialog_url=f"{public.rstrip('/')}/mattermost/dialog" if public else None,
                               clock=clock, thread_alerts=thread_alerts)
+    cfg = settings.remediation
+    for name in set(cfg.by_action) - set(ACTIONS):
+        log.warning("remediation.by_action.%s: no such action (known: %s)", name, ", ".join(sorted(ACTIONS)))
+    rules = [*cfg.by_action.values(), *cfg.by_risk.values()]
+    for group in {g for r in rules for g in r.groups} | set(cfg.approver_groups):
+        if group not in cfg.groups:
+            log.warning("remediation: group %s is used but not defined in remediation.groups", group)
     for sub in service.subcommands():
         bot.subcommands[sub.name] = sub
     hooks = getattr(bot, "on_report", None)
