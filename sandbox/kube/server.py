@@ -15,7 +15,7 @@ import hmac
 import logging
 import secrets
 import string
-import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sandbox.kube import controllers, discovery, execs, jsonio, openapi, protobuf, tables
+from sandbox.kube import (
+    controllers, discovery, execs, jsonio, openapi, protobuf, tables, watching,
+)
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
     namespace_not_found, not_found, path_not_found, unauthorized, unprocessable,
@@ -36,7 +38,7 @@ from sandbox.kube.patching import PatchDecodeError, PatchError, json_patch, merg
 from sandbox.kube.paths import Target, parse
 from sandbox.kube.resources import CATALOG, Catalog, ResourceType
 from sandbox.kube.selectors import (
-    compile_field_selector, label_selector_string, labels_match, parse_field_selector,
+    LabelSelector, compile_field_selector, label_selector_string, parse_field_selector,
     parse_label_selector,
 )
 from sandbox.kube.store import ObjectStore, WatchEvent, now_iso
@@ -47,8 +49,6 @@ Obj = dict[str, Any]
 
 STORE_KEY = web.AppKey("kube_store", ObjectStore)
 _WATCHES: web.AppKey[set[asyncio.Queue[WatchEvent]]] = web.AppKey("kube_watches", set)
-_CLOSE = "__CLOSE__"  # sentinel event type that ends a watch stream on shutdown
-_DEFAULT_WATCH_S = 1800
 _PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
@@ -194,87 +194,19 @@ class KubeApi:
         return _json({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": meta,
                       "items": items})
 
-    async def watch(self, request: web.Request, t: Target, labels: Any,
-                    fields: Any) -> web.StreamResponse:
-        q = request.query
+    async def watch(self, request: web.Request, t: Target, labels: LabelSelector,
+                    fields: Callable[[Obj], bool] | None) -> web.StreamResponse:
         rt = t.rt
-        queue = self.store.subscribe(rt.api_version, rt.kind)
-        request.app[_WATCHES].add(queue)
-        # taken with the subscription and no await in between: together they miss nothing
-        rv = q.get("resourceVersion")
-        replay: list[WatchEvent] | None = []
-        if rv and rv.isdigit() and rv != "0":
-            replay = self.store.events_since(rt.api_version, rt.kind, int(rv))
-        params = _accept_params(request.headers.get("Accept", ""))
-        as_table = params.get("as") == "Table"
-        include = q.get("includeObject", "Metadata")
-        try:
-            timeout = float(q.get("timeoutSeconds") or _DEFAULT_WATCH_S)
-        except ValueError:
-            raise bad_request("timeoutSeconds: invalid value") from None
-        deadline = time.monotonic() + timeout
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
+        as_table = _accept_params(request.headers.get("Accept", "")).get("as") == "Table"
+        include = request.query.get("includeObject", "Metadata")
 
-        def matches(obj: Obj) -> bool:
-            if t.namespace and obj["metadata"].get("namespace", "") != t.namespace:
-                return False
-            return labels_match(labels, obj) and (fields is None or fields(obj))
-
-        async def send(kind: str, obj: Obj) -> None:
+        def render(obj: Obj) -> Obj:
             if as_table:
-                payload: Obj = tables.table(rt, [obj], {"resourceVersion": obj["metadata"].get(
-                    "resourceVersion", "")}, include)
-            else:
-                payload = self._out(rt, obj)
-            await resp.write(jsonio.dumps({"type": kind, "object": payload}) + b"\n")
-
-        try:
-            initial = q.get("sendInitialEvents") in ("true", "1")
-            if rv in (None, "", "0") or initial:
-                page = list_page(self.store, rt.api_version, rt.kind, t.namespace, labels=labels,
-                                 fields=fields)
-                for obj in page.items:
-                    await send("ADDED", obj)
-            if replay is None:  # the history no longer reaches back to rv: the client relists
-                gone = ApiError(410, "Expired", f"too old resource version: {rv} "
-                                f"({self.store.resource_version})").status()
-                await resp.write(jsonio.dumps({"type": "ERROR", "object": gone}) + b"\n")
-                replay, deadline = [], 0.0
-            for event in replay:
-                if matches(event.object):
-                    await send(event.type, event.object)
-            if initial:
-                await resp.write(jsonio.dumps({"type": "BOOKMARK", "object": {
-                    "kind": rt.kind, "apiVersion": rt.api_version, "metadata": {
-                        "resourceVersion": str(self.store.resource_version),
-                        "annotations": {"k8s.io/initial-events-end": "true"}}}}) + b"\n")
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=min(remaining, 1.0))
-                except TimeoutError:
-                    transport = request.transport
-                    if transport is None or transport.is_closing():
-                        break  # the client went away
-                    continue
-                if event.type == _CLOSE:
-                    break
-                if matches(event.object):
-                    await send(event.type, event.object)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.store.unsubscribe(queue)
-            request.app[_WATCHES].discard(queue)
-        try:
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass
-        return resp
+                meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+                return tables.table(rt, [obj], meta, include)
+            return self._out(rt, obj)
+        return await watching.stream(request, self.store, rt, t.namespace, labels, fields, render,
+                                     request.app[_WATCHES])
 
     # -- write -------------------------------------------------------------------------------
     @staticmethod
@@ -732,7 +664,7 @@ def _auth_middleware(token: str) -> Any:
 
 async def _close_watches(app: web.Application) -> None:
     for queue in list(app[_WATCHES]):
-        queue.put_nowait(WatchEvent(_CLOSE, {}))
+        queue.put_nowait(WatchEvent(watching.CLOSE, {}))
 
 
 def make_app(store: ObjectStore, token: str, *,
