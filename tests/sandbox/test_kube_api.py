@@ -830,3 +830,17 @@ async def test_exec_through_kubernetes_asyncio_stream(kube: RunningKube) -> None
             "web-1", "apps", command=["cat", "/etc/hostname"], stderr=True, stdout=True,
             stdin=False, tty=False)
     assert out == "main: cat /etc/hostname\n"
+
+
+async def test_open_watches_end_when_the_server_stops(tmp_path: Path) -> None:
+    async with serve_kube(sample_store(), tmp_path, token="t") as running:
+        c = await api_client(running)
+        resp = await client.CoreV1Api(c).list_namespaced_pod(
+            "db", watch=True, label_selector="app=pg", _preload_content=False)
+        first = json.loads(await resp.content.readline())
+        assert first["type"] == "ADDED"
+    # the server shut down with the stream open: the client reads the rest and then EOF
+    rest = await resp.content.read()
+    assert [json.loads(line)["type"] for line in rest.splitlines()] == ["ADDED"]
+    resp.release()
+    await c.close()
