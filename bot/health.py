@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -35,6 +36,8 @@ from bot.store import Store
 
 if TYPE_CHECKING:
     from bot.config import HealthCheckConfig, HealthScheduleConfig
+
+log = logging.getLogger(__name__)
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -65,7 +68,9 @@ def select(checks: list[HealthCheck], registry: Registry, *, sop_ids: list[str] 
     out = [c for c in checks if sop_ids is None or c.sop_id in sop_ids]
     if sop_ids is not None:  # ids outside the composition still run, as their own area
         known = {c.sop_id for c in out}
-        out += [HealthCheck(registry.get(i).title, i) for i in sop_ids if i not in known]
+        # (an unknown id becomes an "unknown" area naming it, see run_health)
+        out += [HealthCheck(registry.sops[i].title if i in registry.sops else i, i)
+                for i in sop_ids if i not in known]
     if wanted:
         out = [c for c in out if c.sop_id in registry.sops and registry.sops[c.sop_id].severity in wanted]
     return out
@@ -575,6 +580,12 @@ async def start_health(settings: Any, store: Store, chat: Any, bot: Any) -> Heal
                             runbook=bot.runbook, trigger=bot.trigger, channel_id=chat.channel_id,
                             default_channel=settings.mattermost.channel)
     bot.subcommands["health"] = service.subcommand(bot.spawn)
+    if cfg.composition not in COMPOSITIONS:
+        log.warning("health.composition %r is not defined (known: %s)", cfg.composition, ", ".join(COMPOSITIONS))
+    for sched in cfg.schedules:
+        unknown = [] if sched.checks == "all" else [i for i in sched.checks if i not in bot.registry.sops]
+        if unknown:  # still runs: each unknown id is an "unknown" area naming it
+            log.warning("health schedule %s: no SOP %s", sched.name, ", ".join(unknown))
     if cfg.enabled and cfg.schedules:
         identity = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = (LeaseElector(bot.ctx.kube, lease_namespace(cfg), cfg.lease_name, identity,

@@ -241,3 +241,31 @@ async def test_oomkilled_and_failed_pods_are_grouped_by_reason(sandbox, run_dail
     assert "7.4 for monitoring" in pods["monitoring OOMKilled"].next_step
     assert kuma in pods["uptime-kuma Error"].summary
     assert pods["pods"].summary == "2 of 104 pods not Running/Succeeded in 2 namespace(s)"
+
+
+def test_schedule_selection_by_ids_and_severity():
+    from bot.health import COMPOSITIONS, select
+    from bot.registry import load_handlers
+
+    registry = load_handlers()
+    daily = COMPOSITIONS["daily"]
+    p1 = select(daily, registry, severities=[Severity.P1])
+    assert [c.area for c in p1] == ["Vault", "Gateways"]  # the runbook's P1 checks
+    picked = select(daily, registry, sop_ids=["traefik-lb", "vault-status", "no-such-check"])
+    assert [(c.area, c.sop_id) for c in picked] == [("Vault", "vault-status"), ("Traefik", "traefik-lb"),
+                                                    ("no-such-check", "no-such-check")]
+
+
+async def test_an_unknown_sop_in_a_schedule_is_an_unknown_area(sandbox):
+    from bot.health import HealthCheck, run_health
+    from bot.registry import load_handlers
+    from bot.runtime import build_context
+
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_health("t", [HealthCheck("Typo", "node-helth"), HealthCheck("Nodes", "node-health")],
+                                  load_handlers(), ctx)
+    finally:
+        await ctx.close()
+    assert [a.status for a in report.areas] == [Status.unknown, Status.ok]
+    assert report.areas[0].headline == "node-helth: no SOP 'node-helth' is registered"
