@@ -178,3 +178,19 @@ async def test_webhooks_without_the_credentials_are_refused(world: World, tmp_pa
     async with httpx.AsyncClient() as http:
         resp = await http.post(f"{world.sb.bot_url}/alertmanager", json={"version": "4"})
     assert resp.status_code == 401
+
+
+async def test_an_ha_pair_of_alertmanagers_gives_one_thread_and_one_diagnosis(world: World, tmp_path: Path):
+    await world.start_bot()
+    # The HA peer: same config, no gossip between them, so both notify (as during a partition).
+    peer = RealAlertmanager(tmp_path / "am-peer", f"{world.sb.bot_url}/alertmanager",
+                            world.sb.alertmanager_token)
+    async with peer:
+        seen = await world.accepted()
+        await world.am.fire("VaultSealed", group="vault", namespace="vault")
+        await peer.fire("VaultSealed", group="vault", namespace="vault")
+        await wait_until("both peers' notifications", lambda: _more(world, seen + 1))
+        [root] = await wait_until("the alert thread", lambda: world.roots())
+        await wait_until("the diagnosis reply", lambda: world.replies(root.id))
+        assert len(world.roots()) == 1
+        assert len(world.replies(root.id)) == 1
