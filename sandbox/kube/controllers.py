@@ -87,3 +87,27 @@ def after_create(store: "ObjectStore", obj: Obj) -> None:
                    "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
                                 "annotations": dict(template["metadata"].get("annotations") or {})},
                    "data": dict(template.get("data") or {})})
+
+
+def pdb_view(store: "ObjectStore", pdb: Obj) -> Obj:
+    """A PodDisruptionBudget as the disruption controller keeps it: its status recomputed from
+    the pods now in the store (a scenario that makes pods unready changes the budget too). The
+    stored object is left alone; only the served copy changes."""
+    from sandbox.kube.eviction import budget
+    b = budget(store, pdb)
+    status = dict(pdb.get("status") or {})
+    status.update(currentHealthy=b.current_healthy, desiredHealthy=b.desired_healthy,
+                  expectedPods=b.expected, disruptionsAllowed=b.disruptions_allowed,
+                  observedGeneration=int(pdb["metadata"].get("generation") or 1))
+    allowed = b.disruptions_allowed > 0
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "DisruptionAllowed"]
+    previous = next((c for c in status.get("conditions") or [] if c.get("type") == "DisruptionAllowed"), {})
+    same = previous.get("status") == ("True" if allowed else "False")
+    conditions.append({"type": "DisruptionAllowed", "status": "True" if allowed else "False",
+                       "reason": "SufficientPods" if allowed else "InsufficientPods",
+                       "message": "",  # required by metav1.Condition, empty as the controller sets it
+                       "observedGeneration": status["observedGeneration"],
+                       "lastTransitionTime": previous.get("lastTransitionTime") if same and previous.get(
+                           "lastTransitionTime") else pdb["metadata"].get("creationTimestamp")})
+    status["conditions"] = conditions
+    return {**pdb, "status": status}

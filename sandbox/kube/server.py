@@ -140,6 +140,12 @@ class KubeApi:
                 raise bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
         return bool(values)
 
+    def _view(self, rt: ResourceType, obj: Obj) -> Obj:
+        """What a read serves: PDB status as the disruption controller would have it now."""
+        if rt.kind == "PodDisruptionBudget" and rt.group == "policy":
+            return controllers.pdb_view(self.store, obj)
+        return obj
+
     @staticmethod
     def _out(rt: ResourceType, obj: Obj) -> Obj:
         """An object as a response carries it: apiVersion and kind first."""
@@ -149,7 +155,7 @@ class KubeApi:
     async def get(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
         self.store.track_history(t.rt.api_version, t.rt.kind)
-        obj = self._get(t.rt, t.name, t.namespace)
+        obj = self._view(t.rt, self._get(t.rt, t.name, t.namespace))
         params = _accept_params(request.headers.get("Accept", ""))
         if params.get("as") == "Table":
             meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
@@ -174,6 +180,7 @@ class KubeApi:
         page = list_page(self.store, t.rt.api_version, t.rt.kind, t.namespace, labels=labels,
                          fields=fields, limit=limit, cont=q.get("continue"),
                          continue_ttl_s=self.continue_ttl_s)
+        page.items = [self._view(t.rt, o) for o in page.items]
         meta: Obj = {"resourceVersion": page.resource_version}
         if page.continue_token:
             meta["continue"] = page.continue_token
@@ -201,6 +208,7 @@ class KubeApi:
         include = request.query.get("includeObject", "Metadata")
 
         def render(obj: Obj) -> Obj:
+            obj = self._view(rt, obj)
             if as_table:
                 meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
                 return tables.table(rt, [obj], meta, include)

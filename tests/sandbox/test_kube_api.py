@@ -844,3 +844,18 @@ async def test_open_watches_end_when_the_server_stops(tmp_path: Path) -> None:
     assert [json.loads(line)["type"] for line in rest.splitlines()] == ["ADDED"]
     resp.release()
     await c.close()
+
+
+async def test_pdb_status_follows_pod_readiness(kube: RunningKube, api: client.ApiClient) -> None:
+    policy = client.PolicyV1Api(api)
+    pdb = await policy.read_namespaced_pod_disruption_budget("pg", "db")
+    assert (pdb.status.expected_pods, pdb.status.current_healthy, pdb.status.desired_healthy,
+            pdb.status.disruptions_allowed) == (2, 2, 1, 1)
+    kube.store.update("v1", "Pod", "pg-2", "db",
+                      lambda o: o["status"]["conditions"][0].update(status="False"))
+    pdbs = await policy.list_namespaced_pod_disruption_budget("db")
+    assert [(b.metadata.name, b.status.disruptions_allowed) for b in pdbs.items] == [("pg", 0)]
+    allowed = {c.type: c.status for c in pdbs.items[0].status.conditions}["DisruptionAllowed"]
+    assert allowed == "False"
+    rows = table(await kubectl_ok(kube, "get", "pdb", "-n", "db"))
+    assert rows[0]["ALLOWED DISRUPTIONS"] == "0"
