@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,8 +56,8 @@ class ObjectStore:
         """Objects of a kind, in (namespace, name) order: a stable order for limit/continue."""
         objs = self._types.get((api_version, kind), {})
         keys = self.sorted_keys(api_version, kind)
-        if namespace:
-            keys = [k for k in keys if k[0] == namespace]
+        if namespace:  # keys sort by namespace first: bisect to the namespace's run
+            keys = keys[bisect_left(keys, (namespace, "")):bisect_left(keys, (namespace + "\x00", ""))]
         return [objs[k] for k in keys]
 
     def count(self, api_version: str, kind: str) -> int:
