@@ -110,10 +110,11 @@ def _problem(pod: dict[str, Any], now: datetime, grace_min: float) -> tuple[str,
     if phase == "Succeeded":
         return None  # completed Jobs and the like
     containers = status.get("containerStatuses") or []
-    restarts = sum(int(c.get("restartCount") or 0) for c in containers)
+    inits = status.get("initContainerStatuses") or []
+    restarts = sum(int(c.get("restartCount") or 0) for c in (*inits, *containers))
     name = pod["metadata"]["name"]
     reason = cause = ""
-    for c in [*(status.get("initContainerStatuses") or []), *containers]:
+    for i, c in enumerate([*inits, *containers]):
         waiting = (c.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
             reason = waiting["reason"]
@@ -122,6 +123,8 @@ def _problem(pod: dict[str, Any], now: datetime, grace_min: float) -> tuple[str,
                 reason = "OOMKilled"
             elif last.get("reason"):
                 cause = f"last exit {last.get('exitCode', '?')} {last['reason']}"
+            if i < len(inits):  # as kubectl shows it: Init:CrashLoopBackOff
+                reason = f"Init:{reason}"
             break
         terminated = (c.get("state") or {}).get("terminated")
         if terminated and phase == "Running" and terminated.get("reason") in ("OOMKilled", "Error"):
@@ -170,7 +173,7 @@ def _step(reason: str, cause: str, ns: str, section: str) -> str:
         if "insufficient" in low:
             return PENDING_RESOURCES
         return PENDING_OTHER.format(ns=ns)
-    template = STEPS.get(reason)
+    template = STEPS.get(reason.removeprefix("Init:"))
     if template is None:
         return SERVICE_STEP.format(section=section, ns=ns)
     return template.format(ns=ns, section=f"{section} for {ns}")

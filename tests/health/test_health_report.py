@@ -234,13 +234,27 @@ async def test_oomkilled_and_failed_pods_are_grouped_by_reason(sandbox, run_dail
         for c in pod["status"]["containerStatuses"]:
             c["state"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
     p.kube.update(CORE, "Pod", kuma, "uptime-kuma", failed)
+    keycloak = p.pods("keycloak", {"app": "keycloak"})[0]["metadata"]["name"]
+
+    def init_crashing(pod):
+        pod["status"]["phase"] = "Pending"
+        pod["status"]["initContainerStatuses"] = [{
+            "name": "wait-for-db", "ready": False, "restartCount": 4, "image": "busybox", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]
+        for c in pod["status"]["containerStatuses"]:
+            c["state"] = {"waiting": {"reason": "PodInitializing"}}
+    p.kube.update(CORE, "Pod", keycloak, "keycloak", init_crashing)
     report = await run_daily()
     pods = {f.target: f for f in area(report, "Pods").report.findings}
     assert "7 restarts" in pods["monitoring OOMKilled"].summary and grafana in pods["monitoring OOMKilled"].summary
     assert pods["monitoring OOMKilled"].next_step.startswith("1 (flowchart): the container exceeds its memory limit")
     assert "7.4 for monitoring" in pods["monitoring OOMKilled"].next_step
     assert kuma in pods["uptime-kuma Error"].summary
-    assert pods["pods"].summary == "2 of 104 pods not Running/Succeeded in 2 namespace(s)"
+    assert pods["keycloak Init:CrashLoopBackOff"].summary.startswith(
+        "1 pod(s) Init:CrashLoopBackOff (last exit 1 Error), 4 restarts")
+    assert pods["keycloak Init:CrashLoopBackOff"].next_step.startswith("1 (flowchart): kubectl logs")
+    assert pods["pods"].summary == "3 of 104 pods not Running/Succeeded in 3 namespace(s)"
 
 
 def test_schedule_selection_by_ids_and_severity():
