@@ -17,7 +17,7 @@ from bot.alerts.render import (cannot_run_message, changed_message, diagnosis_me
                                reopened_message, resolved_message, root_message, unmapped_message)
 from bot.alerts.repo import GroupRepo
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
-from bot.models import Finding, Report, Severity
+from bot.models import Finding, Report
 from bot.ports import Chat
 from bot.registry import SOP, SOPParams
 from bot.runbook import Runbook
@@ -285,5 +285,3 @@ def _unique(items: Any) -> list[str]:
             out.append(i)
     return out
 
-
-SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
