@@ -859,3 +859,22 @@ async def test_pdb_status_follows_pod_readiness(kube: RunningKube, api: client.A
     assert allowed == "False"
     rows = table(await kubectl_ok(kube, "get", "pdb", "-n", "db"))
     assert rows[0]["ALLOWED DISRUPTIONS"] == "0"
+
+
+async def test_kubectl_uses_aggregated_discovery(kube: RunningKube) -> None:
+    rc, _, err = await kubectl(kube, "get", "certificates", "-A", "-v=6")
+    assert rc == 0
+    requested = [line.split(" GET ", 1)[1].split("?")[0] for line in err.splitlines() if " GET " in line]
+    assert any(r.endswith("/apis") for r in requested)
+    # one aggregated document instead of a request per group version
+    assert not any(r.endswith("/apis/cert-manager.io/v1") for r in requested), requested
+
+
+async def test_dynamic_client_over_legacy_discovery(kube: RunningKube, api: client.ApiClient) -> None:
+    from kubernetes_asyncio.dynamic import DynamicClient
+    dyn = await DynamicClient(api)
+    certs = await dyn.resources.get(api_version="cert-manager.io/v1", kind="Certificate")
+    got = await certs.get(namespace="db")
+    assert [c.metadata.name for c in got.items] == ["pg-server"]
+    pools = await dyn.resources.get(api_version="cilium.io/v2alpha1", kind="CiliumLoadBalancerIPPool")
+    assert pools.namespaced is False
