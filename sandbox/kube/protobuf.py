@@ -52,7 +52,19 @@ _SERVICE_SPEC: Schema = {1: ("ports", "rep_msg", _SERVICE_PORT), 2: ("selector",
                          3: ("clusterIP", "str", None), 4: ("type", "str", None)}
 _TOKEN_SPEC: Schema = {1: ("audiences", "rep_str", None), 4: ("expirationSeconds", "int", None)}
 
+_RESOURCE_ATTRIBUTES: Schema = {1: ("namespace", "str", None), 2: ("verb", "str", None),
+                                3: ("group", "str", None), 4: ("version", "str", None),
+                                5: ("resource", "str", None), 6: ("subresource", "str", None),
+                                7: ("name", "str", None)}
+_NON_RESOURCE_ATTRIBUTES: Schema = {1: ("path", "str", None), 2: ("verb", "str", None)}
+
 KINDS: dict[str, Schema] = {
+    "SelfSubjectAccessReview": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
+        1: ("resourceAttributes", "msg", _RESOURCE_ATTRIBUTES),
+        2: ("nonResourceAttributes", "msg", _NON_RESOURCE_ATTRIBUTES)})},
+    "SelfSubjectRulesReview": {1: ("metadata", "msg", OBJECT_META),
+                               2: ("spec", "msg", {1: ("namespace", "str", None)})},
+    "SelfSubjectReview": {1: ("metadata", "msg", OBJECT_META)},
     "Namespace": {1: ("metadata", "msg", OBJECT_META),
                   2: ("spec", "msg", {1: ("finalizers", "rep_str", None)})},
     "ConfigMap": {1: ("metadata", "msg", OBJECT_META), 2: ("data", "map_str", None),

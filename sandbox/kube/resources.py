@@ -223,6 +223,16 @@ RESOURCES: tuple[ResourceType, ...] = (
                  _c("MaxPods", ".spec.maxReplicas", "integer"),
                  _c("Replicas", ".status.currentReplicas", "integer"),
              ), categories=_WORKLOAD),
+    # reviews: answered on create, never stored (`kubectl auth can-i`, `kubectl auth whoami`)
+    ResourceType(group="authorization.k8s.io", version="v1", kind="SelfSubjectAccessReview",
+                 plural="selfsubjectaccessreviews", singular="", namespaced=False,
+                 verbs=("create",), status=False),
+    ResourceType(group="authorization.k8s.io", version="v1", kind="SelfSubjectRulesReview",
+                 plural="selfsubjectrulesreviews", singular="", namespaced=False,
+                 verbs=("create",), status=False),
+    ResourceType(group="authentication.k8s.io", version="v1", kind="SelfSubjectReview",
+                 plural="selfsubjectreviews", singular="", namespaced=False,
+                 verbs=("create",), status=False),
     # metrics-server: what `kubectl top` reads; scenarios write NodeMetrics/PodMetrics objects
     ResourceType(group="metrics.k8s.io", version="v1beta1", kind="NodeMetrics", plural="nodes",
                  singular="", namespaced=False, verbs=("get", "list"), status=False,

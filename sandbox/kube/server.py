@@ -24,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from sandbox.kube import (
-    controllers, discovery, execs, jsonio, openapi, protobuf, tables, watching,
+    controllers, discovery, execs, jsonio, openapi, protobuf, reviews, tables, watching,
 )
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
@@ -250,6 +250,9 @@ class KubeApi:
                               f"the expected API version ({rt.api_version})")
         obj = copy.deepcopy(body)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        review = reviews.answer(rt.kind, obj, request.headers.get("Impersonate-User"))
+        if review is not None:
+            return _json(review, 201)
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
             if t.namespace is None:

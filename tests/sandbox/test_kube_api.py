@@ -878,3 +878,12 @@ async def test_dynamic_client_over_legacy_discovery(kube: RunningKube, api: clie
     assert [c.metadata.name for c in got.items] == ["pg-server"]
     pools = await dyn.resources.get(api_version="cilium.io/v2alpha1", kind="CiliumLoadBalancerIPPool")
     assert pools.namespaced is False
+
+
+async def test_kubectl_auth_reviews(kube: RunningKube) -> None:
+    assert (await kubectl_ok(kube, "auth", "can-i", "create", "pods/eviction", "-n", "apps")).strip() == "yes"
+    rc, out, _ = await kubectl(kube, "auth", "can-i", "delete", "pods", "-n", "apps",
+                               "--as", "system:serviceaccount:sop-bot:sop-bot")
+    assert rc != 0 and out.startswith("no - the sandbox does not evaluate RBAC for impersonated users")
+    assert "sandbox-admin" in await kubectl_ok(kube, "auth", "whoami")
+    assert kube.store.types() == sample_store().types()  # reviews are never stored
