@@ -406,7 +406,10 @@ class KubeApi:
         self._admit(rt, obj)
         if self._dry_run(request):
             return _json(self._out(rt, obj), 201)
-        return _json(self._out(rt, self.store.add(obj)), 201)
+        controllers.reconcile(obj)
+        created = self.store.add(obj)
+        controllers.after_create(self.store, created)
+        return _json(self._out(rt, created), 201)
 
     async def delete(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
