@@ -7,7 +7,8 @@ binary is installed) so it does not share the measured process's memory or GIL. 
 fresh process, several times:
 
   floor   raw aiohttp GETs of every page of every list the report reads (same page size, same
-          concurrency bound), JSON decoded and dropped: the least any client could do;
+          concurrency bound, same GC setting), JSON decoded and dropped: the least any client
+          could do;
   health  the full health check as the bot runs it (KubeClient, per-run cache, every handler,
           the report rendered), wall time and the process's peak RSS.
 
@@ -103,6 +104,10 @@ async def floor(config: dict) -> dict:
             cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     sem = asyncio.Semaphore(CONCURRENCY)
     counts: dict[str, int] = {}
+    # The same GC setting the health check runs with (bot.health._fewer_gc_passes): the floor
+    # must not be slowed by collections the measured side avoids.
+    import gc
+    gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
     started = time.perf_counter()
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                                      connector=aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx else True)) as http:
