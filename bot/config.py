@@ -187,6 +187,8 @@ class HealthScheduleConfig(Section):
     checks: Literal["all"] | list[str] = Field("all", description="SOP ids, or all of the composition")
     severities: list[Severity] = Field(default_factory=list, description="only these, e.g. [P1]; empty: all")
     channel: str | None = Field(None, description="channel name; unset: health.channel")
+    quiet_when_ok: bool = Field(False, description="post nothing when all is good and nothing was resolved "
+                                                   "(e.g. an hourly P1-only check)")
 
     @model_validator(mode="after")
     def _valid_cron(self) -> "HealthScheduleConfig":

@@ -527,7 +527,9 @@ class HealthService:
         sched = self.schedule(name)
         report = await self.report(name, self.checks_for(sched))
         channel = (sched.channel if sched else None) or self.default_channel
-        if self.chat is not None and self.channel_id is not None:
+        quiet = (sched is not None and sched.quiet_when_ok and report.status is Status.ok
+                 and not (report.changes and report.changes.resolved))
+        if self.chat is not None and self.channel_id is not None and not quiet:
             await self.post(report, await self.channel_id(channel))
         return report
 

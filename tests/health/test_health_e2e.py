@@ -82,7 +82,9 @@ async def test_scheduled_run_posts_in_the_configured_channel(sandbox, alertmanag
                                 health={"channel": "town-square", "lease_namespace": "default",
                                         "schedules": [{"name": "daily", "cron": "0 8 * * *"},
                                                       {"name": "p1-only", "cron": "30 7 * * *",
-                                                       "severities": ["P1"], "channel": "sop-alerts"}]})
+                                                       "severities": ["P1"], "channel": "sop-alerts"},
+                                                      {"name": "quiet", "cron": "0 * * * *", "channel": "sop-ops",
+                                                       "quiet_when_ok": True}]})
     runtime = Runtime(settings)
     await runtime.start()
     try:
@@ -92,8 +94,14 @@ async def test_scheduled_run_posts_in_the_configured_channel(sandbox, alertmanag
         assert await sched.run_once("daily", fire) is True
         assert await sched.run_once("p1-only", fire) is True
         assert await sched.run_once("daily", fire) is False  # once per fire time
+        assert await sched.run_once("quiet", fire) is True
+        await sandbox.apply("lb-ip-pending")
+        assert await sched.run_once("quiet", fire.replace(hour=9)) is True
     finally:
         await runtime.stop()
+    quiet = bot_roots(sandbox, sandbox.mattermost.channel("sop-ops").id)
+    assert len(quiet) == 1  # the all-good run posted nothing, the broken one did
+    assert "**1 critical**" in quiet[0].message
     town = sandbox.mattermost.channel("town-square").id
     daily = bot_roots(sandbox, town)
     assert len(daily) == 1 and "Health check `daily`: **all good**" in daily[0].message
