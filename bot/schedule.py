@@ -123,6 +123,14 @@ class LeaseElector:
         # schedule → last fire time run, kept in the Lease's annotations so every replica sees
         # it even with a store of its own
         self.fired: dict[str, str] = {}
+        self.api_failing_since: datetime | None = None
+
+    @property
+    def api_down(self) -> bool:
+        """The Lease API has not answered for a lease duration (connection errors, timeouts, 5xx):
+        no replica can be elected, and Kubernetes being down is what a health report must say."""
+        since = self.api_failing_since
+        return since is not None and self.clock() >= since + timedelta(seconds=self.duration_s)
 
     @property
     def is_leader(self) -> bool:
@@ -178,6 +186,7 @@ class LeaseElector:
                 self._observed = (record, now)
             duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
             free = not holder or now >= self._observed[1] + timedelta(seconds=duration)
+            self.api_failing_since = None
             if holder != self.identity and not free:
                 self.holder = holder
                 return False
@@ -189,11 +198,14 @@ class LeaseElector:
             # 409: another replica wrote first. Anything else: we cannot prove we lead.
             if exc.status != 409:
                 log.warning("leader election: %s", exc)
+            if exc.status is None or exc.status >= 500:
+                self.api_failing_since = self.api_failing_since or now
             if self.holder == self.identity and not self.is_leader:
                 self.holder = None
             return self.is_leader
 
     def _won(self, now: datetime) -> bool:
+        self.api_failing_since = None
         if self.holder != self.identity:
             log.info("leader election: %s now leads (%s/%s)", self.identity, self.namespace, self.name)
         self.holder = self.identity
@@ -322,9 +334,14 @@ class Scheduler:
     async def run_once(self, name: str, fire_time: datetime) -> bool:
         """Run a schedule's fire time here if this replica leads and nobody ran it yet."""
         if self.elector is not None and not self.elector.is_leader:
-            log.info("schedule %s at %s: not the leader (%s holds the lease), skipping",
-                     name, fire_time, self.elector.holder)
-            return False
+            if not self.elector.api_down:
+                log.info("schedule %s at %s: not the leader (%s holds the lease), skipping",
+                         name, fire_time, self.elector.holder)
+                return False
+            # Nobody can be elected while the API is down, and that is when the report matters
+            # most: run on the store's claim alone (replicas sharing a store still run it once).
+            log.warning("schedule %s at %s: Kubernetes API unreachable, no leader: running on the "
+                        "store's fire-time claim", name, fire_time)
         if self.elector is not None and self.elector.has_fired(name, fire_time):
             log.info("schedule %s at %s already ran (Lease record), skipping", name, fire_time)
             return False

@@ -82,6 +82,15 @@ async def alertmanager(tmp_path: Path) -> AsyncIterator[Alertmanager]:
         am.stop()
 
 
+def bad_token_kubeconfig(sandbox) -> Path:
+    """The sandbox's kubeconfig with a token the API server refuses (401)."""
+    doc = yaml.safe_load(sandbox.kubeconfig.read_text())
+    doc["users"][0]["user"]["token"] = "not-the-token"
+    path = sandbox.workdir / "bad-kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def am_section(sandbox, alertmanager: Alertmanager) -> dict:
     """The sandbox's alertmanager config section plus the Alertmanager's URL."""
     return {**sandbox.bot_config()["alertmanager"], "url": alertmanager.url}

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from bot.health import HealthStore, health_markdown
 from bot.store import Store
-from sandbox.kube.server import write_kubeconfig
 from sandbox.runner import Sandbox
-from tests.health.conftest import am_section
+from tests.health.conftest import am_section, bad_token_kubeconfig
 
 
 async def open_store(tmp_path: Path) -> HealthStore:
@@ -57,8 +56,7 @@ async def test_a_source_that_fails_does_not_resolve_its_problems(tmp_path, sandb
         await sandbox.apply("pod-crashloop")
         first = await run_daily()
         await hstore.record(first)
-        bad = sandbox.workdir / "bad-kubeconfig"
-        write_kubeconfig(bad, sandbox.kube_url, "expired-token")
+        bad = bad_token_kubeconfig(sandbox)
         blind = await run_daily(settings.model_copy(update={
             "kubernetes": settings.kubernetes.model_copy(update={"kubeconfig": bad})}))
         changes = await hstore.record(blind)

@@ -10,7 +10,7 @@ import pytest
 from bot.health import HealthReport, health_markdown, health_text
 from bot.models import Finding, Severity, Status
 from bot.registry import NoParams, Registry, sop
-from sandbox.kube.server import write_kubeconfig
+from tests.health.conftest import bad_token_kubeconfig
 
 AREAS = ["Nodes", "Pods", "Vault", "Certificates", "CNPG", "Gateways", "HTTPRoutes", "IngressRoutes",
          "PVCs", "Traefik", "Alerts"]
@@ -130,8 +130,7 @@ async def test_firing_alerts_are_counted_by_severity(alertmanager, run_daily):
 async def test_a_failed_source_is_unknown_and_the_rest_still_report(sandbox, alertmanager, settings, run_daily):
     await sandbox.apply("vault-sealed")
     alertmanager.stop()  # Alertmanager down
-    bad = sandbox.workdir / "bad-kubeconfig"
-    write_kubeconfig(bad, sandbox.kube_url, "not-the-token")  # Kubernetes answers 401
+    bad = bad_token_kubeconfig(sandbox)  # Kubernetes answers 401
     broken = settings.model_copy(update={"kubernetes": settings.kubernetes.model_copy(update={"kubeconfig": bad})})
     report = await run_daily(broken)
     statuses = {a.area: a.status for a in report.areas}
@@ -140,6 +139,7 @@ async def test_a_failed_source_is_unknown_and_the_rest_still_report(sandbox, ale
         if name != "Vault":
             assert statuses[name] is Status.unknown, (name, area(report, name).report.findings)
     assert "alertmanager" in problem_text(report, "Alerts")
+    assert "Unauthorized" in area(report, "Nodes").headline, area(report, "Nodes").headline
     assert report.headline == "1 critical, 10 unknown"
 
 

@@ -256,3 +256,37 @@ async def test_released_lease_is_taken_over_at_once(sandbox, clock, fires):
     finally:
         await a.elector.kube.close()
         await b.elector.kube.close()
+
+
+async def test_with_the_kubernetes_api_down_the_schedule_still_runs_once(sandbox, clock, fires, tmp_path):
+    """No replica can be elected while the API is down, which is when the report matters most:
+    after a lease duration of failures each replica falls back to the store's fire-time claim."""
+    import yaml
+
+    doc = yaml.safe_load(sandbox.kubeconfig.read_text())
+    doc["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"  # nothing listens: refused
+    down = tmp_path / "down-kubeconfig"
+    down.write_text(yaml.safe_dump(doc))
+    runs: list[tuple[str, datetime]] = []
+    replicas = []
+    for name in ("bot-a", "bot-b"):
+        kube = await KubeClient.connect(down)
+        elector = LeaseElector(kube, "default", "sopbot-scheduler", name, duration_s=15, clock=clock)
+
+        async def run(schedule: Schedule, fire_time: datetime, name: str = name) -> None:
+            runs.append((name, fire_time))
+        replicas.append(Scheduler([Schedule("daily", "0 8 * * *")], run, fires, elector=elector, clock=clock))
+    a, b = replicas
+    try:
+        fire = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+        assert await a.lease_step() is False and await b.lease_step() is False
+        assert await a.run_once("daily", fire) is False  # a blip: not yet "down"
+        clock.advance(seconds=16)
+        assert await a.lease_step() is False and await b.lease_step() is False
+        assert a.elector.api_down and b.elector.api_down
+        assert await a.run_once("daily", fire) is True
+        assert await b.run_once("daily", fire) is False  # the shared store's claim
+        assert runs == [("bot-a", fire)]
+    finally:
+        for r in replicas:
+            await r.elector.kube.close()
