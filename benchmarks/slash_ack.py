@@ -48,9 +48,9 @@ async def main(n: int) -> None:
         cfg["mattermost"]["rate_limit_per_s"] = 1000
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
         proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(work / "bench.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=(work / "bot.log").open("w"))
         try:
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
                 for _ in range(200):
                     try:
                         async with http.get(f"{sb.bot_url}/readyz") as r:
