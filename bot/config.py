@@ -297,3 +297,24 @@ def _problem(err: Any) -> str:
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data, secrets shown as '**********'."""
     return settings.model_dump(mode="json", by_alias=True)
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every SecretStr value in the settings, for the log filter that masks them."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(settings)
+    return found

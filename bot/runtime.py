@@ -17,7 +17,8 @@ from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
 from bot.clients.vault import VaultPool
-from bot.config import Settings
+from bot import logs
+from bot.config import Settings, secret_values
 from bot.context import HandlerContext
 from bot.engine import run_sop
 from bot.health import HealthService, start_health
@@ -218,8 +219,7 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
 
 
 async def serve(settings: Settings) -> int:
-    logging.basicConfig(level=settings.logging.level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(settings.logging.level, settings.logging.json_format, secret_values(settings))
     runtime = Runtime(settings)
     await runtime.start()
     stop = asyncio.Event()

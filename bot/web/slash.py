@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bot.commands import MAX_TEXT, Invocation
+from bot.logs import correlate, new_id
 from bot.service import Bot
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,12 @@ def slash_handler(bot: Bot, tokens: list[str]):
         inv = Invocation(user_id=data.user_id, user_name=data.user_name, channel_id=data.channel_id,
                          team_id=data.team_id, text=data.text, trigger_id=data.trigger_id,
                          response_url=data.response_url)
-        reply = await bot.command(inv)
+        with correlate(new_id("cmd")):
+            # Argument values stay out of the log: someone may paste a secret by mistake.
+            words = data.text.split()
+            log.info("/%s %s %s by @%s", data.command.lstrip("/") or "sop", words[0] if words else "",
+                     " ".join(w.partition("=")[0] + "=…" for w in words[1:] if "=" in w), data.user_name)
+            reply = await bot.command(inv)  # background work started here inherits the id
         return web.json_response(reply.model_dump())
 
     return handle
