@@ -871,6 +871,10 @@ async def test_kubectl_uses_aggregated_discovery(kube: RunningKube) -> None:
 
 
 async def test_dynamic_client_over_legacy_discovery(kube: RunningKube, api: client.ApiClient) -> None:
+    import kubernetes_asyncio
+    # bot.clients.k8s_import defers the package __init__; loading it before the dynamic module
+    # avoids the import cycle utils.create_from_yaml <-> dynamic.client under that deferral
+    assert kubernetes_asyncio.__version__
     from kubernetes_asyncio.dynamic import DynamicClient
     dyn = await DynamicClient(api)
     certs = await dyn.resources.get(api_version="cert-manager.io/v1", kind="Certificate")
