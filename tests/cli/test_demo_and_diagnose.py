@@ -62,3 +62,15 @@ def test_diagnose_prints_the_report_and_exits_by_status(tmp_path: Path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "sandbox stopped" in out
+
+
+def test_demo_walks_through_an_approval():
+    typed = ("/sop fix restart kind=deployment namespace=kube-system name=rke2-coredns-rke2-coredns\n"
+             "/as bob\n/approve\n/as alice\n/approve\n")
+    done = subprocess.run([*SOPBOT, "demo", "--scenario", "coredns-down"], input=typed,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "**Dry run** (Kubernetes server-side `dryRun=All`)" in out
+    assert "@bob is not an approver for restart" in out
+    assert "Proposal #1 `restart` **succeeded**" in out
