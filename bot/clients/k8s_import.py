@@ -13,8 +13,7 @@ import importlib.util
 import sys
 import types
 
-# The top package's __init__ imports the client package (and dynamic, stream, watch...) too.
-_LAZY = ("kubernetes_asyncio", "kubernetes_asyncio.client", "kubernetes_asyncio.client.models")
+_LAZY = ("kubernetes_asyncio.client", "kubernetes_asyncio.client.models")
 
 
 def _deferred_package(name: str) -> None:
@@ -44,8 +43,26 @@ def _deferred_package(name: str) -> None:
 
 def load() -> types.ModuleType:
     """The ``kubernetes_asyncio.client`` package with ApiClient and Configuration loaded."""
-    for name in _LAZY:
-        _deferred_package(name)
+    if "kubernetes_asyncio" not in sys.modules:
+        # The top package's __init__ imports client (and dynamic, utils, watch... in an order
+        # that avoids their import cycle): defer client first, then run that __init__ as is.
+        spec = importlib.util.find_spec("kubernetes_asyncio")
+        assert spec is not None and spec.loader is not None
+        top = importlib.util.module_from_spec(spec)
+        sys.modules["kubernetes_asyncio"] = top
+        try:
+            for name in _LAZY:
+                _deferred_package(name)
+            _light_names()
+            spec.loader.exec_module(top)
+        except BaseException:
+            for name in ("kubernetes_asyncio", *_LAZY):
+                sys.modules.pop(name, None)
+            raise
+    return _light_names()
+
+
+def _light_names() -> types.ModuleType:
     client = sys.modules["kubernetes_asyncio.client"]
     api_client = importlib.import_module("kubernetes_asyncio.client.api_client")
     configuration = importlib.import_module("kubernetes_asyncio.client.configuration")
