@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from bot.clients.kube import KubeClient, resource_path
 from bot.context import HandlerContext
 from bot.engine import run_sop
+from bot.metrics import DISCARD, Metrics
 from bot.models import Finding, Report, Severity, Status
 from bot.registry import Registry
 from bot.render import EMOJI, TERMINAL, report_markdown, report_text, section_ref
@@ -495,6 +496,7 @@ class HealthService:
         self.trigger = trigger
         self.channel_id = channel_id
         self.default_channel = config.channel or default_channel
+        self.metrics: Metrics = DISCARD  # the runtime's, set by start_health
         self.scheduler: Any = None  # bot.schedule.Scheduler when schedules run here
 
     def schedule(self, name: str) -> "HealthScheduleConfig | None":
@@ -511,6 +513,8 @@ class HealthService:
         report = await run_health(name, checks, self.registry, self.ctx,
                                   timeout_s=self.config.check_timeout_s,
                                   concurrency=self.config.concurrency)
+        for area in report.areas:
+            self.metrics.observe_report(area.report)
         if self.store is not None:
             report.changes = await self.store.record(report)
         return report
@@ -567,7 +571,8 @@ def lease_namespace(config: "HealthCheckConfig") -> str:
         return "default"
 
 
-async def start_health(settings: Any, store: Store, chat: Any, bot: Any) -> HealthService:
+async def start_health(settings: Any, store: Store, chat: Any, bot: Any,
+                       metrics: Metrics = DISCARD) -> HealthService:
     """Wire the health check into a running bot: the ``/sop health`` subcommand and, when
     enabled, the schedules (leader-elected through a Lease when Kubernetes is reachable)."""
     import os
@@ -581,6 +586,7 @@ async def start_health(settings: Any, store: Store, chat: Any, bot: Any) -> Heal
     service = HealthService(cfg, registry=bot.registry, ctx=bot.ctx, store=hstore, chat=chat,
                             runbook=bot.runbook, trigger=bot.trigger, channel_id=chat.channel_id,
                             default_channel=settings.mattermost.channel)
+    service.metrics = metrics
     bot.subcommands["health"] = service.subcommand(bot.spawn)
     if cfg.composition not in COMPOSITIONS:
         log.warning("health.composition %r is not defined (known: %s)", cfg.composition, ", ".join(COMPOSITIONS))
@@ -594,7 +600,12 @@ async def start_health(settings: Any, store: Store, chat: Any, bot: Any) -> Heal
                                 duration_s=cfg.lease_duration_s) if bot.ctx.kube is not None else None)
 
         async def run(sched: Schedule, fire_time: datetime) -> None:
-            await service.run_schedule(sched.name, fire_time)
+            try:
+                report = await service.run_schedule(sched.name, fire_time)
+            except Exception:
+                metrics.scheduled_runs.labels(sched.name, "error").inc()
+                raise
+            metrics.scheduled_runs.labels(sched.name, report.status.value).inc()
 
         service.scheduler = Scheduler([Schedule(s.name, s.cron, s.timezone) for s in cfg.schedules], run, hstore,
                                       elector=elector, identity=identity, misfire_grace_s=cfg.misfire_grace_s,

@@ -22,6 +22,7 @@ from bot.config import Settings, secret_values
 from bot.context import HandlerContext
 from bot.engine import run_sop
 from bot.health import HealthService, start_health
+from bot.metrics import DISCARD, Metrics
 from bot.models import Report
 from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
@@ -126,6 +127,7 @@ class Runtime:
         self.alerts: AlertService | None = None
         self.health: HealthService | None = None
         self.approvals: ApprovalService | None = None
+        self.metrics = Metrics()  # served at /metrics; one registry per runtime
 
     async def start(self) -> None:
         s = self.settings
@@ -135,20 +137,24 @@ class Runtime:
         await self.chat.start()
         self.bot = Bot(registry=registry, chat=self.chat, ctx=self.ctx, runbook=load_runbook(s),
                        trigger=s.slash.trigger)
+        self.bot.on_report.append(self._observe_report)
+        self.metrics.watch(self)
         tokens = [t.get_secret_value() for t in s.slash.tokens]
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
         self.store = await Store.open(s.store.path)
-        self.alerts = await start_alerts(s, self.store, self.chat, self.bot)
+        self.alerts = await start_alerts(s, self.store, self.chat, self.bot, self.metrics)
         self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
         # /sop health and the scheduled daily health check (runbook 11.1)
-        self.health = await start_health(s, self.store, self.chat, self.bot)
+        self.health = await start_health(s, self.store, self.chat, self.bot, self.metrics)
         # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
-        self.approvals = await start_approvals(s, self.store, self.chat, self.bot, alerts=self.alerts)
+        self.approvals = await start_approvals(s, self.store, self.chat, self.bot, alerts=self.alerts,
+                                               metrics=self.metrics)
         self.on_reaction.append(self.approvals.on_reaction)
         self.on_reconnect.append(self.approvals.resync)  # reactions made while disconnected
         self.on_stop.append(self.approvals.stop)
-        app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler())
+        app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler(),
+                           metrics=self.metrics)
         app.router.add_post("/mattermost/dialog", self.approvals.dialog_handler())  # unseal shares
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
@@ -162,6 +168,9 @@ class Runtime:
             self.events = EventSupervisor.for_chat(self.chat, on_reaction=self._reaction,
                                                    on_reconnect=self._reconnected)
             self._background.append(asyncio.create_task(self.events.run(), name="websocket"))
+
+    async def _observe_report(self, report: Report, *_: object) -> None:
+        self.metrics.observe_report(report)  # slash-command SOP runs
 
     async def _reaction(self, event: ReactionEvent) -> None:
         for listener in self.on_reaction:
@@ -201,7 +210,8 @@ class Runtime:
             await self.store.close()
 
 
-async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot) -> AlertService:
+async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot,
+                       metrics: Metrics = DISCARD) -> AlertService:
     """The Alertmanager pipeline; replays notifications accepted but unfinished by a previous run."""
     client = AlertmanagerClient(s.alertmanager.url) if s.alertmanager.url else None
     if client is not None and bot.ctx.alertmanager is None:
@@ -209,7 +219,10 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
     base = f"{s.mattermost.url}/{s.mattermost.team}/pl/"
 
     async def run(sop: SOP, params: SOPParams) -> Report:
-        return await run_sop(sop, bot.ctx, params, timeout_s=bot.handler_timeout_s)
+        report = await run_sop(sop, bot.ctx, params, timeout_s=bot.handler_timeout_s)
+        metrics.alerts_routed.labels(sop.id).inc()
+        metrics.observe_report(report)
+        return report
 
     service = AlertService(s.alertmanager, store=store, chat=chat, registry=bot.registry, run=run,
                            channel_id=chat.channel_id, default_channel=s.mattermost.channel,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,8 @@ class AuditEntry(dict):  # type: ignore[type-arg]
 class ProposalRepo:
     def __init__(self, store: Store):
         self.store = store
+        # Called with (action, new state value) after each committed move (metrics).
+        self.on_change: Callable[[str, str], None] = lambda action, state: None
 
     async def migrate(self) -> None:
         await self.store.migrate(*MIGRATION)
@@ -156,6 +159,7 @@ class ProposalRepo:
             if outcome is not None:
                 info.setdefault("result", outcome.model_dump())
             await self._audit(db, now, pid, new.value, actor, row["action"], info)
+        self.on_change(row["action"], new.value)
         return True
 
     async def vote(self, pid: int, username: str, now: datetime) -> tuple[bool, int, bool]:
@@ -187,6 +191,8 @@ class ProposalRepo:
                         (pid,))).fetchall()]
                     await self._audit(db, now, pid, State.approved.value, username, row["action"],
                                       {"approvers": voters, "quorum": quorum})
+        if approved:
+            self.on_change(row["action"], State.approved.value)
         return new, count, approved
 
     async def unvote(self, pid: int, username: str, now: datetime) -> bool:

@@ -522,7 +522,7 @@ def _detail(detail: dict[str, Any]) -> str:
 
 
 async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat", bot: "Bot",
-                          clock: Clock = utcnow, alerts: Any = None) -> ApprovalService:
+                          clock: Clock = utcnow, alerts: Any = None, metrics: Any = None) -> ApprovalService:
     """Wire remediation into a running bot: subcommands, SOP suggestions, recovery after a
     restart and a first resync of pending proposals. The caller subscribes ``on_reaction`` and
     ``resync`` to the websocket and serves ``dialog_handler()`` at ``/mattermost/dialog``."""
@@ -535,6 +535,8 @@ async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat",
     service = ApprovalService(config=settings.remediation, store=store, chat=chat, bot=bot,
                               dialog_url=f"{public.rstrip('/')}/mattermost/dialog" if public else None,
                               clock=clock, thread_alerts=thread_alerts)
+    if metrics is not None:  # bot.metrics.Metrics: approvals and remediations by outcome
+        service.repo.on_change = metrics.proposal_changed
     cfg = settings.remediation
     for name in set(cfg.by_action) - set(ACTIONS):
         log.warning("remediation.by_action.%s: no such action (known: %s)", name, ", ".join(sorted(ACTIONS)))

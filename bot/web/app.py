@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
+from bot.metrics import DISCARD, Metrics, reject_reason
 from bot.service import Bot
 from bot.web.slash import slash_handler
 
@@ -14,8 +16,26 @@ ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the re
 
 
 def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = None,
-                 alertmanager: Callable[[web.Request], Any] | None = None) -> web.Application:
+                 alertmanager: Callable[[web.Request], Any] | None = None,
+                 metrics: Metrics = DISCARD) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
+    slash = slash_handler(bot, slash_tokens)
+
+    async def counted_slash(request: web.Request) -> web.StreamResponse:
+        resp = await slash(request)
+        if resp.status == 200:  # the form was read and cached by the handler
+            words = str((await request.post()).get("text", "")).split()
+            metrics.slash_commands.labels(command_label(bot, words[0] if words else "help")).inc()
+        else:
+            metrics.slash_rejected.labels(reject_reason(resp.status)).inc()
+        return resp
+
+    async def counted_alertmanager(request: web.Request) -> web.StreamResponse:
+        metrics.webhooks_received.inc()
+        resp = await alertmanager(request)  # type: ignore[misc]
+        if resp.status >= 300:
+            metrics.webhooks_rejected.labels(reject_reason(resp.status)).inc()
+        return resp
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -26,10 +46,19 @@ def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = N
             return web.json_response({"status": "not ready", "reason": reason}, status=503)
         return web.json_response({"status": "ready"})
 
-    app.router.add_post("/mattermost/command", slash_handler(bot, slash_tokens))
+    app.router.add_post("/mattermost/command", counted_slash)
     if alertmanager is not None:  # bot.alerts.service.AlertService.handler()
-        app.router.add_post("/alertmanager", alertmanager)
+        app.router.add_post("/alertmanager", counted_alertmanager)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app["bot"] = bot
     return app
+
+
+def command_label(bot: Bot, head: str) -> str:
+    """A bounded label for ``/sop <head> …``: never the user's free text."""
+    head = head.lower()
+    if head in bot.registry.sops or head in bot.subcommands or head in ("help", "list", "search"):
+        return head
+    return "unknown"
