@@ -37,7 +37,7 @@ class AlertService:
                  run: RunSOP, channel_id: ChannelId, default_channel: str,
                  runbook: Runbook | None = None, client: AlertmanagerClient | None = None,
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
-                 concurrency: int = 32, retry_s: float = 5.0):
+                 concurrency: int = 8, retry_s: float = 5.0):
         self.config = config
         self.store = store
         self.inbox = Inbox(store)

@@ -85,7 +85,10 @@ class StormControl:
         hundreds of groups from the store each time would stall the event loop)."""
         if group.storm_id is None or group.root_id is None:
             return
-        self._rows.setdefault(group.storm_id, {})[group.group_key] = StormRow.of(group)
+        if group.storm_id not in self._rows:  # first change since a restart: the rest from the store
+            self._rows[group.storm_id] = {g.group_key: StormRow.of(g)
+                                          for g in await self.repo.in_storm(group.storm_id)}
+        self._rows[group.storm_id][group.group_key] = StormRow.of(group)
         self._dirty.add((group.storm_id, group.root_id))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._edit_later())

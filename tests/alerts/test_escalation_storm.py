@@ -123,3 +123,24 @@ async def test_a_storm_lists_new_groups_in_one_thread_and_diagnoses_most_severe_
     assert "(1 still firing)" in storm_root.text
     assert len(chat.replies(storm_root.id)) == 2
     await storm.stop()
+
+
+async def test_after_a_restart_the_storm_thread_still_lists_every_group(parts):
+    store, repo, chat, clock, handlers = parts
+    storm = StormControl(repo=repo, chat=chat, threshold=1, window_s=60, workers=1, debounce_s=0)
+    storm.start()
+    tm = manager(repo, chat, clock, handlers, storm=storm)
+    for i in range(4):
+        await tm.process(P(payload(f"g{i}", [alert("NodeDiskPressure", node=f"w-{i}", fp=f"f{i}")])), i + 1)
+    await storm.join()
+    storm_root = chat.roots[1]
+    assert "3 alert groups (3 still firing)" in storm_root.text
+    # A new process: fresh storm control and thread manager over the same store.
+    storm2 = StormControl(repo=repo, chat=chat, threshold=1, window_s=60, workers=1, debounce_s=0)
+    storm2.start()
+    tm2 = manager(repo, chat, clock, handlers, storm=storm2)
+    await tm2.process(P(payload("g3", [alert("NodeDiskPressure", "resolved", node="w-3", fp="f3")])), 5)
+    await storm2.join()
+    assert "3 alert groups (2 still firing)" in storm_root.text
+    await storm.stop()
+    await storm2.stop()
