@@ -199,7 +199,7 @@ class Runtime:
         if self.alerts is not None:
             await self.alerts.stop()
         if self.bot is not None:
-            await self.bot.drain()
+            await self._drain_bot()
         for hook in self.on_stop:
             await hook()
         if self.chat is not None:
@@ -208,6 +208,17 @@ class Runtime:
             await self.ctx.close()
         if self.store is not None:
             await self.store.close()
+
+    async def _drain_bot(self) -> None:
+        """Acknowledged SOP runs get their full handler timeout plus time to post; work they
+        start (a report's proposals, an approved fix) is waited for too."""
+        assert self.bot is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.bot.handler_timeout_s + 30.0
+        while self.bot.busy and loop.time() < deadline:
+            await self.bot.drain(timeout_s=deadline - loop.time())
+        if self.bot.busy:
+            log.warning("stopped with %d SOP runs unfinished: their threads stay incomplete", self.bot.busy)
 
 
 async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot,
@@ -234,12 +245,14 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
 async def serve(settings: Settings) -> int:
     logs.setup(settings.logging.level, settings.logging.json_format, secret_values(settings))
     runtime = Runtime(settings)
-    await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a signal while starting still stops cleanly
         loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
     await stop.wait()
-    log.info("stopping: finishing in-flight work")
+    log.info("stopping: no new requests; finishing %d in-flight SOP runs",
+             runtime.bot.busy if runtime.bot is not None else 0)
     await runtime.stop()
+    log.info("stopped")
     return 0

@@ -105,3 +105,23 @@ async def test_rejected_webhooks_are_counted_by_reason(sandbox, bot):
     assert m("sopbot_webhooks_rejected_total", reason="invalid") == 2
     assert m("sopbot_webhooks_rejected_total", reason="too_large") == 1
     assert m("sopbot_alerts_routed_total", sop="vault-status") == 0
+
+
+async def test_a_scheduled_health_check_is_counted_by_schedule_and_outcome(sandbox, bot):
+    from datetime import datetime, timezone
+
+    from tests.approvals.conftest import wait_for
+
+    scheduler = bot.health.scheduler
+    await wait_for(lambda: scheduler.elector.is_leader, what="the scheduler lease")
+    fire_time = datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc)
+    assert await scheduler.run_once("daily", fire_time)
+    assert not await scheduler.run_once("daily", fire_time)  # once per fire time, counted once
+    m = await scrape(bot)
+    outcomes = {s: m("sopbot_scheduled_runs_total", schedule="daily", outcome=s)
+                for s in ("ok", "warn", "crit", "unknown", "error")}
+    assert sum(outcomes.values()) == 1 and outcomes["error"] == 0, outcomes
+    # Every area of the daily check is a timed SOP run.
+    areas = bot.health.checks_for(bot.health.schedule("daily"))
+    for check in areas:
+        assert m("sopbot_handler_duration_seconds_count", sop=check.sop_id) >= 1, check.sop_id
