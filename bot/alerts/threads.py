@@ -69,6 +69,8 @@ class ThreadManager:
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)
         if lock is None:
+            if len(self._locks) >= 10_000:  # forget idle groups' locks; months of keys add up
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             lock = self._locks[group_key] = asyncio.Lock()
         return lock
 
