@@ -194,3 +194,23 @@ async def test_an_ha_pair_of_alertmanagers_gives_one_thread_and_one_diagnosis(wo
         await wait_until("the diagnosis reply", lambda: world.replies(root.id))
         assert len(world.roots()) == 1
         assert len(world.replies(root.id)) == 1
+
+
+async def test_reconciliation_changes_nothing_while_alertmanager_is_unreachable(world: World):
+    from bot.alerts.reconcile import Reconciler
+    from bot.clients.alertmanager import AlertmanagerClient
+    from tests.alerts.real_alertmanager import free_port
+
+    bot = await world.start_bot()
+    await world.am.fire("VaultSealed", group="vault", namespace="vault")
+    [root] = await wait_until("the alert thread", lambda: world.roots())
+    assert bot.alerts is not None
+    gone = AlertmanagerClient(f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    try:
+        down = Reconciler(repo=bot.alerts.repo, threads=bot.alerts.threads, chat=bot.chat, client=gone)
+        assert await down.run_once() == 0
+    finally:
+        await gone.close()
+    assert "FIRING" in world.sb.mattermost.posts[root.id].message
+    assert await bot.alerts.reconciler.run_once() == 0  # the real one: still active, still open
+    assert "FIRING" in world.sb.mattermost.posts[root.id].message
