@@ -141,6 +141,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.scenario or ["vault-partially-sealed"], script=args.script))
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from bot.docs import DOCS_DIR, run
+
+    return run(check=args.check, docs_dir=args.dir or DOCS_DIR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sopbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("sandbox-work"))
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.set_defaults(func=cmd_sandbox)
+    p = sub.add_parser("docs", help="regenerate docs/configuration.md and docs/sop-catalog.md from the code")
+    p.add_argument("--check", action="store_true", help="only check; exit 1 when a file is out of date")
+    p.add_argument("--dir", type=Path, help="docs directory (default: the repository's docs/)")
+    p.set_defaults(func=cmd_docs)
     p = sub.add_parser("demo", help="sandbox + bot + a terminal chat to type /sop commands in")
     p.add_argument("--scenario", action="append", metavar="NAME")
     p.add_argument("--script", type=Path, help="read commands from this file instead of the terminal")
