@@ -125,3 +125,25 @@ async def test_a_scheduled_health_check_is_counted_by_schedule_and_outcome(sandb
     areas = bot.health.checks_for(bot.health.schedule("daily"))
     for check in areas:
         assert m("sopbot_handler_duration_seconds_count", sop=check.sop_id) >= 1, check.sop_id
+
+
+async def test_websocket_reconnects_and_429s_are_exported(sandbox, bot):
+    from sandbox.mattermost.state import RateLimit
+    from tests.approvals.conftest import wait_for
+
+    await wait_for(lambda: bot.events.connected, what="the websocket")
+    assert (await scrape(bot))("sopbot_websocket_reconnects_total") == 0
+    await sandbox.mattermost.disconnect_websockets()
+    await wait_for(lambda: bot.events.reconnects == 1, what="the websocket to reconnect")
+    assert (await scrape(bot))("sopbot_websocket_reconnects_total") == 1
+
+    # Stricter than the bot's own limiter: Mattermost answers 429 and the bot waits as told.
+    sandbox.mattermost.rate_limit = RateLimit(per_sec=8, burst=2)
+    for _ in range(3):
+        await run_as(sandbox, "alice", "/sop vault-status")
+    await bot.bot.drain()
+    m = await scrape(bot)
+    assert m("sopbot_chat_rate_limited_total") == bot.chat.queue.rate_limited > 0
+    assert m("sopbot_chat_rate_limited_wait_seconds_total") > 0
+    assert m("sopbot_chat_wait_seconds_total") >= m("sopbot_chat_rate_limited_wait_seconds_total")
+    assert m("sopbot_chat_writes_total") >= 9  # three threads: root, report, edit each
