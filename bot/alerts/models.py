@@ -109,7 +109,3 @@ class AlertGroup(BaseModel):
     @property
     def firing(self) -> list[AlertState]:
         return [a for a in self.alerts.values() if a.firing]
-
-    @property
-    def thread_id(self) -> str | None:
-        return self.root_id

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any, NamedTuple
+
+import aiosqlite
 
 from bot.alerts.models import AlertGroup, GroupState
 from bot.store import Store
@@ -38,6 +41,12 @@ MIGRATION = ("alerts-groups-1", [
         message TEXT NOT NULL DEFAULT ''
     )""",
 ])
+
+
+class PriorDiagnosis(NamedTuple):
+    digest: str
+    findings: list[dict[str, Any]]
+    ran_at: float  # epoch seconds
 
 
 class GroupRepo:
@@ -99,28 +108,22 @@ class GroupRepo:
         return group
 
     # -- diagnoses ---------------------------------------------------------------------------
-    async def diagnosis(self, group_id: int, sop_id: str, target: str) -> tuple[str, list[dict], float] | None:
+    async def diagnosis(self, group_id: int, sop_id: str, target: str) -> PriorDiagnosis | None:
         row = await self.store.fetchone(
             "SELECT digest, findings, ran_at FROM alert_diagnoses WHERE group_id=? AND sop_id=? AND target=?",
             (group_id, sop_id, target))
-        return (row["digest"], json.loads(row["findings"]), row["ran_at"]) if row else None
+        return PriorDiagnosis(row["digest"], json.loads(row["findings"]), row["ran_at"]) if row else None
 
     async def save_diagnosis(self, group_id: int, sop_id: str, target: str, digest: str,
-                             findings: list[dict], ran_at: datetime) -> None:
+                             findings: list[dict[str, Any]], ran_at: datetime) -> None:
         await self.store.execute(
             "INSERT INTO alert_diagnoses(group_id, sop_id, target, digest, findings, ran_at) "
             "VALUES (?,?,?,?,?,?) ON CONFLICT(group_id, sop_id, target) DO UPDATE SET "
             "digest=excluded.digest, findings=excluded.findings, ran_at=excluded.ran_at",
             (group_id, sop_id, target, digest, json.dumps(findings), ran_at.timestamp()))
 
-    async def copy_diagnoses(self, from_id: int, to_id: int) -> None:
-        await self.store.execute(
-            "INSERT OR IGNORE INTO alert_diagnoses(group_id, sop_id, target, digest, findings, ran_at) "
-            "SELECT ?, sop_id, target, digest, findings, ran_at FROM alert_diagnoses WHERE group_id=?",
-            (to_id, from_id))
 
-
-def _load(row) -> AlertGroup:  # type: ignore[no-untyped-def]
+def _load(row: aiosqlite.Row) -> AlertGroup:
     group = AlertGroup.model_validate_json(row["data"])
     group.id = row["id"]
     return group

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from bot.alerts.models import AlertGroup, AlertState, AlertStatus, GroupState, WebhookPayload
 from bot.alerts.render import (cannot_run_message, changed_message, diagnosis_message,
                                reopened_message, resolved_message, root_message, unmapped_message)
-from bot.alerts.repo import GroupRepo
+from bot.alerts.repo import GroupRepo, PriorDiagnosis
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
 from bot.models import Finding, Report
 from bot.ports import Chat
@@ -63,8 +63,6 @@ class ThreadManager:
         self.clock = clock
         self.storm = storm
         self._locks: dict[str, asyncio.Lock] = {}
-        # Observers for benchmarks and tests: called with (group_key, root_id) on each new root.
-        self.on_root: list[Callable[[str, str], None]] = []
 
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)
@@ -143,8 +141,6 @@ class ThreadManager:
         group.root_id = post.id
         # Saved at once: a second notification of the group must find the thread.
         await self.repo.save(group, entry_id)
-        for observer in self.on_root:
-            observer(payload.groupKey, post.id)
         return group
 
     async def _reopen(self, group: AlertGroup, payload: WebhookPayload, now: datetime) -> None:
@@ -237,10 +233,10 @@ class ThreadManager:
                 await self.chat.post(group.channel_id, unmapped_message(
                     alertname, decision.suggestions, self.runbook, decision.problem), root_id=group.root_id)
                 await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
-        todo: list[tuple[Diagnosis, tuple[str, list[dict[str, Any]], float] | None]] = []
+        todo: list[tuple[Diagnosis, PriorDiagnosis | None]] = []
         for key, d in jobs.items():
             prior = await self.repo.diagnosis(group.id, *key)
-            if prior is not None and now.timestamp() - prior[2] < self.rediagnose_after_s:
+            if prior is not None and now.timestamp() - prior.ran_at < self.rediagnose_after_s:
                 continue  # HA duplicates and retries: the diagnosis is fresh
             todo.append((d, prior))
         reports = await asyncio.gather(*(self._run(d) for d, _ in todo))
@@ -251,24 +247,24 @@ class ThreadManager:
         return None if d.params is None else await self.run(d.sop, d.params)
 
     async def _post_diagnosis(self, group: AlertGroup, d: Diagnosis,
-                              prior: tuple[str, list[dict[str, Any]], float] | None,
+                              prior: PriorDiagnosis | None,
                               report: Report | None, now: datetime) -> None:
         assert group.root_id is not None
         if report is None:
             digest, findings = "not-run", []
-            message = cannot_run_message(d.sop.id, d.sop.title, d.problems)
+            message = "" if prior is not None and prior.digest == digest else \
+                cannot_run_message(d.sop.id, d.sop.title, d.problems)
         else:
             digest = findings_digest(report.findings)
             findings = [f.model_dump(mode="json") for f in report.findings]
             if prior is None:
                 message = diagnosis_message(report, self.runbook, d.problems)
-            elif prior[0] == digest:
+            elif prior.digest == digest:
                 message = ""
             else:
-                message = self._changes(report, prior[1])
-        if prior is None or (message and prior[0] != digest):
-            if message:
-                await self.chat.post(group.channel_id, message, root_id=group.root_id)
+                message = self._changes(report, prior.findings)
+        if message:  # first diagnosis, or only what changed; nothing when it is the same
+            await self.chat.post(group.channel_id, message, root_id=group.root_id)
         await self.repo.save_diagnosis(group.id, d.sop.id, d.target, digest, findings, now)
 
     def _changes(self, report: Report, before: list[dict[str, Any]]) -> str:
