@@ -180,6 +180,9 @@ async def test_a_label_that_fails_validation_is_reported_and_not_used(setup, han
     assert "Alert labels not used" in status_reply and "label node: must be a Kubernetes name" in status_reply
     disk_reply = chat.replies(chat.roots[1].id)[0].text
     assert "NOT RUN" in disk_reply and "cannot run: node: Field required" in disk_reply
+    clock.advance(3600)  # repeat_interval: the same labels, nothing new to say
+    await tm.process(P(payload("disk", [alert("NodeDiskCritical", node="Bad Node", fp="n2")])), 3)
+    assert len(chat.replies(chat.roots[1].id)) == 1
 
 
 async def test_routes_pick_sop_channel_and_mentions_first_match_wins(setup, handlers):
