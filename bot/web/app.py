@@ -1,4 +1,4 @@
-"""The bot's HTTP surface (aiohttp): slash commands, Alertmanager webhooks, health and readiness."""
+"""The bot's HTTP surface (aiohttp): slash commands, Alertmanager webhooks, health, readiness, metrics."""
 
 from __future__ import annotations
 
