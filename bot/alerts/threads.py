@@ -166,7 +166,8 @@ class ThreadManager:
         group.truncated = payload.truncatedAlerts
         if payload.commonAnnotations:
             group.common_annotations = dict(payload.commonAnnotations)
-        if payload.externalURL:
+        if payload.externalURL and not group.external_url:
+            # HA peers each send their own URL: keep the first, or the root would flip between them.
             group.external_url = payload.externalURL
         # Severity follows the worst alert seen in this episode.
         for a in group.firing:

@@ -194,6 +194,8 @@ async def test_an_ha_pair_of_alertmanagers_gives_one_thread_and_one_diagnosis(wo
         await wait_until("the diagnosis reply", lambda: world.replies(root.id))
         assert len(world.roots()) == 1
         assert len(world.replies(root.id)) == 1
+        # Each peer sends its own externalURL; the root does not flip between them.
+        assert world.sb.mattermost.posts[root.id].edit_at == 0
 
 
 async def test_reconciliation_changes_nothing_while_alertmanager_is_unreachable(world: World):
