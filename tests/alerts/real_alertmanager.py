@@ -94,9 +94,11 @@ class RealAlertmanager:
     def logs(self) -> str:
         return (self.workdir / "alertmanager.log").read_text(errors="replace")
 
-    async def fire(self, name: str, *, resolved: bool = False, **labels: str) -> None:
-        """Push one alert as Prometheus does; ``resolved`` sends it with endsAt in the past."""
-        now = datetime.now(timezone.utc)
+    async def fire(self, name: str, *, resolved: bool = False, now: datetime | None = None,
+                   **labels: str) -> None:
+        """Push one alert as Prometheus does; ``resolved`` sends it with endsAt in the past.
+        ``now`` lets HA peers receive the very same alert, as Prometheus sends it to both."""
+        now = now or datetime.now(timezone.utc)
         alert: dict[str, Any] = {
             "labels": {"alertname": name, **labels},
             "annotations": {"summary": f"{name} {' '.join(f'{k}={v}' for k, v in labels.items())}"},

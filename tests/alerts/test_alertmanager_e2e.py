@@ -187,8 +187,9 @@ async def test_an_ha_pair_of_alertmanagers_gives_one_thread_and_one_diagnosis(wo
                             world.sb.alertmanager_token)
     async with peer:
         seen = await world.accepted()
-        await world.am.fire("VaultSealed", group="vault", namespace="vault")
-        await peer.fire("VaultSealed", group="vault", namespace="vault")
+        now = datetime.now(timezone.utc)
+        await world.am.fire("VaultSealed", now=now, group="vault", namespace="vault")
+        await peer.fire("VaultSealed", now=now, group="vault", namespace="vault")
         await wait_until("both peers' notifications", lambda: _more(world, seen + 1))
         [root] = await wait_until("the alert thread", lambda: world.roots())
         await wait_until("the diagnosis reply", lambda: world.replies(root.id))
