@@ -11,6 +11,7 @@ from bot.alerts.repo import GroupRepo
 from bot.alerts.threads import Clock, ThreadManager, utcnow
 from bot.chat.models import ReactionEvent
 from bot.config import EscalationConfig
+from bot.models import Severity
 from bot.ports import Chat
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,13 @@ class Escalator:
         self.clock = clock
 
     def deadline(self, group: AlertGroup) -> datetime:
-        seconds = self.config.response_s.get(group.severity)
+        return self._deadline(group.severity, group.opened_at)
+
+    def _deadline(self, severity: Severity, opened_at: datetime) -> datetime:
+        seconds = self.config.response_s.get(severity)
         if seconds is None:
-            return next_business_day(group.opened_at, self.config.business_day_start_hour)
-        return group.opened_at + timedelta(seconds=seconds)
+            return next_business_day(opened_at, self.config.business_day_start_hour)
+        return opened_at + timedelta(seconds=seconds)
 
     def contacts(self, group: AlertGroup) -> list[str]:
         return self.config.contacts_by_severity.get(group.severity) or self.config.contacts
@@ -64,8 +68,8 @@ class Escalator:
         now = self.clock()
         escalated = 0
         done_threads: set[str] = set()
-        for seen in await self.repo.open_groups():
-            if seen.acked_by or seen.escalated_at or now < self.deadline(seen):
+        for seen in await self.repo.open_summaries():
+            if seen.acked_by or seen.escalated or now < self._deadline(seen.severity, seen.opened_at):
                 continue
             async with self.threads.lock(seen.group_key):
                 group = await self.repo.get(seen.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -9,6 +10,7 @@ from typing import Any, NamedTuple
 import aiosqlite
 
 from bot.alerts.models import AlertGroup, GroupState
+from bot.models import Severity
 from bot.store import Store
 
 MIGRATION = ("alerts-groups-1", [
@@ -49,6 +51,15 @@ class PriorDiagnosis(NamedTuple):
     ran_at: float  # epoch seconds
 
 
+class OpenSummary(NamedTuple):
+    id: int
+    group_key: str
+    severity: Severity
+    opened_at: datetime
+    acked_by: str | None
+    escalated: bool
+
+
 class GroupRepo:
     def __init__(self, store: Store):
         self.store = store
@@ -80,7 +91,24 @@ class GroupRepo:
     async def open_groups(self) -> list[AlertGroup]:
         rows = await self.store.fetchall(
             "SELECT id, data FROM alert_groups WHERE state=? ORDER BY id", (GroupState.open.value,))
-        return [_load(r) for r in rows]
+        groups = []
+        for i, r in enumerate(rows):
+            if i and i % 25 == 0:
+                await asyncio.sleep(0)  # hundreds of groups: let webhooks in between
+            groups.append(_load(r))
+        return groups
+
+    async def open_summaries(self) -> list[OpenSummary]:
+        """What escalation needs of every open group, without parsing whole groups."""
+        rows = await self.store.fetchall(
+            "SELECT id, group_key, json_extract(data, '$.severity') AS severity, "
+            "json_extract(data, '$.opened_at') AS opened_at, "
+            "json_extract(data, '$.acked_by') AS acked_by, "
+            "json_extract(data, '$.escalated_at') AS escalated_at "
+            "FROM alert_groups WHERE state=? ORDER BY id", (GroupState.open.value,))
+        return [OpenSummary(r["id"], r["group_key"], Severity(r["severity"]),
+                            datetime.fromisoformat(r["opened_at"]), r["acked_by"],
+                            r["escalated_at"] is not None) for r in rows]
 
     async def in_storm(self, storm_id: int) -> list[AlertGroup]:
         rows = await self.store.fetchall(
