@@ -32,7 +32,7 @@ class MattermostConfig(Section):
     team: str = Field("platform", description="team name (URL name) the bot works in")
     channel: str = Field("sop-alerts", description="default channel for alerts and reports")
     rate_limit_per_s: float = Field(10.0, gt=0, description="posts per second at most")
-    request_timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0, description="seconds per Mattermost API call")
     websocket: bool = Field(True, description="follow reactions over the websocket")
 
     @field_validator("url")
@@ -51,16 +51,16 @@ class SlashCommandConfig(Section):
 
 class ServerConfig(Section):
     host: str = Field("127.0.0.1", description="listen address (0.0.0.0 in a container)")
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(8080, ge=0, le=65535, description="listen port (0: any free port)")
     public_url: str | None = Field(None, description="URL Mattermost reaches the bot at (dialogs)")
 
 
 class KubernetesConfig(Section):
     kubeconfig: Path | None = Field(None, description="kubeconfig; in-cluster config when unset")
-    context: str | None = None
+    context: str | None = Field(None, description="kubeconfig context (default: current)")
     mgmt_kubeconfig: Path | None = Field(
         None, description="second cluster, e.g. cluster/kubeconfig-harvester.yaml")
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, description="seconds per Kubernetes API call")
 
 
 class VaultConfig(Section):
@@ -70,8 +70,8 @@ class VaultConfig(Section):
     names: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                  description="replica names (default vault-N)")
     token: SecretStr | None = Field(None, description="read token for raft peers")
-    timeout_s: float = Field(5.0, gt=0)
-    verify: bool = True
+    timeout_s: float = Field(5.0, gt=0, description="seconds per Vault call")
+    verify: bool = Field(True, description="verify Vault's TLS certificate")
 
     @field_validator("addrs", "names", mode="before")
     @classmethod
@@ -80,8 +80,8 @@ class VaultConfig(Section):
 
 
 class PrometheusConfig(Section):
-    url: str | None = None
-    timeout_s: float = Field(10.0, gt=0)
+    url: str | None = Field(None, description="Prometheus HTTP API base URL")
+    timeout_s: float = Field(10.0, gt=0, description="seconds per Prometheus query")
 
 
 class AlertRouteConfig(Section):
@@ -109,25 +109,27 @@ class EscalationConfig(Section):
     # Seconds to acknowledge per severity; null = by the start of the next business day.
     response_s: dict[Severity, float | None] = Field(
         default_factory=lambda: {Severity.P1: 900.0, Severity.P2: 3600.0, Severity.P3: 14400.0,
-                                 Severity.P4: None})
+                                 Severity.P4: None},
+        description="seconds to acknowledge per severity before escalating (null: next business day)")
     business_day_start_hour: int = Field(9, ge=0, le=23, description="UTC hour (P4 deadline)")
     contacts: list[str] = Field(default_factory=list, description="usernames to mention")
-    contacts_by_severity: dict[Severity, list[str]] = Field(default_factory=dict)
-    check_interval_s: float = Field(30.0, gt=0)
+    contacts_by_severity: dict[Severity, list[str]] = Field(
+        default_factory=dict, description="usernames to mention per severity (instead of contacts)")
+    check_interval_s: float = Field(30.0, gt=0, description="how often unacknowledged threads are checked")
 
 
 class AlertmanagerConfig(Section):
     url: str | None = Field(None, description="Alertmanager API base URL")
     webhook_token: SecretStr | None = Field(None, description="bearer token Alertmanager sends")
-    webhook_username: str | None = None
+    webhook_username: str | None = Field(None, description="basic-auth user Alertmanager sends (with webhook_password)")
     webhook_password: SecretStr | None = None
-    max_body_bytes: int = Field(1 << 20, gt=0)
+    max_body_bytes: int = Field(1 << 20, gt=0, description="larger webhook bodies are refused with 413")
     channel: str | None = Field(None, description="alert threads' channel; unset: mattermost.channel")
     mention: list[str] = Field(default_factory=list, description="usernames every new thread mentions")
-    routes: list[AlertRouteConfig] = Field(default_factory=list)
+    routes: list[AlertRouteConfig] = Field(default_factory=list, description="label matchers → SOP, channel, mentions; first match wins")
     reopen_window_s: float = Field(3600.0, ge=0, description="fired again within: reopen the thread")
     rediagnose_after_s: float = Field(60.0, ge=0, description="repeats sooner reuse the diagnosis")
-    reconcile_interval_s: float = Field(60.0, gt=0)
+    reconcile_interval_s: float = Field(60.0, gt=0, description="how often open threads are checked against Alertmanager's alerts")
     storm_groups: int = Field(20, ge=1, description="more new groups than this within storm_window_s…")
     storm_window_s: float = Field(60.0, gt=0, description="…go to one storm thread")
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
@@ -154,8 +156,8 @@ class UnsealFromSecretConfig(Section):
     """Key source (a): the vault-init Secret written by Terraform (runbook 5.1 option B)."""
 
     enabled: bool = Field(False, description="read unseal keys from a Kubernetes Secret")
-    namespace: str = "terraform-state"
-    secret_name: str = "vault-init"
+    namespace: str = Field("terraform-state", description="namespace of the unseal-keys Secret")
+    secret_name: str = Field("vault-init", description="the Secret holding vault-init.json")
     key: str = Field("vault-init.json", description="data key holding vault operator init's JSON")
 
 
@@ -163,15 +165,15 @@ class RemediationConfig(Section):
     enabled: bool = Field(False, description="read-only unless true")
     approvers: list[str] = Field(default_factory=list, description="Mattermost usernames")
     # Static groups (name -> usernames) that rules refer to, e.g. {"vault-keyholders": [...]}.
-    groups: dict[str, list[str]] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="approver groups: name → usernames")
     approver_groups: list[str] = Field(default_factory=list, description="groups allowed everywhere")
-    by_risk: dict[Literal["low", "high"], ApprovalRuleConfig] = Field(default_factory=dict)
-    by_action: dict[str, ApprovalRuleConfig] = Field(default_factory=dict)
-    quorum_low: int = Field(1, ge=1)
-    quorum_high: int = Field(2, ge=1)
+    by_risk: dict[Literal["low", "high"], ApprovalRuleConfig] = Field(default_factory=dict, description="approval rule per risk")
+    by_action: dict[str, ApprovalRuleConfig] = Field(default_factory=dict, description="approval rule per action (wins over by_risk)")
+    quorum_low: int = Field(1, ge=1, description="distinct approvals a low-risk action needs")
+    quorum_high: int = Field(2, ge=1, description="distinct approvals a high-risk action needs")
     four_eyes: bool = Field(False, description="the requester cannot approve their own proposal")
     expiry_s: float = Field(900.0, gt=0, description="a proposal not approved by then expires")
-    sweep_interval_s: float = Field(30.0, gt=0)
+    sweep_interval_s: float = Field(30.0, gt=0, description="how often expired proposals are closed")
     unseal_from_secret: UnsealFromSecretConfig = Field(default_factory=UnsealFromSecretConfig)
     key_holders: list[str] = Field(default_factory=list,
                                    description="who may hand an unseal share (empty: approvers)")
@@ -205,14 +207,14 @@ class HealthCheckConfig(Section):
     enabled: bool = Field(True, description="run the schedules (on-demand /sop health always works)")
     composition: str = Field("daily", description="the set of areas (handlers/daytwo.py: daily)")
     channel: str | None = Field(None, description="channel name for scheduled reports; unset: mattermost.channel")
-    schedules: list[HealthScheduleConfig] = Field(default_factory=lambda: [HealthScheduleConfig()])
+    schedules: list[HealthScheduleConfig] = Field(default_factory=lambda: [HealthScheduleConfig()], description="when health checks run and what they cover")
     misfire_grace_s: float = Field(3600.0, gt=0, description="a fire time missed by less still runs")
     check_timeout_s: float = Field(60.0, gt=0, description="per area")
     concurrency: int = Field(4, ge=1, le=32, description="Kubernetes requests in flight at once")
     lease_name: str = Field("sopbot-scheduler", description="coordination.k8s.io Lease electing the runner")
     lease_namespace: str | None = Field(None, description="unset: the pod's namespace, else 'default'")
-    lease_duration_s: float = Field(15.0, gt=0)
-    lease_renew_s: float = Field(5.0, gt=0)
+    lease_duration_s: float = Field(15.0, gt=0, description="leader Lease duration (one replica runs schedules)")
+    lease_renew_s: float = Field(5.0, gt=0, description="how often the leader renews its Lease")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "HealthCheckConfig":
@@ -223,8 +225,8 @@ class HealthCheckConfig(Section):
 
 
 class LoggingConfig(Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    json_format: bool = Field(False, alias="json")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    json_format: bool = Field(False, alias="json", description="JSON lines instead of text")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -246,7 +248,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     # Per-SOP check settings handed to handlers (expected node count, LB IP...).
-    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-SOP check settings, e.g. node-health: {expected_nodes: 6}")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

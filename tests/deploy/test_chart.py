@@ -631,3 +631,10 @@ def test_rbac_doc_lists_every_rule_the_chart_can_grant(chart):
 def test_runbook_content_arrives_byte_for_byte(chart, content):
     objects = render(chart, {"runbook": {"content": content}})
     assert one(objects, "ConfigMap")["data"]["runbook.md"] == content
+
+
+def test_pod_gets_time_to_drain_on_sigterm(chart):
+    """The bot drains acknowledged SOP runs (up to 90 s) after SIGTERM; Kubernetes' default
+    30 s grace would cut them off."""
+    spec = one(render(chart), "Deployment")["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] >= 120
