@@ -81,7 +81,9 @@ def root_message(group: AlertGroup, *, sections: list[str], sop_ids: list[str],
         f"**{sev.value}** ({sev.label}, respond within {sev.response_time}) · {counts} · "
         f"since {group.opened_at:%Y-%m-%d %H:%M} UTC",
     ]
-    summary = group.common_annotations.get("summary") or (alerts[0].annotations.get("summary") if alerts else "")
+    # A summary common to the group, or the only alert's: one alert's text would mislead for many.
+    summary = group.common_annotations.get("summary") or (
+        alerts[0].annotations.get("summary", "") if len(alerts) == 1 else "")
     if summary:
         lines.append(f"> {_cell(summary)}")
     lines += ["", "| | Alert | Labels | Since | |", "|:-:|:--|:--|:--|:--|"]
