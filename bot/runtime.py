@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.alerts.service import AlertService
 from bot.approvals.service import ApprovalService, start_approvals
-from bot.chat import EventSupervisor, MattermostChat, ReactionEvent
+from bot.chat import ChatError, EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
@@ -110,11 +110,11 @@ async def check_connections(settings: Settings) -> dict[str, str | None]:
 class Runtime:
     """The running bot: start() brings everything up, stop() shuts it down gracefully."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, chat: MattermostChat | None = None):
         self.settings = settings
         self.ctx: HandlerContext | None = None
         self.bot: Bot | None = None
-        self.chat = None
+        self.chat = chat
         self.runner: web.AppRunner | None = None
         self.url = ""
         self._background: list[asyncio.Task[None]] = []
@@ -130,11 +130,18 @@ class Runtime:
         self.metrics = Metrics()  # served at /metrics; one registry per runtime
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # release what was opened before the failure
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         registry = load_handlers()
         self.ctx = await build_context(s)
-        self.chat = MattermostChat(s.mattermost)
-        await self.chat.start()
+        self.chat = self.chat or MattermostChat(s.mattermost)
+        await self._connect_chat(self.chat)
         self.bot = Bot(registry=registry, chat=self.chat, ctx=self.ctx, runbook=load_runbook(s),
                        trigger=s.slash.trigger)
         self.bot.on_report.append(self._observe_report)
@@ -168,6 +175,21 @@ class Runtime:
             self.events = EventSupervisor.for_chat(self.chat, on_reaction=self._reaction,
                                                    on_reconnect=self._reconnected)
             self._background.append(asyncio.create_task(self.events.run(), name="websocket"))
+
+    async def _connect_chat(self, chat: MattermostChat, max_wait_s: float = 60.0) -> None:
+        """Wait out a Mattermost outage at start (it restarts too); a wrong token or team is a
+        configuration error and stops the bot at once."""
+        delay = 1.0
+        while True:
+            try:
+                await chat.start()
+                return
+            except ChatError as exc:
+                if exc.status is not None and exc.status < 500 and exc.status != 429:
+                    raise
+                log.warning("Mattermost unavailable (%s); retrying in %.0fs", exc.reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_wait_s)
 
     async def _observe_report(self, report: Report, *_: object) -> None:
         self.metrics.observe_report(report)  # slash-command SOP runs
