@@ -74,3 +74,23 @@ def test_demo_walks_through_an_approval():
     assert "**Dry run** (Kubernetes server-side `dryRun=All`)" in out
     assert "@bob is not an approver for restart" in out
     assert "Proposal #1 `restart` **succeeded**" in out
+
+
+async def test_check_config_masks_secrets_and_says_what_answers(sandbox, tmp_path: Path):
+    """Run as a person would, against a sandbox whose replica vault-2 is down."""
+    import asyncio
+
+    await sandbox.apply("vault-replica-down")
+    cfg = sandbox.workdir / "sopbot.yaml"
+    proc = await asyncio.create_subprocess_exec(
+        *SOPBOT, "check-config", "--config", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)  # the sandbox answers meanwhile
+    text = out.decode()
+    assert proc.returncode == 1, err.decode()
+    assert "mattermost   ok" in text and "kubernetes   ok" in text
+    assert "vault        FAILED: vault-2: unreachable" in text
+    for secret in (sandbox.mattermost.tokens["sop-bot"], sandbox.mattermost.slash_token,
+                   sandbox.platform.vault.root_token, sandbox.alertmanager_token):
+        assert secret not in text
+    assert '"token": "**********"' in text
