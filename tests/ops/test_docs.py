@@ -100,3 +100,15 @@ def test_secrets_are_marked_and_their_defaults_never_shown():
         if any(f"| `{key}` |" in line for key in secret):
             assert "**secret**" in line
     assert "SOPBOT_LOGGING__JSON`" in page  # the YAML key (alias), not the attribute name
+
+
+def test_the_readme_catalog_is_regenerated_between_its_markers(tmp_path):
+    (tmp_path / "docs").mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{docs.README_START}\n| stale |\n{docs.README_END}\n\nAfter.\n")
+    assert readme in docs.stale(tmp_path / "docs")
+    docs.write(tmp_path / "docs")
+    text = readme.read_text()
+    assert "| stale |" not in text and "| `vault-status` | 5.1 | P1 |" in text
+    assert text.startswith("# Title\n") and text.endswith("\n\nAfter.\n")
+    assert docs.stale(tmp_path / "docs") == []
