@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.clients.kube import KubeClient
+    from bot.clients.prometheus import PrometheusClient
     from bot.clients.vault import VaultPool
 
 
@@ -16,7 +17,7 @@ class HandlerContext:
     # Second cluster, e.g. the Harvester management cluster (runbook 2.1, 10.x).
     kube_mgmt: "KubeClient | None" = None
     vault: "VaultPool | None" = None
-    prometheus: Any = None
+    prometheus: "PrometheusClient | None" = None
     alertmanager: Any = None
     # Free-form check settings from config (expected node count, LB IP...), by SOP id.
     checks: dict[str, Any] = field(default_factory=dict)
@@ -25,3 +26,5 @@ class HandlerContext:
         for kube in (self.kube, self.kube_mgmt):
             if kube is not None:
                 await kube.close()
+        if self.prometheus is not None:
+            await self.prometheus.close()

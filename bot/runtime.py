@@ -16,6 +16,7 @@ from bot.chat import ChatError, EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
+from bot.clients.prometheus import PrometheusClient
 from bot.clients.vault import VaultPool
 from bot import logs
 from bot.config import Settings, secret_values
@@ -67,6 +68,7 @@ async def build_context(settings: Settings) -> HandlerContext:
         kube=await _kube(k.kubeconfig, k.context, "kubernetes", k.timeout_s, required=True),
         kube_mgmt=await _kube(k.mgmt_kubeconfig, None, "harvester", k.timeout_s, required=False),
         vault=vault,
+        prometheus=PrometheusClient(p.url, timeout_s=p.timeout_s) if (p := settings.prometheus).url else None,
         checks=settings.checks,
     )
 

@@ -1,0 +1,267 @@
+"""A real Prometheus (CI installs the Debian package ``prometheus``) scraping a small loopback
+exporter every half second: three etcd members, a kubelet's volume stats and kube-state-metrics.
+
+One Prometheus and one exporter for the package (a start costs 1–2 s); tests change the exporter's
+state and wait, bounded, until Prometheus has scraped the change (``Platform.settle``)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+
+GIB = 1024 ** 3
+# etcd's own bucket layouts (server/storage/wal/metrics.go, rafthttp/metrics.go).
+FSYNC_BUCKETS = [0.001 * 2 ** i for i in range(14)]
+RTT_BUCKETS = [0.0001 * 2 ** i for i in range(16)]
+SCRAPE_INTERVAL_S = 0.5
+# The etcd SOP's rate window in these tests (production: 5m); 4 scrapes fit in it.
+RATE_WINDOW = "2s"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Histogram:
+    buckets: list[float]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float, n: int) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        for i, le in enumerate(self.buckets):
+            if value <= le:
+                self.counts[i] += n
+        self.total += value * n
+        self.count += n
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        out = [f'{name}_bucket{{{labels}{sep}le="{le:g}"}} {c}'
+               for le, c in zip(self.buckets, self.counts or [0] * len(self.buckets))]
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{suffix} {self.total}")
+        out.append(f"{name}_count{suffix} {self.count}")
+        return out
+
+
+@dataclass
+class EtcdMember:
+    """One member's /metrics (RKE2 serves them on :2381). Each scrape records 100 WAL fsyncs and
+    100 peer round trips at the current latencies, so rates reflect the current state."""
+
+    name: str
+    port: int = field(default_factory=free_port)
+    up: bool = True
+    has_leader: bool = True
+    fsync_s: float = 0.002
+    rtt_s: float = 0.004
+    scrapes: int = 0
+    fsync: Histogram = field(default_factory=lambda: Histogram(FSYNC_BUCKETS))
+    rtt: Histogram = field(default_factory=lambda: Histogram(RTT_BUCKETS))
+
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def healthy(self) -> None:
+        self.up, self.has_leader, self.fsync_s, self.rtt_s = True, True, 0.002, 0.004
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        if not self.up:
+            return web.Response(status=503, text="etcd is not running")
+        self.fsync.observe(self.fsync_s, 100)
+        self.rtt.observe(self.rtt_s, 100)
+        lines = ["# HELP etcd_server_has_leader Whether or not a leader exists. 1 is existence, 0 is not.",
+                 "# TYPE etcd_server_has_leader gauge",
+                 f"etcd_server_has_leader {1 if self.has_leader else 0}",
+                 "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
+                 *self.fsync.lines("etcd_disk_wal_fsync_duration_seconds"),
+                 "# TYPE etcd_network_peer_round_trip_time_seconds histogram",
+                 *self.rtt.lines("etcd_network_peer_round_trip_time_seconds", 'To="8e9e05c52164694d"')]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+@dataclass
+class Kubelet:
+    """The kubelet's volume stats for Prometheus's PVC, and kube-state-metrics' last termination
+    reason of the Prometheus container (one app, two paths)."""
+
+    port: int = field(default_factory=free_port)
+    capacity: int = 100 * GIB  # the runbook's 100Gi PVC (11.4)
+    available: int = 70 * GIB
+    oom_killed: bool = False
+    scrapes: int = 0
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        labels = 'namespace="monitoring",persistentvolumeclaim="prometheus-prometheus-0"'
+        text = ("# TYPE kubelet_volume_stats_available_bytes gauge\n"
+                f"kubelet_volume_stats_available_bytes{{{labels}}} {self.available}\n"
+                "# TYPE kubelet_volume_stats_capacity_bytes gauge\n"
+                f"kubelet_volume_stats_capacity_bytes{{{labels}}} {self.capacity}\n")
+        return web.Response(text=text, content_type="text/plain")
+
+    async def ksm(self, request: web.Request) -> web.Response:
+        labels = 'namespace="monitoring",pod="prometheus-0",container="prometheus"'
+        text = "# TYPE kube_pod_container_status_last_terminated_reason gauge\n" + "".join(
+            f'kube_pod_container_status_last_terminated_reason{{{labels},reason="{r}"}} '
+            f"{1 if (r == 'OOMKilled') == self.oom_killed else 0}\n" for r in ("OOMKilled", "Completed"))
+        return web.Response(text=text, content_type="text/plain")
+
+
+class Exporter:
+    """The targets, served by aiohttp on an event loop of their own in a thread."""
+
+    def __init__(self) -> None:
+        self.members = [EtcdMember(f"cp-{i}") for i in range(1, 4)]
+        self.kubelet = Kubelet()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="exporter", daemon=True)
+        self._runners: list[web.AppRunner] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(timeout=10)
+
+    async def _serve(self) -> None:
+        for member in self.members:
+            app = web.Application()
+            app.router.add_get("/metrics", member.metrics)
+            await self._site(app, member.port)
+        app = web.Application()
+        app.router.add_get("/metrics", self.kubelet.metrics)
+        app.router.add_get("/ksm", self.kubelet.ksm)
+        await self._site(app, self.kubelet.port)
+
+    async def _site(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self._runners.append(runner)
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            for runner in self._runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class PrometheusServer:
+    def __init__(self, workdir: Path, exporter: Exporter):
+        self.workdir = workdir
+        self.exporter = exporter
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "prometheus.log"
+
+    def config(self) -> dict:
+        k = self.exporter.kubelet.port
+        return {
+            "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S * 1000:.0f}ms", "scrape_timeout": "400ms"},
+            "scrape_configs": [
+                {"job_name": "etcd", "static_configs": [{"targets": [m.instance for m in self.exporter.members]}]},
+                {"job_name": "kubelet", "static_configs": [{"targets": [f"127.0.0.1:{k}"]}]},
+                {"job_name": "kube-state-metrics", "metrics_path": "/ksm",
+                 "static_configs": [{"targets": [f"127.0.0.1:{k}"]}]},
+            ],
+        }
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).exists():
+            pytest.fail("prometheus is missing: CI installs the Debian package `prometheus` with apt-get "
+                        "(.ci/run)", pytrace=False)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump(self.config()))
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30  # bounded wait for readiness
+        with httpx.Client(timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"prometheus exited at start:\n{self.log.read_text()[-2000:]}")
+                try:
+                    if http.get(f"{self.url}/-/ready").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"prometheus did not become ready:\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class Platform:
+    """What the tests drive: the exporter's state and the Prometheus scraping it."""
+
+    def __init__(self, exporter: Exporter, prometheus: PrometheusServer):
+        self.exporter = exporter
+        self.prometheus = prometheus
+        self.members = exporter.members
+        self.kubelet = exporter.kubelet
+
+    @property
+    def url(self) -> str:
+        return self.prometheus.url
+
+    def healthy(self) -> None:
+        for m in self.members:
+            m.healthy()
+        self.kubelet.available, self.kubelet.oom_killed = 70 * GIB, False
+
+    async def settle(self, scrapes: int = 5, timeout_s: float = 30.0) -> None:
+        """Wait until every target has been scraped ``scrapes`` more times: the state set before
+        is then in Prometheus, and fills the tests' rate window (RATE_WINDOW)."""
+        targets = [*self.members, self.kubelet]
+        want = [t.scrapes + scrapes for t in targets]
+        deadline = time.monotonic() + timeout_s
+        while any(t.scrapes < w for t, w in zip(targets, want)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Prometheus did not scrape the exporter {scrapes} times in {timeout_s:g}s:\n"
+                                     f"{self.prometheus.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="package")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    exporter = Exporter()
+    exporter.start()
+    prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), exporter)
+    try:
+        prometheus.start()
+        yield Platform(exporter, prometheus)
+    finally:
+        prometheus.stop()
+        exporter.stop()
