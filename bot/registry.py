@@ -35,7 +35,8 @@ DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
 K8sName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 K8sNamespace = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
 # An alert label value that names a host[:port], e.g. node-exporter's "instance".
-HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$", max_length=260)]
+HOST_PORT = r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$"
+HostPort = Annotated[str, Field(pattern=HOST_PORT, max_length=260)]
 
 
 class SOPParams(BaseModel):
@@ -98,6 +99,13 @@ class SOP:
         return " ".join(parts)
 
 
+_PATTERN_HINTS = {
+    DNS1123_SUBDOMAIN: "must be a Kubernetes name (lowercase letters, digits, '-', '.')",
+    DNS1123_LABEL: "must be a Kubernetes namespace (lowercase letters, digits, '-')",
+    HOST_PORT: "must be host or host:port",
+}
+
+
 def _problems(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
@@ -106,7 +114,8 @@ def _problems(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "is not a parameter of this SOP"
         elif err["type"] == "string_pattern_mismatch":
-            msg = "must be a Kubernetes name (lowercase letters, digits, '-', '.')"
+            msg = _PATTERN_HINTS.get((err.get("ctx") or {}).get("pattern", ""),
+                                     "has characters that are not allowed here")
         out.append(f"{loc}: {msg}")
     return out
 

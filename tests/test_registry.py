@@ -4,7 +4,8 @@ import pytest
 from pydantic import Field
 
 from bot.models import Finding, Severity, Status
-from bot.registry import (BadArguments, K8sName, K8sNamespace, Registry, SOPParams, UnknownSOP,
+from bot.registry import (BadArguments, HostPort, K8sName, K8sNamespace, Registry, SOPParams,
+                          UnknownSOP,
                           load_handlers, sop)
 
 
@@ -74,3 +75,22 @@ def test_every_shipped_handler_declares_a_runbook_section_and_model():
     assert "vault-status" in registry.sops
     for item in registry:
         assert item.section and item.chapter and item.title
+
+
+def test_each_pattern_says_what_it_wants():
+    class Mixed(SOPParams):
+        namespace: K8sNamespace = "default"
+        instance: HostPort | None = None
+
+    reg = Registry()
+
+    @sop("mixed", title="x", section="1", severity=Severity.P4, registry=reg)
+    async def mixed(ctx, params: Mixed) -> list[Finding]:
+        return []
+
+    with pytest.raises(BadArguments) as exc:
+        reg.get("mixed").parse_args({"namespace": "Kube.System", "instance": "10.0.0.1:2379;x"})
+    assert exc.value.problems == [
+        "namespace: must be a Kubernetes namespace (lowercase letters, digits, '-')",
+        "instance: must be host or host:port",
+    ]
