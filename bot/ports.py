@@ -11,6 +11,14 @@ class PostRefLike(Protocol):
 
 class Chat(Protocol):
     async def post(self, channel_id: str, message: str, *, root_id: str | None = None,
-                   props: dict[str, Any] | None = None) -> PostRefLike: ...
+                   props: dict[str, Any] | None = None, urgent: bool = False) -> PostRefLike:
+        """``urgent``: ahead of the other queued writes (thread roots that replies wait for)."""
+        ...
 
     async def edit(self, post_id: str, message: str) -> None: ...
+
+    async def find_post(self, channel_id: str, key: str, *, since_ms: int,
+                        root_id: str | None = None) -> PostRefLike | None:
+        """The bot's own post carrying ``props.sopbot_key == key``, created since ``since_ms``
+        (epoch ms), in thread ``root_id`` when given, else anywhere in the channel; or None."""
+        ...

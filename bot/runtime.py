@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
 
 from bot.alerts.service import AlertService
+from bot.alerts.threads import ReportHook
 from bot.approvals.service import ApprovalService, start_approvals
 from bot.chat import ChatError, EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
@@ -22,11 +25,12 @@ from bot import logs
 from bot.config import Settings, secret_values
 from bot.context import HandlerContext
 from bot.engine import run_sop
-from bot.health import HealthService, start_health
+from bot.health import HealthService, lease_namespace, start_health
 from bot.metrics import DISCARD, Metrics
 from bot.models import Report
 from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
+from bot.schedule import LeaseElector, Leadership
 from bot.service import Bot
 from bot.store import Store
 from bot.web.app import make_web_app
@@ -129,6 +133,7 @@ class Runtime:
         self.alerts: AlertService | None = None
         self.health: HealthService | None = None
         self.approvals: ApprovalService | None = None
+        self.leadership: Leadership | None = None  # one replica reconciles and escalates alerts
         self.metrics = Metrics()  # served at /metrics; one registry per runtime
 
     async def start(self) -> None:
@@ -152,10 +157,17 @@ class Runtime:
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
         self.store = await Store.open(s.store.path)
-        self.alerts = await start_alerts(s, self.store, self.chat, self.bot, self.metrics)
+        bot = self.bot
+        self.alerts = await start_alerts(
+            s, self.store, self.chat, bot, self.metrics,
+            leader=lambda: self.leadership is not None and self.leadership.may_act(),
+            # alert runs are counted by start_alerts' run(); the rest (proposals) as for /sop
+            on_report=lambda: [h for h in bot.on_report if h != self._observe_report])
         self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
         # /sop health and the scheduled daily health check (runbook 11.1)
         self.health = await start_health(s, self.store, self.chat, self.bot, self.metrics)
+        self.leadership = leadership(s, self.bot, self.health)
+        self.leadership.start()
         # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
         self.approvals = await start_approvals(s, self.store, self.chat, self.bot, alerts=self.alerts,
                                                metrics=self.metrics)
@@ -222,6 +234,8 @@ class Runtime:
             await self.health.scheduler.stop()
         if self.alerts is not None:
             await self.alerts.stop()
+        if self.leadership is not None:
+            await self.leadership.stop()
         if self.bot is not None:
             await self._drain_bot()
         for hook in self.on_stop:
@@ -245,8 +259,21 @@ class Runtime:
             log.warning("stopped with %d SOP runs unfinished: their threads stay incomplete", self.bot.busy)
 
 
+def leadership(s: Settings, bot: Bot, health: HealthService | None) -> Leadership:
+    """The health scheduler's Lease when it runs one (same leader for both), else one of its own."""
+    scheduler = health.scheduler if health is not None else None
+    if scheduler is not None and scheduler.elector is not None:
+        return Leadership(scheduler.elector, renew=False)
+    if bot.ctx.kube is None:
+        return Leadership(None)
+    identity = os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return Leadership(LeaseElector(bot.ctx.kube, lease_namespace(s.health), s.health.lease_name, identity,
+                                   duration_s=s.health.lease_duration_s), renew_s=s.health.lease_renew_s)
+
+
 async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot,
-                       metrics: Metrics = DISCARD) -> AlertService:
+                       metrics: Metrics = DISCARD, *, leader: Callable[[], bool] = lambda: True,
+                       on_report: Callable[[], Iterable[ReportHook]] = lambda: ()) -> AlertService:
     """The Alertmanager pipeline; replays notifications accepted but unfinished by a previous run."""
     client = AlertmanagerClient(s.alertmanager.url) if s.alertmanager.url else None
     if client is not None and bot.ctx.alertmanager is None:
@@ -261,7 +288,8 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
 
     service = AlertService(s.alertmanager, store=store, chat=chat, registry=bot.registry, run=run,
                            channel_id=chat.channel_id, default_channel=s.mattermost.channel,
-                           runbook=bot.runbook, client=client, permalink=lambda pid: base + pid)
+                           runbook=bot.runbook, client=client, permalink=lambda pid: base + pid,
+                           leader=leader, on_report=on_report)
     await service.start()
     return service
 

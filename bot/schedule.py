@@ -388,3 +388,45 @@ class Scheduler:
             except Exception:
                 log.exception("leader election step failed")
             await asyncio.sleep(self.renew_s)
+
+
+# -- leadership for other loops ---------------------------------------------------------------------
+class Leadership:
+    """"Am I the leader?" for loops besides the scheduler's (alert reconciliation, escalation),
+    so two replicas do not both act. Reads an elector the scheduler already renews
+    (``renew=False``), or renews one itself; no elector (no Kubernetes): a single replica, leads."""
+
+    def __init__(self, elector: LeaseElector | None, *, renew: bool = True, renew_s: float = 5.0):
+        self.elector = elector
+        self.renew = renew
+        self.renew_s = renew_s
+        self._task: asyncio.Task[None] | None = None
+
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def may_act(self) -> bool:
+        """Leader, or nobody can be: while the Lease API is down no replica is elected, and
+        acting twice (each replica) beats nobody escalating while Kubernetes is down."""
+        return self.is_leader() or (self.elector is not None and self.elector.api_down)
+
+    def start(self) -> None:
+        if self.elector is not None and self.renew and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="leadership-lease")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            assert self.elector is not None
+            await self.elector.release()
+
+    async def _loop(self) -> None:
+        assert self.elector is not None
+        while True:
+            try:
+                await self.elector.step()
+            except Exception:
+                log.exception("leader election step failed")
+            await asyncio.sleep(self.renew_s)

@@ -45,6 +45,22 @@ MIGRATION = ("alerts-groups-1", [
 ])
 
 
+# Posts the bot meant to make, recorded before posting: a crash between the post and the save
+# of its id leaves an intent without a post id, and the replay looks the post up by its key.
+POSTS_MIGRATION = ("alerts-posts-1", [
+    """CREATE TABLE alert_posts (
+        key TEXT PRIMARY KEY,
+        post_id TEXT,
+        created_at REAL NOT NULL
+    )""",
+])
+
+
+class Intent(NamedTuple):
+    post_id: str | None
+    created_at: float  # epoch seconds
+
+
 class PriorDiagnosis(NamedTuple):
     digest: str
     findings: list[dict[str, Any]]
@@ -66,6 +82,7 @@ class GroupRepo:
 
     async def migrate(self) -> None:
         await self.store.migrate(*MIGRATION)
+        await self.store.migrate(*POSTS_MIGRATION)
 
     async def current(self, group_key: str) -> AlertGroup | None:
         """The newest thread of a group key (older ones were followed by a new thread)."""
@@ -134,6 +151,22 @@ class GroupRepo:
                 "UPDATE alert_groups SET state=?, root_id=?, data=?, last_entry=MAX(last_entry, ?) WHERE id=?",
                 (group.state.value, group.root_id, data, entry_id, group.id))
         return group
+
+    # -- post intents ------------------------------------------------------------------------
+    async def intent(self, key: str) -> Intent | None:
+        row = await self.store.fetchone("SELECT post_id, created_at FROM alert_posts WHERE key=?", (key,))
+        return Intent(row["post_id"], row["created_at"]) if row else None
+
+    async def intend(self, key: str, at: datetime) -> None:
+        await self.store.execute("INSERT OR IGNORE INTO alert_posts(key, created_at) VALUES (?, ?)",
+                                 (key, at.timestamp()))
+
+    async def posted(self, key: str, post_id: str) -> None:
+        await self.store.execute("UPDATE alert_posts SET post_id=? WHERE key=?", (post_id, key))
+
+    async def prune_intents(self, before: datetime) -> None:
+        # An intent matters only until its replay: days later the group row has the ids.
+        await self.store.execute("DELETE FROM alert_posts WHERE created_at < ?", (before.timestamp(),))
 
     # -- diagnoses ---------------------------------------------------------------------------
     async def diagnosis(self, group_id: int, sop_id: str, target: str) -> PriorDiagnosis | None:

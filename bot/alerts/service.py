@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from bot.alerts.reconcile import Reconciler
 from bot.alerts.repo import GroupRepo
 from bot.alerts.router import Router
 from bot.alerts.storm import StormControl
-from bot.alerts.threads import ChannelId, Clock, RunSOP, ThreadManager, utcnow
+from bot.alerts.threads import ChannelId, Clock, ReportHook, RunSOP, ThreadManager, utcnow
 from bot.chat.models import ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.config import AlertmanagerConfig
@@ -37,7 +38,9 @@ class AlertService:
                  run: RunSOP, channel_id: ChannelId, default_channel: str,
                  runbook: Runbook | None = None, client: AlertmanagerClient | None = None,
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
-                 concurrency: int = 8, retry_s: float = 5.0):
+                 concurrency: int = 8, retry_s: float = 5.0,
+                 leader: Callable[[], bool] = lambda: True,
+                 on_report: Callable[[], Iterable[ReportHook]] = lambda: ()):
         self.config = config
         self.store = store
         self.inbox = Inbox(store)
@@ -51,12 +54,17 @@ class AlertService:
                                      channel_id=channel_id, runbook=runbook,
                                      reopen_window_s=config.reopen_window_s,
                                      rediagnose_after_s=config.rediagnose_after_s,
-                                     permalink=permalink, clock=clock, storm=self.storm)
+                                     permalink=permalink, clock=clock, storm=self.storm,
+                                     on_report=on_report, diagnose_concurrency=concurrency)
         self.escalator = Escalator(repo=self.repo, threads=self.threads, chat=chat,
                                    config=config.escalation, clock=clock)
         self.reconciler = (Reconciler(repo=self.repo, threads=self.threads, chat=chat,
                                       client=client, clock=clock) if client else None)
         self.retry_s = retry_s
+        # With several replicas only the Lease holder reconciles and escalates, or each replica
+        # would post its own closures and escalations (bot.schedule.Leadership.may_act).
+        self.leader = leader
+        self.passes_skipped = 0  # periodic passes left to the leader (tests, metrics)
         self._sem = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._cursor = 0
@@ -71,15 +79,16 @@ class AlertService:
         await self.inbox.migrate()
         await self.repo.migrate()
         await self.inbox.prune()
+        await self.repo.prune_intents(utcnow() - timedelta(days=7))
         self.storm.start()
         self._loops.append(asyncio.create_task(self._worker(), name="alerts-inbox"))
         if loops:
             if self.reconciler is not None:
                 self._loops.append(asyncio.create_task(
-                    self._every(self.config.reconcile_interval_s, self.reconciler.run_once),
+                    self._every(self.config.reconcile_interval_s, self.reconciler.run_once, self.leader),
                     name="alerts-reconcile"))
             self._loops.append(asyncio.create_task(
-                self._every(self.config.escalation.check_interval_s, self.escalator.run_once),
+                self._every(self.config.escalation.check_interval_s, self.escalator.run_once, self.leader),
                 name="alerts-escalate"))
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -132,6 +141,7 @@ class AlertService:
         return [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
 
     async def _handle(self, entry: Entry) -> None:
+        released = False
         try:
             try:
                 payload = WebhookPayload.model_validate_json(entry.body)
@@ -139,7 +149,15 @@ class AlertService:
                 log.error("inbox entry %d unreadable: %s", entry.id, exc.errors()[0])
                 await self.inbox.give_up(entry.id, "unreadable")
                 return
-            await self.threads.process(payload, entry.id)
+
+            def diagnosing() -> None:
+                # Only the diagnosis is left (it has slots of its own in ThreadManager): the
+                # next notification may start, so its root does not wait behind SOP runs.
+                nonlocal released
+                released = True
+                self._sem.release()
+
+            await self.threads.process(payload, entry.id, diagnosing=diagnosing)
             await self.inbox.done(entry.id)
         except Exception as exc:
             log.exception("processing alert notification %d failed", entry.id)
@@ -150,7 +168,8 @@ class AlertService:
                 log.exception("could not record the failure of entry %d", entry.id)
         finally:
             self._inflight.discard(entry.id)
-            self._sem.release()
+            if not released:
+                self._sem.release()
             self._wake.set()
 
     async def idle(self, timeout_s: float = 30.0) -> None:
@@ -163,10 +182,13 @@ class AlertService:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"alert pipeline still busy after {timeout_s}s")
 
-    @staticmethod
-    async def _every(interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]],
+                     leader: Callable[[], bool]) -> None:
         while True:
             await asyncio.sleep(interval_s)
+            if not leader():
+                self.passes_skipped += 1
+                continue
             try:
                 await job()
             except Exception:

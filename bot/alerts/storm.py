@@ -73,7 +73,8 @@ class StormControl:
             (channel_id, now.timestamp(), now.timestamp()))
         post = await self.chat.post(channel_id, f"#### :cloud_with_lightning: Alert storm: more than "
                                     f"{self.threshold} new alert groups within {self.window.total_seconds():g}s",
-                                    props={"sopbot_alert_storm": storm_id})
+                                    props={"sopbot_alert_storm": storm_id}, urgent=True)
+        # Urgent (above): the storm's diagnoses wait for this root; other writes need not go first.
         await self.repo.store.execute("UPDATE alert_storms SET root_id=? WHERE id=?", (post.id, storm_id))
         self._storm = (storm_id, post.id, channel_id)
         self.storms += 1

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 RunSOP = Callable[[SOP, SOPParams], Awaitable[Report]]
 ChannelId = Callable[[str], Awaitable[str]]
+# ``Bot.on_report`` hooks: (report, channel_id, thread root id, requester)
+ReportHook = Callable[[Report, str, str, str], Awaitable[None]]
+REQUESTER = "alertmanager"  # who "asked" for an alert diagnosis's proposals
+# Bot and Mattermost clocks differ: look this much further back for a post made before a crash.
+CLOCK_SLACK_S = 300.0
 
 
 def utcnow() -> datetime:
@@ -50,7 +55,9 @@ class ThreadManager:
                  channel_id: ChannelId, runbook: Runbook | None = None,
                  reopen_window_s: float = 3600.0, rediagnose_after_s: float = 60.0,
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
-                 storm: StormPlacer | None = None):
+                 storm: StormPlacer | None = None,
+                 on_report: Callable[[], Iterable[ReportHook]] = lambda: (),
+                 diagnose_concurrency: int = 8):
         self.repo = repo
         self.chat = chat
         self.router = router
@@ -62,7 +69,9 @@ class ThreadManager:
         self.permalink = permalink or (lambda post_id: post_id)
         self.clock = clock
         self.storm = storm
+        self.on_report = on_report  # read at each call: features add hooks after start
         self._locks: dict[str, asyncio.Lock] = {}
+        self._diagnose_slots = asyncio.Semaphore(diagnose_concurrency)
 
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)
@@ -73,11 +82,15 @@ class ThreadManager:
         return lock
 
     # -- one notification ----------------------------------------------------------------------
-    async def process(self, payload: WebhookPayload, entry_id: int = 0) -> None:
+    async def process(self, payload: WebhookPayload, entry_id: int = 0, *,
+                      diagnosing: Callable[[], None] = lambda: None) -> None:
+        """``diagnosing`` is called once the thread exists and only the diagnosis is left (the
+        caller frees its slot for the next notification's root post)."""
         async with self.lock(payload.groupKey):
-            await self._process(payload, entry_id)
+            await self._process(payload, entry_id, diagnosing)
 
-    async def _process(self, payload: WebhookPayload, entry_id: int) -> None:
+    async def _process(self, payload: WebhookPayload, entry_id: int,
+                       diagnosing: Callable[[], None]) -> None:
         now = self.clock()
         group = await self.repo.current(payload.groupKey)
         if group is not None and entry_id and entry_id < await self.repo.last_entry(group.id):
@@ -109,7 +122,9 @@ class ThreadManager:
         await self.repo.save(group, entry_id)
         await self._saved(group)
         if group.state is GroupState.open:
-            await self._diagnose_or_defer(group)
+            diagnosing()
+            async with self._diagnose_slots:
+                await self._diagnose_or_defer(group)
         elif group.state is GroupState.resolved:
             if group.storm_id is None and group.root_id:
                 await self.chat.post(group.channel_id, resolved_message(group), root_id=group.root_id)
@@ -136,9 +151,11 @@ class ThreadManager:
             await self.repo.save(group, entry_id)
             return group
         group.root_message = self._render(group)
-        post = await self.chat.post(group.channel_id, group.root_message,
-                                    props={"sopbot_alert_group": payload.groupKey})
-        group.root_id = post.id
+        # One key per thread of a group key: a replay (crash, retry, HA duplicate) finds it.
+        key = f"alert-root:{_digest(payload.groupKey)}:{previous.id if previous else 0}"
+        # Urgent: a new thread must not wait behind other groups' diagnosis replies.
+        group.root_id = await self._post_once(key, group.channel_id, group.root_message,
+                                              props={"sopbot_alert_group": payload.groupKey}, urgent=True)
         # Saved at once: a second notification of the group must find the thread.
         await self.repo.save(group, entry_id)
         return group
@@ -231,8 +248,9 @@ class ThreadManager:
         now = self.clock()
         for alertname, decision in unmapped.items():
             if await self.repo.diagnosis(group.id, "", alertname) is None:
-                await self.chat.post(group.channel_id, unmapped_message(
-                    alertname, decision.suggestions, self.runbook, decision.problem), root_id=group.root_id)
+                await self._post_once(f"alert-unmapped:{group.id}:{_digest(alertname)}", group.channel_id,
+                                      unmapped_message(alertname, decision.suggestions, self.runbook,
+                                                       decision.problem), root_id=group.root_id)
                 await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
         todo: list[tuple[Diagnosis, PriorDiagnosis | None]] = []
         for key, d in jobs.items():
@@ -265,8 +283,41 @@ class ThreadManager:
             else:
                 message = self._changes(report, prior.findings)
         if message:  # first diagnosis, or only what changed; nothing when it is the same
-            await self.chat.post(group.channel_id, message, root_id=group.root_id)
+            # The prior's time tells this reply from the diagnosis's earlier ones.
+            key = (f"alert-diag:{group.id}:{_digest(d.sop.id + chr(0) + d.target)}:"
+                   f"{int(prior.ran_at * 1000) if prior else 0}")
+            await self._post_once(key, group.channel_id, message, root_id=group.root_id)
         await self.repo.save_diagnosis(group.id, d.sop.id, d.target, digest, findings, now)
+        if prior is None and report is not None:
+            # As for a slash command's report: suggested actions become proposals here. Only
+            # the first time, so repeat notifications and re-diagnoses do not propose again.
+            for hook in list(self.on_report()):
+                try:
+                    await hook(report, group.channel_id, group.root_id, REQUESTER)
+                except Exception:
+                    log.exception("report hook failed for alert diagnosis %s", d.sop.id)
+
+    async def _post_once(self, key: str, channel_id: str, message: str, *, root_id: str | None = None,
+                         props: dict[str, Any] | None = None, urgent: bool = False) -> str:
+        """Post at most once per ``key``, even when the bot dies between posting and saving:
+        the intent is saved first, the key rides in the post's props, and a replay whose intent
+        has no post id looks for the post before posting again."""
+        intent = await self.repo.intent(key)
+        if intent is not None:
+            if intent.post_id:
+                return intent.post_id
+            found = await self.chat.find_post(channel_id, key, root_id=root_id,
+                                              since_ms=int((intent.created_at - CLOCK_SLACK_S) * 1000))
+            if found is not None:
+                log.info("found post %s made before a restart; not posting it again", key)
+                await self.repo.posted(key, found.id)
+                return found.id
+        else:
+            await self.repo.intend(key, self.clock())
+        post = await self.chat.post(channel_id, message, root_id=root_id,
+                                    props={**(props or {}), "sopbot_key": key}, urgent=urgent)
+        await self.repo.posted(key, post.id)
+        return post.id
 
     def _changes(self, report: Report, before: list[dict[str, Any]]) -> str:
         old = {(f["target"], f["summary"], f["status"]) for f in before}
@@ -275,6 +326,11 @@ class ThreadManager:
         now_targets = {(f.target, f.summary) for f in report.findings}
         gone = [f"{t}: {s}" for t, s, _ in sorted(old - new) if (t, s) not in now_targets]
         return changed_message(report, changed, gone, self.runbook)
+
+
+def _digest(text: str) -> str:
+    # Keys stay short and free of the group key's quotes and braces.
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _unique(items: Any) -> list[str]:

@@ -160,14 +160,32 @@ class MattermostChat:
         posts = [Post.model_validate(p) for p in (data.get("posts") or {}).values()]
         return sorted(posts, key=lambda p: (p.create_at, -order.get(p.id, 0)))
 
+    async def find_post(self, channel_id: str, key: str, *, since_ms: int,
+                        root_id: str | None = None) -> PostRef | None:
+        """The bot's own post with ``props.sopbot_key == key`` created since ``since_ms``: in
+        thread ``root_id`` when given, else in the channel (posts changed since, so the scan is
+        short). Finds what a crash kept the store from recording."""
+        if root_id is not None:
+            posts = await self.thread(root_id)
+        else:
+            # The server answers posts changed strictly after ``since``.
+            data = await self._read("read recent posts", lambda: self._driver.posts.get_posts_for_channel(
+                channel_id, since=max(int(since_ms) - 1, 1)))
+            posts = [Post.model_validate(p) for p in ((data or {}).get("posts") or {}).values()]
+        mine = [p for p in posts if p.user_id == self.bot_user_id and p.create_at >= since_ms
+                and p.props.get("sopbot_key") == key]
+        return min(mine, key=lambda p: p.create_at).ref if mine else None
+
     # -- writes ------------------------------------------------------------------------------
     async def post(self, channel_id: str, message: str, *, root_id: str | None = None,
-                   props: dict[str, Any] | None = None) -> PostRef:
+                   props: dict[str, Any] | None = None, urgent: bool = False) -> PostRef:
         """Post (or reply in thread ``root_id``). Longer than 16383 runes: the head of the
-        message with a note, and the full text attached as a file, in the same place."""
+        message with a note, and the full text attached as a file, in the same place.
+        ``urgent`` posts go ahead of the other queued writes (in their own arrival order)."""
         if len(message) <= MAX_POST_RUNES:
             data = await self.queue.submit_call(
-                self._create_post(channel_id, message, root_id, props, None), what="create post")
+                self._create_post(channel_id, message, root_id, props, None), what="create post",
+                urgent=urgent)
             return PostRef.model_validate(data)
 
         file_name = self.attachment_name
@@ -184,7 +202,8 @@ class MattermostChat:
             return await send(self._create_post(channel_id, summary, root_id, props, [file_id]),
                               "create post")
 
-        return PostRef.model_validate(await self.queue.submit(job, what="create post with report"))
+        return PostRef.model_validate(await self.queue.submit(job, what="create post with report",
+                                                              urgent=urgent))
 
     def _create_post(self, channel_id: str, message: str, root_id: str | None,
                      props: dict[str, Any] | None, file_ids: list[str] | None

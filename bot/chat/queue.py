@@ -142,6 +142,7 @@ class WriteQueue:
         self.max_rate_limited = max_rate_limited
         self.max_retry_after_s = max_retry_after_s
         self._items: collections.deque[_Item[Any]] = collections.deque()
+        self._urgent: collections.deque[_Item[Any]] = collections.deque()  # served first, FIFO
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -157,19 +158,17 @@ class WriteQueue:
 
     @property
     def depth(self) -> int:
-        return len(self._items) + self._running
+        return len(self._items) + len(self._urgent) + self._running
 
     async def submit(self, job: Job[T], *, what: str, urgent: bool = False) -> T:
-        """Queue a job and wait for its result. ``urgent`` jobs go to the front (dialogs, whose
-        trigger ids expire within seconds); order among the others is kept."""
+        """Queue a job and wait for its result. ``urgent`` jobs go ahead of the others (dialogs,
+        whose trigger ids expire within seconds; thread roots that replies wait for); order is
+        kept among the urgent jobs and among the others."""
         if self._closed:
             raise ChatError(what, "the chat adapter is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         item = _Item(job, what, fut)
-        if urgent:
-            self._items.appendleft(item)
-        else:
-            self._items.append(item)
+        (self._urgent if urgent else self._items).append(item)
         self._idle.clear()
         self._ensure_worker()
         self._wakeup.set()
@@ -199,8 +198,8 @@ class WriteQueue:
                     await self.drain()
             except TimeoutError:
                 log.warning("closing with %d chat writes still queued; they are dropped", self.depth)
-        while self._items:
-            item = self._items.popleft()
+        while self._urgent or self._items:
+            item = (self._urgent or self._items).popleft()
             if not item.future.done():
                 item.future.set_exception(ChatError(item.what, "the chat adapter was closed"))
         if self._worker is not None:
@@ -217,12 +216,12 @@ class WriteQueue:
 
     async def _work(self) -> None:
         while True:
-            if not self._items:
+            if not self._items and not self._urgent:
                 self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            item = self._items.popleft()
+            item = (self._urgent or self._items).popleft()
             if item.future.done():  # the caller gave up before we started
                 continue
             self._running = 1

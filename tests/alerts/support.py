@@ -28,6 +28,7 @@ class Message:
     root_id: str | None
     props: dict[str, Any] | None
     edits: list[str] = field(default_factory=list)
+    urgent: bool = False
 
 
 class RecordingChat:
@@ -39,13 +40,21 @@ class RecordingChat:
         self.fail_posts = 0
 
     async def post(self, channel_id: str, message: str, *, root_id: str | None = None,
-                   props: dict[str, Any] | None = None) -> Ref:
+                   props: dict[str, Any] | None = None, urgent: bool = False) -> Ref:
         if self.fail_posts:
             self.fail_posts -= 1
             raise ConnectionError("chat down")
         pid = f"p{next(self._ids)}"
-        self.messages[pid] = Message(pid, channel_id, message, root_id, props)
+        self.messages[pid] = Message(pid, channel_id, message, root_id, props, urgent=urgent)
         return Ref(pid)
+
+    async def find_post(self, channel_id: str, key: str, *, since_ms: int,
+                        root_id: str | None = None) -> Ref | None:
+        for m in self.messages.values():
+            if m.channel_id == channel_id and (m.props or {}).get("sopbot_key") == key \
+                    and (root_id is None or m.root_id == root_id):
+                return Ref(m.id)
+        return None
 
     async def edit(self, post_id: str, message: str) -> None:
         m = self.messages[post_id]

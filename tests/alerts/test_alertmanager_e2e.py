@@ -4,6 +4,7 @@ Alertmanager's /api/v2/alerts reach the running bot as webhooks and become threa
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,8 +44,8 @@ class World:
                                               "url": self.am.url, "reconcile_interval_s": 3600,
                                               **alertmanager})
 
-    async def start_bot(self) -> Runtime:
-        self.bot = Runtime(self.settings())
+    async def start_bot(self, **alertmanager: Any) -> Runtime:
+        self.bot = Runtime(self.settings(**alertmanager))
         await self.bot.start()
         return self.bot
 
@@ -59,6 +60,13 @@ class World:
 
     def replies(self, root_id: str) -> list:
         return [p for p in self.sb.mattermost.thread(root_id) if p.id != root_id]
+
+    def diagnoses(self, root_id: str) -> list:
+        return [p for p in self.replies(root_id)
+                if "`vault-status`" in p.message and "**Proposal #" not in p.message]
+
+    def proposals(self, root_id: str) -> list:
+        return [p for p in self.replies(root_id) if "**Proposal #" in p.message]
 
     async def accepted(self) -> int:
         assert self.bot is not None and self.bot.alerts is not None
@@ -84,14 +92,18 @@ async def test_one_thread_per_group_diagnosed_once_then_resolved_and_reopened(wo
     assert "FIRING" in root.message and "`VaultSealed`" in root.message
     assert "**P1** (Critical, respond within 15 minutes)" in root.message
     assert f"{world.am.url}/#/silences/new?filter=" in root.message
-    [diagnosis] = await wait_until("the diagnosis reply", lambda: world.replies(root.id))
-    assert "`vault-status`" in diagnosis.message and "sealed" in diagnosis.message
+    [diagnosis] = await wait_until("the diagnosis reply", lambda: world.diagnoses(root.id))
+    assert "sealed" in diagnosis.message
+    # The diagnosis's suggested action becomes a proposal in the thread, as for /sop vault-status.
+    [proposal] = await wait_until("the unseal proposal", lambda: world.proposals(root.id))
+    assert "`vault-unseal" in proposal.message and "react :white_check_mark:" in proposal.message
+    assert [p.id for p in world.replies(root.id)] == [diagnosis.id, proposal.id]
 
     # Alertmanager repeats the notification (repeat_interval 5s): nothing new in chat.
     seen = await world.accepted()
     await wait_until("a repeat notification", lambda: _more(world, seen))
     assert len(world.roots()) == 1
-    assert [p.id for p in world.replies(root.id)] == [diagnosis.id]
+    assert [p.id for p in world.replies(root.id)] == [diagnosis.id, proposal.id]
 
     await world.am.fire("VaultSealed", resolved=True, group="vault", namespace="vault")
     await wait_until("the root edited to RESOLVED",
@@ -192,9 +204,11 @@ async def test_an_ha_pair_of_alertmanagers_gives_one_thread_and_one_diagnosis(wo
         await peer.fire("VaultSealed", now=now, group="vault", namespace="vault")
         await wait_until("both peers' notifications", lambda: _more(world, seen + 1))
         [root] = await wait_until("the alert thread", lambda: world.roots())
-        await wait_until("the diagnosis reply", lambda: world.replies(root.id))
+        await wait_until("the diagnosis reply", lambda: world.diagnoses(root.id))
+        await wait_until("the unseal proposal", lambda: world.proposals(root.id))
         assert len(world.roots()) == 1
-        assert len(world.replies(root.id)) == 1
+        assert len(world.diagnoses(root.id)) == 1 and len(world.proposals(root.id)) == 1
+        assert len(world.replies(root.id)) == 2
         # Each peer sends its own externalURL; the root does not flip between them.
         assert world.sb.mattermost.posts[root.id].edit_at == 0
 
@@ -217,3 +231,91 @@ async def test_reconciliation_changes_nothing_while_alertmanager_is_unreachable(
     assert "FIRING" in world.sb.mattermost.posts[root.id].message
     assert await bot.alerts.reconciler.run_once() == 0  # the real one: still active, still open
     assert "FIRING" in world.sb.mattermost.posts[root.id].message
+
+
+@pytest.mark.parametrize("step", ["alert-root:", "alert-diag:"])
+async def test_a_crash_between_posting_and_saving_posts_nothing_twice(world: World, step: str):
+    bot = await world.start_bot()
+    assert bot.alerts is not None
+    repo = bot.alerts.repo
+    saved = repo.posted
+    failed: list[str] = []
+
+    async def fail_once(key: str, post_id: str) -> None:
+        if key.startswith(step) and not failed:
+            failed.append(key)
+            raise sqlite3.OperationalError("disk I/O error")  # posted, but its id is not saved
+        await saved(key, post_id)
+
+    repo.posted = fail_once  # type: ignore[method-assign]
+    await world.am.fire("VaultSealed", group="vault", namespace="vault")
+    await wait_until("the store write after the post failing", lambda: failed)
+    await world.stop_bot()  # dies with the notification unfinished: it stays in the inbox
+
+    await world.start_bot()  # replays it; Alertmanager keeps repeating it too
+    [root] = await wait_until("the alert thread", lambda: world.roots())
+    [diagnosis] = await wait_until("the diagnosis reply", lambda: world.diagnoses(root.id))
+    [proposal] = await wait_until("the unseal proposal", lambda: world.proposals(root.id))
+    seen = await world.accepted()
+    await wait_until("a repeat notification after the replay", lambda: _more(world, seen))
+    assert len(world.roots()) == 1
+    assert [p.id for p in world.replies(root.id)] == [diagnosis.id, proposal.id]
+    assert root.props["sopbot_key"].startswith("alert-root:")
+    assert diagnosis.props["sopbot_key"].startswith("alert-diag:")
+
+
+async def test_a_replica_without_the_lease_neither_escalates_nor_closes(world: World):
+    from bot.clients.kube import KubeClient
+    from bot.health import lease_namespace
+    from bot.schedule import LeaseElector
+
+    health = world.settings().health
+    kube = await KubeClient.connect(world.sb.kubeconfig)
+    # The other replica: holds the Lease first and keeps renewing it.
+    rival = LeaseElector(kube, lease_namespace(health), health.lease_name, "sopbot-replica-b",
+                         duration_s=health.lease_duration_s)
+    assert await rival.step()
+
+    async def keep_leading() -> None:
+        while True:
+            await asyncio.sleep(1)
+            await rival.step()
+
+    renewing = asyncio.create_task(keep_leading())
+    try:
+        bot = await world.start_bot(reconcile_interval_s=0.2,
+                                    escalation={"response_s": {"P1": 1}, "check_interval_s": 0.2})
+        assert bot.alerts is not None and bot.leadership is not None
+        await world.am.fire("VaultSealed", group="vault", namespace="vault")  # P1: escalates after 1 s
+        await world.am.fire("NodeDiskPressure", group="nodes", node="rke2-general-1")
+        roots = await wait_until("two threads", lambda: len(world.roots()) == 2 and world.roots())
+        [vault] = [r for r in roots if "VaultSealed" in r.message]
+        [disk] = [r for r in roots if "NodeDiskPressure" in r.message]
+        now = datetime.now(timezone.utc)
+        await world.am.client.create_silence(  # silenced: reconciliation would close its thread
+            [SilenceMatcher(name="alertname", value="NodeDiskPressure")], now, now + timedelta(hours=1),
+            created_by="alice", comment="maintenance")
+        group = await bot.alerts.repo.by_root(vault.id)
+        assert group is not None
+        await wait_until("the escalation deadline passing",
+                         lambda: datetime.now(timezone.utc) > bot.alerts.escalator.deadline(group))
+        skipped = bot.alerts.passes_skipped
+        await wait_until("both loops passing twice since", lambda: bot.alerts.passes_skipped >= skipped + 4)
+        assert not bot.leadership.is_leader()
+        assert not [p for p in world.replies(vault.id) if "**Escalation**" in p.message]
+        assert not [p for p in world.replies(disk.id) if "**Closed**" in p.message]
+        assert "FIRING" in world.sb.mattermost.posts[disk.id].message
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+
+    # The other replica goes away: this one takes the Lease and does the work, once.
+    try:
+        await rival.release()
+    finally:
+        await kube.close()
+    await wait_until("this replica leading", lambda: bot.leadership.is_leader())
+    await wait_until("the escalation", lambda: [p for p in world.replies(vault.id) if "**Escalation**" in p.message])
+    await wait_until("the closure", lambda: [p for p in world.replies(disk.id) if "**Closed**" in p.message])
+    assert len([p for p in world.replies(vault.id) if "**Escalation**" in p.message]) == 1
+    await wait_until("the root edited to CLOSED", lambda: "CLOSED" in world.sb.mattermost.posts[disk.id].message)

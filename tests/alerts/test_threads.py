@@ -214,3 +214,53 @@ async def test_a_stale_notification_after_a_newer_one_is_ignored(setup):
     await tm.process(P(payload("disk", [alert("NodeDiskPressure", "resolved", node="worker-1", fp="a1")])), 3)
     await tm.process(fire, 2)  # a retried older entry: the group stays resolved
     assert "RESOLVED" in chat.roots[0].text
+
+
+async def test_the_root_post_jumps_the_write_queue_and_replies_do_not(setup):
+    chat, clock, make = setup
+    await make().process(P(payload("disk", [alert("NodeDiskPressure", node="worker-1", fp="a1")])), 1)
+    [root] = chat.roots
+    assert root.urgent
+    assert [m.urgent for m in chat.replies(root.id)] == [False]
+
+
+async def test_a_diagnosis_report_goes_to_the_report_hooks_once(setup, handlers):
+    chat, clock, make = setup
+    seen: list[tuple[str, str, str, str]] = []
+
+    async def hook(report, channel_id: str, root_id: str, requester: str) -> None:
+        seen.append((report.sop_id, channel_id, root_id, requester))
+
+    tm = make(on_report=lambda: [hook])
+    body = P(payload("disk", [alert("NodeDiskPressure", node="worker-1", fp="a1")]))
+    await tm.process(body, 1)
+    [root] = chat.roots
+    assert seen == [("node-disk", "ch-sop-alerts", root.id, "alertmanager")]
+    clock.advance(120)  # past rediagnose_after_s: the SOP runs again, same findings
+    await tm.process(body, 2)
+    assert len(handlers.runs) == 2 and len(seen) == 1
+
+
+async def test_a_post_whose_id_was_not_saved_is_found_not_posted_again(setup, store):
+    chat, clock, make = setup
+    tm = make()
+    repo = tm.repo
+    saved = repo.posted
+    failed: list[str] = []
+
+    async def fail_once(key: str, post_id: str) -> None:
+        if not failed:
+            failed.append(key)
+            raise OSError("disk I/O error")  # the post exists; the store never learns its id
+        await saved(key, post_id)
+
+    repo.posted = fail_once  # type: ignore[method-assign]
+    body = P(payload("disk", [alert("NodeDiskPressure", node="worker-1", fp="a1")]))
+    with pytest.raises(OSError):
+        await tm.process(body, 1)
+    assert failed and failed[0].startswith("alert-root:") and len(chat.roots) == 1
+    restarted = make()  # a new process: nothing in memory, the same store
+    await restarted.process(body, 1)
+    [root] = chat.roots
+    assert root.props is not None and root.props["sopbot_key"] == failed[0]
+    assert len(chat.replies(root.id)) == 1

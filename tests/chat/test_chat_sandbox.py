@@ -116,6 +116,25 @@ async def test_server_errors_are_retried_and_the_post_lands_once(
     assert chat.queue.retries == 2
 
 
+async def test_find_post_finds_the_bots_own_post_by_its_key(mm: Served, chat: MattermostChat) -> None:
+    from sandbox.mattermost.models import CreatePostBody
+
+    alerts = await chat.channel_id("sop-alerts")
+    root = await chat.post(alerts, "Vault is sealed", props={"sopbot_key": "alert-root:1"})
+    reply = await chat.post(alerts, "diagnosis", root_id=root.id, props={"sopbot_key": "alert-diag:1"})
+    # Someone else's post with the same key is not the bot's post.
+    mm.state.create_post(mm.state.user("alice").id, CreatePostBody(
+        channel_id=alerts, message="copied", props={"sopbot_key": "alert-root:2"}))
+    since = mm.state.posts[root.id].create_at
+
+    found = await chat.find_post(alerts, "alert-root:1", since_ms=since)
+    assert found is not None and found.id == root.id
+    found = await chat.find_post(alerts, "alert-diag:1", since_ms=since, root_id=root.id)
+    assert found is not None and found.id == reply.id
+    assert await chat.find_post(alerts, "alert-root:2", since_ms=since) is None
+    assert await chat.find_post(alerts, "alert-root:1", since_ms=mm.state.posts[reply.id].create_at + 1) is None
+
+
 async def test_bad_request_is_surfaced(mm: Served, chat: MattermostChat) -> None:
     from bot.chat import ChatError
 

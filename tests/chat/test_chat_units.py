@@ -101,6 +101,30 @@ async def test_a_cancelled_caller_is_skipped_and_the_rest_still_run() -> None:
     assert ran == ["first", "last"]
 
 
+async def test_urgent_jobs_go_ahead_of_waiting_ones_in_their_own_order() -> None:
+    q = fresh_queue(FakeClock())
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def job(name: str) -> None:
+        if name == "running":
+            await release.wait()
+        ran.append(name)
+
+    def submit(name: str, urgent: bool = False) -> asyncio.Task[None]:
+        return asyncio.create_task(q.submit_call(lambda: job(name), what="w", urgent=urgent))
+
+    tasks = [submit("running"), submit("reply 1"), submit("reply 2")]
+    await asyncio.sleep(0.01)
+    tasks += [submit("root A", urgent=True), submit("root B", urgent=True)]
+    await asyncio.sleep(0.01)
+    assert q.depth == 5
+    release.set()
+    await asyncio.gather(*tasks)
+    # The job already running finishes first; roots keep their order (first come, first served).
+    assert ran == ["running", "root A", "root B", "reply 1", "reply 2"]
+
+
 async def test_close_drains_then_refuses() -> None:
     q = fresh_queue(FakeClock())
     sent: list[int] = []
