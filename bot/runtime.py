@@ -108,6 +108,22 @@ async def check_connections(settings: Settings) -> dict[str, str | None]:
                 except SourceError as exc:
                     problems.append(str(exc))
             results["vault"] = "; ".join(problems) or None
+        # Optional sources: only checked when configured.
+        if ctx.prometheus is not None:
+            try:
+                await ctx.prometheus.query("vector(1)")
+                results["prometheus"] = None
+            except SourceError as exc:
+                results["prometheus"] = exc.reason
+        if settings.alertmanager.url:
+            am = AlertmanagerClient(settings.alertmanager.url)
+            try:
+                await am.status()
+                results["alertmanager"] = None
+            except SourceError as exc:
+                results["alertmanager"] = exc.reason
+            finally:
+                await am.close()
     finally:
         await ctx.close()
     return results

@@ -82,6 +82,10 @@ async def test_check_config_masks_secrets_and_says_what_answers(sandbox, tmp_pat
 
     await sandbox.apply("vault-replica-down")
     cfg = sandbox.workdir / "sopbot.yaml"
+    # An Alertmanager that is not there: optional sources are checked when configured.
+    data = yaml.safe_load(cfg.read_text())
+    data["alertmanager"]["url"] = "http://127.0.0.1:9"
+    cfg.write_text(yaml.safe_dump(data))
     proc = await asyncio.create_subprocess_exec(
         *SOPBOT, "check-config", "--config", str(cfg),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -90,6 +94,7 @@ async def test_check_config_masks_secrets_and_says_what_answers(sandbox, tmp_pat
     assert proc.returncode == 1, err.decode()
     assert "mattermost   ok" in text and "kubernetes   ok" in text
     assert "vault        FAILED: vault-2: unreachable" in text
+    assert "alertmanager FAILED:" in text and "\nprometheus " not in text  # not configured
     for secret in (sandbox.mattermost.tokens["sop-bot"], sandbox.mattermost.slash_token,
                    sandbox.platform.vault.root_token, sandbox.alertmanager_token):
         assert secret not in text
