@@ -52,7 +52,6 @@ def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = N
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
-    app["bot"] = bot
     return app
 
 
