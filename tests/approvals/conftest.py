@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from sandbox.kube.kubectl import kubectl as run_kubectl
+
 from sandbox.mattermost.models import User
 
 
@@ -44,13 +46,8 @@ async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "
 
 
 async def kubectl(sb: Any, *args: str, check: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "kubectl", "--kubeconfig", str(sb.kubeconfig), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {err.decode()}")
-    return out.decode()
+    result = await run_kubectl(sb.kubeconfig, *args)
+    return result.ok() if check else result.stdout
 
 
 async def kubectl_json(sb: Any, *args: str) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.client.rest import ApiException
 
+from sandbox.kube.kubectl import kubectl as run_kubectl
+from sandbox.kube.kubectl import kubectl_binary
 from sandbox.kube.serve import RunningKube, serve_kube
 from sandbox.kube.server import write_kubeconfig
 from sandbox.kube.store import ObjectStore
@@ -129,23 +130,9 @@ async def kube(tmp_path: Path) -> AsyncIterator[RunningKube]:
 
 # -- kubectl ------------------------------------------------------------------------------------
 
-def kubectl_binary() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        pytest.fail("kubectl is required for the sandbox API server tests (CI has it); "
-                    "install kubectl v1.32 on PATH")
-    return path
-
-
 async def kubectl(kube: RunningKube, *args: str, kubeconfig: Path | None = None) -> tuple[int, str, str]:
-    cfg = kubeconfig or kube.kubeconfig
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(HOME=str(cfg.parent), KUBECONFIG=str(cfg), NO_PROXY="127.0.0.1")
-    proc = await asyncio.create_subprocess_exec(
-        kubectl_binary(), "--kubeconfig", str(cfg), "--cache-dir", str(cfg.parent / "kcache"), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
+    result = await run_kubectl(kubeconfig or kube.kubeconfig, *args)
+    return result.returncode, result.stdout, result.stderr
 
 
 async def kubectl_ok(kube: RunningKube, *args: str) -> str:

@@ -4,8 +4,6 @@ against the Vault listeners, kubernetes-asyncio and kubectl against the sandbox 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from cryptography import x509
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
+from sandbox.kube.kubectl import kubectl as run_kubectl
 from sandbox.kube.serve import RunningKube, serve_kube
 from sandbox.platform import CORE, Platform
 from sandbox.scenarios import SCENARIOS, apply_scenarios
@@ -89,17 +88,7 @@ def pod_ready(pod: client.V1Pod) -> bool:
 
 
 async def kubectl(kube: RunningKube, *args: str) -> str:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is required on PATH for the sandbox scenario tests")
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(HOME=str(kube.kubeconfig.parent), NO_PROXY="127.0.0.1")
-    proc = await asyncio.create_subprocess_exec(
-        binary, "--kubeconfig", str(kube.kubeconfig), "--cache-dir", str(kube.kubeconfig.parent / "kcache"),
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    return (await run_kubectl(kube.kubeconfig, *args)).ok()
 
 
 # -- the catalogue -----------------------------------------------------------------------------

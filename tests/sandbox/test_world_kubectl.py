@@ -3,14 +3,12 @@ against the healthy world served by the sandbox API server."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from sandbox.kube.kubectl import kubectl as run_kubectl
 from sandbox.kube.serve import RunningKube, serve_kube
 from sandbox.world import build_platform
 
@@ -22,17 +20,7 @@ async def kube(tmp_path: Path) -> AsyncIterator[RunningKube]:
 
 
 async def kubectl(kube: RunningKube, *args: str) -> str:
-    binary = shutil.which("kubectl")
-    if binary is None:
-        pytest.fail("kubectl is required on PATH for the sandbox world tests")
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(HOME=str(kube.kubeconfig.parent), NO_PROXY="127.0.0.1")
-    proc = await asyncio.create_subprocess_exec(
-        binary, "--kubeconfig", str(kube.kubeconfig), "--cache-dir", str(kube.kubeconfig.parent / "kcache"),
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    return (await run_kubectl(kube.kubeconfig, *args)).ok()
 
 
 async def test_daily_checks_pass_on_the_healthy_world(kube: RunningKube) -> None:
