@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bot_process import memory_mb, pct, start_bot, stop_bot, wait_ready  # noqa: E402
 from sandbox.mattermost.state import RateLimit  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 
@@ -50,20 +49,6 @@ ALERTS = [("VaultSealed", {"namespace": "vault"}), ("VaultLeaderLost", {"namespa
 # Extra environment for the bot process, e.g. PYTHONASYNCIODEBUG=1 (--asyncio-debug).
 ENV: dict[str, str] = {}
 SEVERITY = ["critical", "warning", "info"]
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def plan(n_alerts: int, n_groups: int, seconds: float, rng: random.Random) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, set[str]]]:
@@ -127,8 +112,7 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
         sb.mattermost.check_rate = counting  # type: ignore[method-assign]
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
         db_path = Path(cfg["store"]["path"])
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(work / "bench.yaml")], env={**os.environ, **ENV},
-                                stdout=subprocess.DEVNULL, stderr=open(work / "bot.log", "wb"))
+        proc = start_bot(work / "bench.yaml", work / "bot.log", env=ENV)
         headers = {"Authorization": f"Bearer {sb.alertmanager_token}"}
         latencies: list[float] = []
         failures: dict[int, int] = {}
@@ -136,16 +120,7 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
         storm_seen: dict[str, float] = {}
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
-                for _ in range(400):
-                    try:
-                        async with http.get(f"{sb.bot_url}/readyz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.05)
-                else:
-                    raise SystemExit(f"bot did not start: {(work / 'bot.log').read_text()[-2000:]}")
+                await wait_ready(http, sb.bot_url, work / "bot.log")
 
                 async def send(at: float, body: dict[str, Any], t0: float) -> None:
                     await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
@@ -182,10 +157,9 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
                         last, quiet_since = len(sb.mattermost.posts), time.monotonic()
                 drained_in = time.monotonic() - t0
                 watching.cancel()
-                rss = peak_rss_mb(proc.pid)
+                rss = memory_mb(proc.pid, "VmHWM")
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            await stop_bot(proc)
 
         bot_id = sb.mattermost.user("sop-bot").id
         posts = [p for p in sb.mattermost.posts.values() if p.user_id == bot_id]

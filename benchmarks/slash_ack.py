@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,19 +24,8 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bot_process import memory_mb, pct, start_bot, stop_bot, wait_ready  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 async def main(n: int) -> None:
@@ -47,20 +35,12 @@ async def main(n: int) -> None:
         # Let the background runs drain quickly; acknowledgement does not depend on it.
         cfg["mattermost"]["rate_limit_per_s"] = 1000
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(work / "bench.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=(work / "bot.log").open("w"))
+        proc = start_bot(work / "bench.yaml", work / "bot.log")
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-                for _ in range(200):
-                    try:
-                        async with http.get(f"{sb.bot_url}/readyz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.05)
+                await wait_ready(http, sb.bot_url, work / "bot.log")
                 await asyncio.sleep(1.0)
-                idle = rss_mb(proc.pid)
+                idle = memory_mb(proc.pid)
                 form = {"token": sb.mattermost.slash_token, "team_id": sb.team_id,
                         "team_domain": "platform", "channel_id": sb.channel_id,
                         "channel_name": "sop-alerts", "user_id": sb.mattermost.user("alice").id,
@@ -73,7 +53,7 @@ async def main(n: int) -> None:
                         await r.read()
                         assert r.status == 200, r.status
                     lat.append((time.perf_counter() - t0) * 1000)
-                busy = rss_mb(proc.pid)
+                busy = memory_mb(proc.pid)
                 deadline = time.monotonic() + 120
                 bot_id = sb.mattermost.user("sop-bot").id
                 while time.monotonic() < deadline:
@@ -82,9 +62,7 @@ async def main(n: int) -> None:
                         break
                     await asyncio.sleep(0.2)
         finally:
-            proc.terminate()
-            # Wait without blocking the loop: the bot still talks to the sandbox while stopping.
-            await asyncio.to_thread(proc.wait, 60)
+            await stop_bot(proc)
     print(f"commands acknowledged : {n}")
     print(f"ack latency p50       : {statistics.median(lat):.2f} ms")
     print(f"ack latency p99       : {pct(lat, 99):.2f} ms   (target < 50 ms)")
