@@ -22,6 +22,14 @@ class HandlerContext:
     # Free-form check settings from config (expected node count, LB IP...), by SOP id.
     checks: dict[str, Any] = field(default_factory=dict)
 
+    def require_kube(self) -> "KubeClient":
+        """The cluster client, or SourceError: run_sop reports it as an "unknown" finding."""
+        if self.kube is None:
+            from bot.clients.errors import SourceError
+
+            raise SourceError("kubernetes", "no Kubernetes access configured")
+        return self.kube
+
     async def close(self) -> None:
         for kube in (self.kube, self.kube_mgmt):
             if kube is not None:

@@ -40,9 +40,8 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Certificate Ready=True, none expiring in < 30 days without having been renewed
     (soonest first), every ClusterIssuer Ready (runbook 11.1, 4.1, 4.2, 11.7)."""
     cfg = check_settings(ctx, "cert-health", CertChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    certs, issuers = await asyncio.gather(ctx.kube.list(CM, "certificates"), ctx.kube.list(CM, "clusterissuers"))
+    kube = ctx.require_kube()
+    certs, issuers = await asyncio.gather(kube.list(CM, "certificates"), kube.list(CM, "clusterissuers"))
     now = datetime.now(timezone.utc)
     findings: list[Finding] = []
     for issuer in issuers:

@@ -48,9 +48,8 @@ async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every node Ready with no pressure condition, the expected count, none cordoned, one
     kubelet version, every worker labelled with its pool (runbook 11.1, 2.2, 2.6, 9.5)."""
     cfg = check_settings(ctx, "node-health", NodeChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    nodes = await ctx.kube.list("v1", "nodes")
+    kube = ctx.require_kube()
+    nodes = await kube.list("v1", "nodes")
     now = datetime.now(timezone.utc)
     findings: list[Finding] = []
     ready = 0

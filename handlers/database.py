@@ -29,9 +29,8 @@ class CNPGChecks(BaseModel):
 async def cnpg_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every CloudNativePG Cluster Ready=True with its expected instances ready (runbook 11.1, 6.1)."""
     cfg = check_settings(ctx, "cnpg-health", CNPGChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    clusters = await ctx.kube.list(CNPG, "clusters", cfg.namespace)
+    kube = ctx.require_kube()
+    clusters = await kube.list(CNPG, "clusters", cfg.namespace)
     findings = []
     healthy = 0
     for c in clusters:

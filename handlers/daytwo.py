@@ -63,13 +63,12 @@ async def pod_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     and reason — CrashLoopBackOff, Pending with its cause, ImagePullBackOff, OOMKilled, Error —
     with their restart counts (runbook 11.1)."""
     cfg = check_settings(ctx, "pod-health", PodChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
+    kube = ctx.require_kube()
     now = datetime.now(timezone.utc)
     groups: dict[tuple[str, str], _Group] = defaultdict(_Group)
     total = 0
     # Page by page, keeping only the problems: 30,000 pods as dicts would not fit in memory.
-    async for page in ctx.kube.pages("v1", "pods"):
+    async for page in kube.pages("v1", "pods"):
         total += len(page)
         for pod in page:
             problem = _problem(pod, now, cfg.pending_grace_minutes)

@@ -45,11 +45,10 @@ class IngressRouteChecks(BaseModel):
 async def traefik_lb(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """The rke2-traefik LoadBalancer has its external IP, 203.0.113.202 by default (runbook 11.1, 3.3)."""
     cfg = check_settings(ctx, "traefik-lb", TraefikChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
+    kube = ctx.require_kube()
     target = f"svc/{cfg.namespace}/{cfg.service}"
     try:
-        svc = await ctx.kube.get("v1", "services", cfg.service, cfg.namespace)
+        svc = await kube.get("v1", "services", cfg.service, cfg.namespace)
     except SourceError as exc:
         if exc.status == 404:
             return [Finding(status=Status.crit, target=target, summary="service not found", next_step=LB_STEP)]
@@ -72,9 +71,8 @@ async def traefik_lb(ctx: HandlerContext, params: NoParams) -> list[Finding]:
 @sop("gateway-health", title="Gateways Accepted and Programmed", section="3.4", severity=Severity.P1)
 async def gateway_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Gateway Accepted (and Programmed), with each listener's problem named (runbook 11.1, 3.4)."""
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    gateways = await ctx.kube.list(GATEWAY, "gateways")
+    kube = ctx.require_kube()
+    gateways = await kube.list(GATEWAY, "gateways")
     findings = []
     for gw in gateways:
         ns, name = gw["metadata"].get("namespace", ""), gw["metadata"]["name"]
@@ -100,9 +98,8 @@ async def gateway_health(ctx: HandlerContext, params: NoParams) -> list[Finding]
 @sop("httproute-health", title="HTTPRoutes accepted by their parents", section="3.4", severity=Severity.P2)
 async def httproute_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every HTTPRoute Accepted by each Gateway it names (runbook 11.1, 3.4)."""
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    routes = await ctx.kube.list(GATEWAY, "httproutes")
+    kube = ctx.require_kube()
+    routes = await kube.list(GATEWAY, "httproutes")
     findings = []
     for route in routes:
         ns, name = route["metadata"].get("namespace", ""), route["metadata"]["name"]
@@ -130,9 +127,8 @@ async def httproute_health(ctx: HandlerContext, params: NoParams) -> list[Findin
 async def ingressroute_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """IngressRoutes exist only where expected: the Traefik dashboard and Kasm (runbook 11.1, 3.4)."""
     cfg = check_settings(ctx, "ingressroute-health", IngressRouteChecks)
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    routes = await ctx.kube.list(TRAEFIK, "ingressroutes")
+    kube = ctx.require_kube()
+    routes = await kube.list(TRAEFIK, "ingressroutes")
     have = {f"{r['metadata'].get('namespace', '')}/{r['metadata']['name']}" for r in routes}
     expected = set(cfg.expected)
     findings = [Finding(status=Status.warn, target=f"ingressroute/{ref}", summary="unexpected IngressRoute",

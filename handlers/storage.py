@@ -17,9 +17,8 @@ LOST_STEP = "8.1/8.4: the claim's volume is gone (Lost): check the Longhorn volu
      alerts=("KubePersistentVolumeClaimPending",))
 async def pvc_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """No PersistentVolumeClaim Pending or Lost (runbook 11.1, 8.1)."""
-    if ctx.kube is None:
-        return [Finding(status=Status.unknown, target="kubernetes", summary="no Kubernetes access configured")]
-    claims = await ctx.kube.list("v1", "persistentvolumeclaims")
+    kube = ctx.require_kube()
+    claims = await kube.list("v1", "persistentvolumeclaims")
     phases = Counter(((c.get("status") or {}).get("phase") or "Pending") for c in claims)
     findings = []
     for c in claims:
