@@ -551,35 +551,19 @@ class KubeApi:
     async def resource(self, request: web.Request, t: Target) -> web.StreamResponse:
         m = request.method
         if t.subresource is None:
-            verb = {"GET": "list" if t.name is None else "get", "POST": "create", "PUT": "update",
-                    "PATCH": "patch",
-                    "DELETE": "deletecollection" if t.name is None else "delete"}.get(m)
-            if verb is None or verb not in t.rt.verbs:
+            # method → (Kubernetes verb, handler); the verb must be one the resource allows.
+            routes = ({"GET": ("list", self.list), "POST": ("create", self.create),
+                       "DELETE": ("deletecollection", self.delete_collection)} if t.name is None else
+                      {"GET": ("get", self.get), "PUT": ("update", self.update),
+                       "PATCH": ("patch", self.patch), "DELETE": ("delete", self.delete)})
+            verb, handler = routes.get(m, ("", None))
+            if handler is None or verb not in t.rt.verbs:
                 raise method_not_allowed()
-            if t.name is None:
-                if m == "GET":
-                    return await self.list(request, t)
-                if m == "POST":
-                    return await self.create(request, t)
-                if m == "DELETE":
-                    return await self.delete_collection(request, t)
-            else:
-                if m == "GET":
-                    return await self.get(request, t)
-                if m == "PUT":
-                    return await self.update(request, t)
-                if m == "PATCH":
-                    return await self.patch(request, t)
-                if m == "DELETE":
-                    return await self.delete(request, t)
-            raise method_not_allowed()
+            return await handler(request, t)
         if t.subresource == "status":
-            if m == "GET":
-                return await self.get(request, t)
-            if m == "PUT":
-                return await self.update(request, t)
-            if m == "PATCH":
-                return await self.patch(request, t)
+            status_handler = {"GET": self.get, "PUT": self.update, "PATCH": self.patch}.get(m)
+            if status_handler is not None:
+                return await status_handler(request, t)
         elif t.subresource == "scale" and m in ("GET", "PUT", "PATCH"):
             return await self.scale(request, t)
         elif t.subresource == "eviction" and m == "POST":
