@@ -448,10 +448,12 @@ EXIT_CODES = {Status.ok: 0, Status.warn: 1, Status.unknown: 1, Status.crit: 2}
 # -- small helpers for handlers that feed health reports ---------------------------------------------
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     """A status condition of a Kubernetes object by type, or None."""
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return None
+    return find_condition((obj.get("status") or {}).get("conditions"), type_)
+
+
+def find_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    """A condition by type in a conditions list (an object's, a Gateway listener's, a route parent's)."""
+    return next((c for c in conditions or [] if c.get("type") == type_), None)
 
 
 def parse_time(stamp: str | None) -> datetime | None:

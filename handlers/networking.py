@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.clients.errors import SourceError
 from bot.context import HandlerContext
-from bot.health import check_settings, condition
+from bot.health import check_settings, condition, find_condition
 from bot.models import Finding, Severity, Status
 from bot.registry import NoParams, sop
 
@@ -82,9 +82,9 @@ async def gateway_health(ctx: HandlerContext, params: NoParams) -> list[Finding]
             continue
         listeners = []
         for ls in (gw.get("status") or {}).get("listeners") or []:
-            for c in ls.get("conditions") or []:
-                if c.get("type") == "Accepted" and c.get("status") != "True":
-                    listeners.append(f"listener {ls.get('name')}: {c.get('reason')} — {c.get('message', '')}")
+            c = find_condition(ls.get("conditions"), "Accepted")
+            if c is not None and c.get("status") != "True":
+                listeners.append(f"listener {ls.get('name')}: {c.get('reason')} — {c.get('message', '')}")
         accepted = condition(gw, "Accepted")
         summary = (f"Accepted={(accepted or {}).get('status', 'missing')} "
                    f"({(accepted or {}).get('reason', '')}: {(accepted or {}).get('message', '')})")
@@ -108,7 +108,7 @@ async def httproute_health(ctx: HandlerContext, params: NoParams) -> list[Findin
         problems = []
         for parent in parents:
             ref = parent.get("parentRef") or {}
-            acc = next((c for c in parent.get("conditions") or [] if c.get("type") == "Accepted"), None)
+            acc = find_condition(parent.get("conditions"), "Accepted")
             if acc is None or acc.get("status") != "True":
                 problems.append(f"{ref.get('name')}/{ref.get('sectionName', '*')}: "
                                 f"{(acc or {}).get('reason', 'no Accepted condition')} — {(acc or {}).get('message', '')}")

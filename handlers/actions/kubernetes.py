@@ -9,7 +9,6 @@ makes them safe is runbook knowledge (which pods to skip, the Vault/CNPG pre-che
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +17,7 @@ from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Pla
                                    fingerprint, remediation_action)
 from bot.clients.errors import SourceError
 from bot.clients.kube import resource_path
+from bot.health import condition
 from bot.registry import K8sName, K8sNamespace
 from handlers.actions.common import (is_mirror, kube, labels_match, meta, now_iso, owner_kinds,
                                      table)
@@ -483,7 +483,7 @@ class ReissueCertificate(Action[ReissueParams]):
             return Plan(blocked=f"Certificate {p.namespace}/{p.certificate} names no spec.secretName",
                         runbook=runbook)
         status = cert.get("status") or {}
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready = condition(cert, "Ready") or {}
         try:
             # The answer is the Secret itself: read only its metadata, never its data (a private key).
             dry = await kube(env).delete("v1", "secrets", secret, p.namespace, dry_run=True)
