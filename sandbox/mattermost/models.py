@@ -12,11 +12,16 @@ from sandbox.mattermost.ids import new_id, now_ms
 MAX_POST_RUNES = 16383  # model.PostMessageMaxRunesV2
 
 
-class User(BaseModel):
+class _Entity(BaseModel):
+    """The id and timestamps (ms) users, teams and channels carry, in the real field names."""
+
     id: str = Field(default_factory=new_id)
     create_at: int = Field(default_factory=now_ms)
     update_at: int = Field(default_factory=now_ms)
     delete_at: int = 0
+
+
+class User(_Entity):
     username: str
     auth_data: str = ""
     auth_service: str = ""
@@ -38,11 +43,7 @@ class User(BaseModel):
     mfa_active: bool = False
 
 
-class Team(BaseModel):
-    id: str = Field(default_factory=new_id)
-    create_at: int = Field(default_factory=now_ms)
-    update_at: int = Field(default_factory=now_ms)
-    delete_at: int = 0
+class Team(_Entity):
     display_name: str
     name: str
     description: str = ""
@@ -54,11 +55,7 @@ class Team(BaseModel):
     allow_open_invite: bool = False
 
 
-class Channel(BaseModel):
-    id: str = Field(default_factory=new_id)
-    create_at: int = Field(default_factory=now_ms)
-    update_at: int = Field(default_factory=now_ms)
-    delete_at: int = 0
+class Channel(_Entity):
     team_id: str
     type: str = "O"
     display_name: str
