@@ -8,18 +8,21 @@ import json
 import sys
 from pathlib import Path
 
-from bot.config import ConfigError, Settings, load_settings, masked
+from bot.config import ConfigError, Settings, load_settings, masked, require_serving
 
 EXIT = {"ok": 0, "warn": 1, "crit": 2, "unknown": 3}
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, serving: bool = False) -> Settings:
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
+        if serving:
+            require_serving(settings)
+        return settings
     except ConfigError as exc:
-        print("sopbot: the configuration has problems:", file=sys.stderr)
+        # One line per problem, each naming the field (a log collector keeps lines apart).
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"sopbot: config error: {problem}", file=sys.stderr)
         raise SystemExit(78) from None  # EX_CONFIG
 
 
@@ -122,7 +125,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bot.runtime import serve
 
-    settings = _settings(args)
+    settings = _settings(args, serving=True)
     return asyncio.run(serve(settings))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
                       model_validator)
@@ -40,6 +41,8 @@ class MattermostConfig(Section):
     def _http_url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        if not urlsplit(v).hostname:
+            raise ValueError("has no host name")
         return v.rstrip("/")
 
 
@@ -284,6 +287,14 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError([f"{path}: {exc}"]) from None
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def require_serving(settings: Settings) -> None:
+    """What ``sopbot run`` cannot start without, checked before any network call: waiting for
+    Mattermost is for outages, not for a token nobody set."""
+    if settings.mattermost.token is None or not settings.mattermost.token.get_secret_value().strip():
+        raise ConfigError(["mattermost.token: not set (the bot account's access token: "
+                           "SOPBOT_MATTERMOST__TOKEN or mattermost.token in --config)"])
 
 
 def _problem(err: Any) -> str:

@@ -34,6 +34,7 @@ from bot.schedule import LeaseElector, Leadership
 from bot.service import Bot
 from bot.store import Store
 from bot.web.app import make_web_app
+from bot.web.starting import starting_app
 
 log = logging.getLogger("sopbot")
 
@@ -151,6 +152,8 @@ class Runtime:
         self.approvals: ApprovalService | None = None
         self.leadership: Leadership | None = None  # one replica reconciles and escalates alerts
         self.metrics = Metrics()  # served at /metrics; one registry per runtime
+        self._starting: web.AppRunner | None = None  # /healthz, /readyz until the bot is up
+        self.starting_reason = "starting"
 
     async def start(self) -> None:
         try:
@@ -161,6 +164,7 @@ class Runtime:
 
     async def _start(self) -> None:
         s = self.settings
+        port = await self._serve_starting()
         registry = load_handlers()
         self.ctx = await build_context(s)
         self.chat = self.chat or MattermostChat(s.mattermost)
@@ -195,7 +199,8 @@ class Runtime:
         app.router.add_post("/mattermost/dialog", self.approvals.dialog_handler())  # unseal shares
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, s.server.host, s.server.port)
+        await self._stop_starting()
+        site = web.TCPSite(self.runner, s.server.host, port)  # the port the probes already use
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         host, port = sock.getsockname()[:2]
@@ -206,17 +211,35 @@ class Runtime:
                                                    on_reconnect=self._reconnected)
             self._background.append(asyncio.create_task(self.events.run(), name="websocket"))
 
+    async def _serve_starting(self) -> int:
+        """Listen at once with /healthz alive and /readyz not ready; returns the bound port."""
+        s = self.settings.server
+        self._starting = web.AppRunner(starting_app(lambda: self.starting_reason), handle_signals=False)
+        await self._starting.setup()
+        site = web.TCPSite(self._starting, s.host, s.port)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def _stop_starting(self) -> None:
+        if self._starting is not None:
+            runner, self._starting = self._starting, None
+            await runner.cleanup()
+
     async def _connect_chat(self, chat: MattermostChat, max_wait_s: float = 60.0) -> None:
         """Wait out a Mattermost outage at start (it restarts too); a wrong token or team is a
         configuration error and stops the bot at once."""
         delay = 1.0
+        if self.settings.mattermost.token is None:  # nothing to wait for: a config error
+            raise ChatError("log in with the bot token", "mattermost.token is not set")
         while True:
+            self.starting_reason = "connecting to Mattermost"
             try:
                 await chat.start()
                 return
             except ChatError as exc:
                 if exc.status is not None and exc.status < 500 and exc.status != 429:
                     raise
+                self.starting_reason = f"waiting for Mattermost ({exc.reason})"
                 log.warning("Mattermost unavailable (%s); retrying in %.0fs", exc.reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_wait_s)
@@ -239,6 +262,7 @@ class Runtime:
         return None if self.bot is not None else "starting"
 
     async def stop(self) -> None:
+        await self._stop_starting()
         if self.runner is not None:
             await self.runner.cleanup()  # stop accepting first
         if self.events is not None:
@@ -317,8 +341,21 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a signal while starting still stops cleanly
         loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
-    await stop.wait()
+    starting = asyncio.create_task(runtime.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="signal")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # a signal while waiting for Mattermost: nothing is in flight yet
+        log.info("stopping before start-up finished (%s)", runtime.starting_reason)
+        starting.cancel()  # Runtime.start releases what it opened
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    try:
+        starting.result()
+    except ChatError as exc:  # a wrong token or team: retrying cannot help
+        stopping.cancel()
+        log.error("cannot start: %s", exc)
+        return 78  # EX_CONFIG
+    await stopping
     log.info("stopping: no new requests; finishing %d in-flight SOP runs",
              runtime.bot.busy if runtime.bot is not None else 0)
     await runtime.stop()
