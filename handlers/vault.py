@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import Field
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.clients.errors import SourceError
 from bot.context import HandlerContext
+from bot.health import check_settings
 from bot.models import Finding, Severity, Status, SuggestedAction
-from bot.registry import K8sName, SOPParams, sop
+from bot.registry import K8sName, NoParams, SOPParams, sop
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
                "(then 5.2 step 5: check cert-manager recovers)")
@@ -116,3 +120,93 @@ async def _raft_peers(pool: Any, addrs: list[str]) -> Finding:
     return Finding(status=status, target="raft peers",
                    summary=f"{len(voters)} voters of {len(servers)} peers: {desc}",
                    next_step="" if status is Status.ok else JOIN_STEP)
+
+
+# -- 5.4 PKI engine, 4.3 intermediate CA ------------------------------------------------------
+PKI_MOUNT_STEP = ("5.4 step 1: re-enable the engine (vault secrets enable -path=pki_int pki), then "
+                  "re-import the intermediate (5.4 step 2) and recreate the signing role (5.4 step 3)")
+PKI_IMPORT_STEP = "5.4 step 2: re-import the intermediate CA (needs the Root CA key; deploy-cluster.sh phase 2)"
+PKI_ROLE_STEP = ("5.4 step 3: recreate the signing role (vault write pki_int/roles/<DOMAIN_DOT> "
+                 "allowed_domains=<DOMAIN> allow_subdomains=true max_ttl=720h)")
+INTERMEDIATE_STEP = ("4.3: rotate the intermediate (11.7 procedure: new CSR in Vault, sign offline with the "
+                     "Root CA, set-signed), then delete the TLS secrets so certificates reissue")
+
+
+class PkiChecks(BaseModel):
+    """``checks.vault-pki`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    mounts: list[str] = Field(default_factory=lambda: ["pki_int"], description="PKI mounts cert-manager signs with")
+    # The runbook's prevention: "Set calendar reminder at year 9" of a 10-year intermediate.
+    warn_days: float = Field(365, gt=0, description="a CA closer than this to notAfter: warn")
+
+
+@sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role present", section="5.4",
+     severity=Severity.P1)
+async def vault_pki(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Each PKI mount cert-manager uses is mounted, has its intermediate CA imported and unexpired
+    (notAfter of every CA in ``ca_chain``) and at least one signing role (runbook 5.4, 4.3)."""
+    cfg = check_settings(ctx, "vault-pki", PkiChecks)
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return [Finding(status=Status.unknown, target="vault", summary="no Vault replica addresses configured")]
+    mounts: dict[str, str] | None = None
+    if pool.has_token:
+        try:
+            mounts = await pool.secret_mounts()
+        except SourceError as exc:
+            return [Finding(status=Status.unknown, target="vault secrets engines", summary=exc.reason)]
+    findings = await asyncio.gather(*(_pki_mount(pool, m.strip("/"), mounts, cfg) for m in cfg.mounts))
+    return [f for group in findings for f in group]
+
+
+async def _pki_mount(pool: Any, mount: str, mounts: dict[str, str] | None, cfg: PkiChecks) -> list[Finding]:
+    target = f"pki/{mount}"
+    if mounts is not None and mounts.get(mount + "/") != "pki":
+        return [Finding(status=Status.crit, target=target,
+                        summary=f"PKI engine {mount} is not mounted (disabled or deleted); "
+                                f"mounted: {', '.join(sorted(p.rstrip('/') for p in mounts)) or 'none'}",
+                        next_step=PKI_MOUNT_STEP)]
+    try:
+        ca, chain, roles = await asyncio.gather(pool.pki_ca(mount), pool.pki_ca_chain(mount), pool.pki_roles(mount))
+    except SourceError as exc:
+        if exc.status == 404:
+            return [Finding(status=Status.crit, target=target, summary=f"PKI engine {mount} not responding: {exc.reason}",
+                            next_step=PKI_MOUNT_STEP)]
+        return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
+    findings: list[Finding] = []
+    if not ca.strip():
+        findings.append(Finding(status=Status.crit, target=target,
+                                summary=f"no CA certificate in {mount}: intermediate CA not imported",
+                                next_step=PKI_IMPORT_STEP))
+    findings.extend(_chain_findings(target, chain or ca, cfg))
+    if not roles:
+        findings.append(Finding(status=Status.crit, target=f"{target} roles",
+                                summary=f"no signing role in {mount}: cert-manager cannot sign",
+                                next_step=PKI_ROLE_STEP))
+    if not any(f.status is not Status.ok for f in findings):
+        findings.append(Finding(status=Status.ok, target=target,
+                                summary=f"mounted, CA chain valid, role(s): {', '.join(roles)}"))
+    return findings
+
+
+def _chain_findings(target: str, pem: str, cfg: PkiChecks) -> list[Finding]:
+    """notAfter of each CA in the chain: expired → crit (4.3), inside warn_days → warn."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode()) if pem.strip() else []
+    except ValueError:
+        return [Finding(status=Status.unknown, target=target, summary="CA chain is not valid PEM")]
+    now = datetime.now(timezone.utc)
+    out: list[Finding] = []
+    for cert in certs:
+        cn = ", ".join(a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)) or cert.subject.rfc4514_string()
+        days = (cert.not_valid_after_utc - now).total_seconds() / 86400
+        when = f"notAfter {cert.not_valid_after_utc:%Y-%m-%d}"
+        if days < 0:
+            out.append(Finding(status=Status.crit, target=f"{target} CA",
+                               summary=f"intermediate CA expired: {cn!r} expired {-days:.0f} days ago ({when}); "
+                                       "new certificate requests fail", next_step=INTERMEDIATE_STEP))
+        elif days < cfg.warn_days:
+            out.append(Finding(status=Status.warn, target=f"{target} CA",
+                               summary=f"{cn!r} expires in {days:.0f} days ({when})", next_step=INTERMEDIATE_STEP))
+    return out

@@ -18,9 +18,16 @@ from sandbox.world import OLD_KUBELET_VERSION
 
 @dataclass(frozen=True)
 class Scenario:
+    """What a scenario breaks, and what a correct diagnosis says about it: the SOPs covering the
+    runbook ``section`` report ``status`` (worst finding) and name ``cause`` (a phrase of the root
+    cause as the bot words it, with its evidence) — tests/test_scenario_diagnoses.py holds them to it."""
+
     name: str
     description: str
     apply: Callable[[Platform], None]
+    section: str = ""
+    status: str = "ok"  # ok | warn | crit (bot.models.Status values; the sandbox imports no bot code)
+    cause: str = ""
 
 
 VAULT_URL = "http://vault.vault.svc.cluster.local:8200"
@@ -329,37 +336,59 @@ def _cnpg_failover(p: Platform) -> None:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("healthy", "nothing broken: the runbook's healthy baseline", lambda p: None),
-    Scenario("vault-sealed", "all three Vault replicas sealed, pods 0/1 Ready, ClusterIssuer failing (5.1)", _vault_sealed),
+    Scenario("vault-sealed", "all three Vault replicas sealed, pods 0/1 Ready, ClusterIssuer failing (5.1)", _vault_sealed,
+             section="5.1", status="crit", cause="sealed, unseal progress 0/3"),
     Scenario("vault-partially-sealed", "vault-1 and vault-2 sealed (0/1 Ready); vault-0 alone has no Raft quorum (5.2)",
-             _vault_partially_sealed),
-    Scenario("vault-no-leader", "all replicas unsealed but Raft elects no leader: every node standby (5.3)", _vault_no_leader),
+             _vault_partially_sealed,
+             section="5.2", status="crit", cause="1 of 3 replicas unsealed and reachable"),
+    Scenario("vault-no-leader", "all replicas unsealed but Raft elects no leader: every node standby (5.3)", _vault_no_leader,
+             section="5.3", status="warn", cause="no replica reports a Raft leader"),
     Scenario("vault-replica-down", "vault-2 unreachable (connection refused), its pod in CrashLoopBackOff (5.1)",
-             _vault_replica_down),
+             _vault_replica_down,
+             section="5.1", status="crit", cause="vault-2 | unreachable"),
     Scenario("vault-replica-not-joined", "vault-2 lost its Raft data: Initialized=false, must rejoin (5.2 step 2)",
-             _vault_replica_not_joined),
+             _vault_replica_not_joined,
+             section="5.2", status="crit", cause="vault-2 | not initialized"),
     Scenario("vault-pki-missing", "the pki_int secrets engine is gone: reads answer 'no handler for route' (5.4)",
-             _vault_pki_missing),
-    Scenario("pki-intermediate-expired", "the pki_int intermediate CA expired 3 days ago (4.3)", _pki_intermediate_expired),
-    Scenario("node-disk-pressure", "rke2-general-1 NotReady with DiskPressure=True (2.2)", _node_disk_pressure),
+             _vault_pki_missing,
+             section="5.4", status="crit", cause="PKI engine pki_int is not mounted (disabled or deleted)"),
+    Scenario("pki-intermediate-expired", "the pki_int intermediate CA expired 3 days ago (4.3)", _pki_intermediate_expired,
+             section="4.3", status="crit", cause="intermediate CA expired: 'Example Org Intermediate CA' expired 3 days ago"),
+    Scenario("node-disk-pressure", "rke2-general-1 NotReady with DiskPressure=True (2.2)", _node_disk_pressure,
+             section="2.2", status="crit", cause="pressure | DiskPressure"),
     Scenario("unlabeled-nodes", "two workers lost workload-type; node-labeler stuck in ImagePullBackOff (2.6)",
-             _unlabeled_nodes),
-    Scenario("cordoned-node", "rke2-database-1 cordoned (SchedulingDisabled) (11.3)", _cordoned_node),
-    Scenario("kubelet-skew", "rolling upgrade stuck: rke2-cp-3 and a database node still on v1.33.4 (9.5)", _kubelet_skew),
+             _unlabeled_nodes,
+             section="2.6", status="warn", cause="2 worker(s) without workload-type"),
+    Scenario("cordoned-node", "rke2-database-1 cordoned (SchedulingDisabled) (11.3)", _cordoned_node,
+             section="11.3", status="warn", cause="SchedulingDisabled (cordoned)"),
+    Scenario("kubelet-skew", "rolling upgrade stuck: rke2-cp-3 and a database node still on v1.33.4 (9.5)", _kubelet_skew,
+             section="9.5", status="warn", cause="2 on v1.33.4+rke2r1: rke2-cp-3, rke2-database-1"),
     Scenario("cert-not-ready", "harbor's certificate Ready=False, secret missing, request denied by the PKI role (4.1)",
-             _cert_not_ready),
+             _cert_not_ready,
+             section="4.1", status="warn", cause="common name harbor.example.com not allowed by this role"),
     Scenario("issuer-not-ready", "ClusterIssuer vault-issuer Ready=False: Kubernetes auth permission denied (4.2, 5.5)",
-             _issuer_not_ready),
-    Scenario("cert-expiring", "keycloak's certificate expires in 10 days, renewal overdue (11.7)", _cert_expiring),
-    Scenario("pod-crashloop", "harbor-registry in CrashLoopBackOff, 14 restarts, last exit Error (7.1)", _pod_crashloop),
-    Scenario("pod-pending", "the mattermost pod Pending: Unschedulable, insufficient memory", _pod_pending),
+             _issuer_not_ready,
+             section="4.2", status="crit", cause="Code: 403. Errors: * permission denied"),
+    Scenario("cert-expiring", "keycloak's certificate expires in 10 days, renewal overdue (11.7)", _cert_expiring,
+             section="11.7", status="warn", cause="expires in 10 days"),
+    Scenario("pod-crashloop", "harbor-registry in CrashLoopBackOff, 14 restarts, last exit Error (7.1)", _pod_crashloop,
+             section="7.1", status="warn", cause="CrashLoopBackOff (last exit 1 Error), 14 restarts"),
+    Scenario("pod-pending", "the mattermost pod Pending: Unschedulable, insufficient memory", _pod_pending,
+             section="11.1", status="warn", cause="Pending (Insufficient memory)"),
     Scenario("image-pull-backoff", "kasm-agent cannot pull its image from Harbor (ImagePullBackOff) (7.6)",
-             _image_pull_backoff),
-    Scenario("pvc-pending", "uptime-kuma's PVC Pending (Harvester storage full), its pod unschedulable (8.1)", _pvc_pending),
-    Scenario("lb-ip-pending", "rke2-traefik EXTERNAL-IP <pending>: no CiliumLoadBalancerIPPool (3.3)", _lb_ip_pending),
-    Scenario("cnpg-failover", "keycloak-pg primary pod gone, cluster 'Failing over' to keycloak-pg-2 (6.1)", _cnpg_failover),
-    Scenario("coredns-down", "both CoreDNS pods in CrashLoopBackOff, 0 available (3.6)", _coredns_down),
+             _image_pull_backoff,
+             section="7.6", status="warn", cause="ImagePullBackOff"),
+    Scenario("pvc-pending", "uptime-kuma's PVC Pending (Harvester storage full), its pod unschedulable (8.1)", _pvc_pending,
+             section="8.1", status="warn", cause="not enough storage available on Harvester"),
+    Scenario("lb-ip-pending", "rke2-traefik EXTERNAL-IP <pending>: no CiliumLoadBalancerIPPool (3.3)", _lb_ip_pending,
+             section="3.3", status="crit", cause="no CiliumLoadBalancerIPPool"),
+    Scenario("cnpg-failover", "keycloak-pg primary pod gone, cluster 'Failing over' to keycloak-pg-2 (6.1)", _cnpg_failover,
+             section="6.1", status="warn", cause="Failing over from keycloak-pg-1 to keycloak-pg-2"),
+    Scenario("coredns-down", "both CoreDNS pods in CrashLoopBackOff, 0 available (3.6)", _coredns_down,
+             section="3.6", status="crit", cause="kube-system CrashLoopBackOff"),
     Scenario("gateway-not-accepted", "keycloak Gateway listens on 443, not 8443: Accepted=False, route detached (3.4)",
-             _gateway_not_accepted),
+             _gateway_not_accepted,
+             section="3.4", status="crit", cause="no matching entryPoint for port 443"),
 )}
 
 

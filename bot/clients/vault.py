@@ -57,6 +57,47 @@ class VaultPool:
     async def raft_configuration(self, addr: str) -> dict[str, Any]:
         return await self.call(addr, lambda c: c.sys.read_raft_config())
 
+    async def first(self, fn: Callable[[hvac.Client], T]) -> T:
+        """``fn`` on the first replica that answers (a standby serves reads or forwards them);
+        the last replica's SourceError when none does."""
+        error: SourceError | None = None
+        for addr in self.addrs:
+            try:
+                return await self.call(addr, fn)
+            except SourceError as exc:
+                if exc.status in (400, 403, 404):  # an answer about the path, not the replica
+                    raise
+                error = exc
+        raise error or SourceError("vault", "no Vault replica addresses configured")
+
+    # -- PKI and auth reads (runbook 4.3, 5.4, 5.5); all read-only ---------------------------
+    async def secret_mounts(self) -> dict[str, str]:
+        """``sys/mounts``: mount path (``pki_int/``) → engine type (needs a token)."""
+        data = await self.first(lambda c: c.sys.list_mounted_secrets_engines())
+        table = data.get("data", data) if isinstance(data, dict) else {}
+        return {path: str(m.get("type", "")) for path, m in table.items()
+                if isinstance(m, dict) and "type" in m}
+
+    async def pki_ca_chain(self, mount: str) -> str:
+        """``GET /v1/<mount>/ca_chain``: the issuing CA and its parents as PEM (unauthenticated)."""
+        return await self.first(lambda c: c.secrets.pki.read_ca_certificate_chain(mount_point=mount))
+
+    async def pki_ca(self, mount: str) -> str:
+        """``GET /v1/<mount>/cert/ca``: the issuing CA certificate (PEM, "" when none imported)."""
+        data = await self.first(lambda c: c.read(f"{mount}/cert/ca"))
+        return str(((data or {}).get("data") or {}).get("certificate") or "")
+
+    async def pki_roles(self, mount: str) -> list[str]:
+        """``LIST /v1/<mount>/roles``, sent as ``GET ?list=true`` (Vault's documented equivalent,
+        which HTTP servers and proxies that reject the LIST verb pass); 404 when there is none."""
+        try:
+            data = await self.first(lambda c: c.adapter.get(f"/v1/{mount}/roles", params={"list": "true"}))
+        except SourceError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return [str(k) for k in ((data or {}).get("data") or {}).get("keys") or []]
+
     async def unseal(self, addr: str, key: str) -> dict[str, Any]:
         # The key never appears in an exception text we raise: SourceError is built from the
         # server's answer only.

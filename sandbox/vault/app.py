@@ -290,6 +290,8 @@ def _pki(cluster: VaultCluster, rest: str, method: str) -> web.StreamResponse:
                 "ca_chain": [pki.intermediate.pem, pki.root.pem]}
         return vault_json(envelope(data, mount_type="pki"))
     if method == "LIST" and rest in ("roles", "roles/"):
+        if not cluster.pki_roles:  # Vault answers an empty LIST with a bare 404
+            return vault_error(404)
         return vault_json(envelope({"keys": sorted(cluster.pki_roles)}, mount_type="pki"))
     if method == "GET" and rest.startswith("roles/"):
         role = cluster.pki_roles.get(rest[len("roles/"):])
