@@ -66,10 +66,8 @@ def alertmanager_handler(config: AlertmanagerConfig, inbox: Inbox,
             return web.json_response({"error": "missing or wrong credentials"}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer realm="sopbot"'})
         limit = config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _too_large(limit)
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_body(request, limit)
+        if body is None:
             return _too_large(limit)
         try:
             data = json.loads(body)
@@ -91,6 +89,21 @@ def alertmanager_handler(config: AlertmanagerConfig, inbox: Inbox,
         return web.json_response({"status": "accepted", "id": entry_id})
 
     return handle
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None when it is larger than ``limit`` (declared or, when chunked, as it
+    arrives: reading stops at ``limit + 1`` bytes). ``StreamReader.read(n)`` returns what is
+    buffered so far, not ``n`` bytes: a body sent in several TCP writes needs the loop."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:  # end of the body
+            return bytes(body)
+        body += chunk
+    return None
 
 
 def _too_large(limit: int) -> web.Response:
