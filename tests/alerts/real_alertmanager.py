@@ -28,7 +28,7 @@ def alertmanager_binary() -> str:
         if path:
             return path
     pytest.fail("the Alertmanager binary is missing: CI installs it with "
-                "`apt-get install -y prometheus-alertmanager` (.ci/run); install it the same way",
+                "`apt-get install -y prometheus-alertmanager`; ./run-tests installs it (or prints the command)",
                 pytrace=False)
 
 

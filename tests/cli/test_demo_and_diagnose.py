@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from sandbox.kube.kubectl import kubectl_binary
+
 SOPBOT = [sys.executable, "-m", "bot.cli"]
 
 
@@ -54,7 +56,7 @@ def test_diagnose_prints_the_report_and_exits_by_status(tmp_path: Path):
         done = subprocess.run([*SOPBOT, "diagnose", "vault-status", "replica=vault-0", "--config",
                                str(cfg)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout
-        kubectl = subprocess.run(["kubectl", "--kubeconfig", str(work / "kubeconfig"), "get", "nodes"],
+        kubectl = subprocess.run([kubectl_binary(), "--kubeconfig", str(work / "kubeconfig"), "get", "nodes"],
                                  capture_output=True, text=True, timeout=60)
         assert kubectl.returncode == 0 and "Ready" in kubectl.stdout
     finally:

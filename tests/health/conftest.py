@@ -37,7 +37,7 @@ class Alertmanager:
     async def start(self) -> None:
         binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
         if binary is None:
-            pytest.fail("prometheus-alertmanager is missing: CI installs it with apt-get (.ci/run)",
+            pytest.fail("prometheus-alertmanager is missing: ./run-tests installs it with apt-get (or prints the command)",
                         pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "alertmanager.yml"

@@ -194,8 +194,8 @@ class PrometheusServer:
     def start(self) -> None:
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         if not Path(binary).exists():
-            pytest.fail("prometheus is missing: CI installs the Debian package `prometheus` with apt-get "
-                        "(.ci/run)", pytrace=False)
+            pytest.fail("prometheus is missing: ./run-tests installs the Debian package `prometheus` with "
+                        "apt-get (or prints the command)", pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(self.config()))
