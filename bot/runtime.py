@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.alerts.service import AlertService
 from bot.alerts.threads import ReportHook
 from bot.approvals.service import ApprovalService, start_approvals
+from bot.backoff import Backoff
 from bot.chat import ChatError, EventSupervisor, MattermostChat, ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
@@ -329,7 +330,8 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
     service = AlertService(s.alertmanager, store=store, chat=chat, registry=bot.registry, run=run,
                            channel_id=chat.channel_id, default_channel=s.mattermost.channel,
                            runbook=bot.runbook, client=client, permalink=lambda pid: base + pid,
-                           leader=leader, on_report=on_report)
+                           leader=leader, on_report=on_report,
+                           backoff=Backoff.from_config(s.mattermost))
     await service.start()
     return service
 

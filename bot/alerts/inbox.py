@@ -5,8 +5,10 @@ entry pending at its next start and processes it then."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.backoff import Backoff
 from bot.store import Store
 
 MIGRATION = ("alerts-inbox-1", [
@@ -31,9 +33,11 @@ class Entry:
 
 
 class Inbox:
-    def __init__(self, store: Store, *, max_attempts: int = 5):
+    def __init__(self, store: Store, *, backoff: Backoff | None = None,
+                 clock: Callable[[], float] = time.time):
         self.store = store
-        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self.clock = clock
 
     async def migrate(self) -> None:
         await self.store.migrate(*MIGRATION)
@@ -52,17 +56,22 @@ class Inbox:
     async def done(self, entry_id: int) -> None:
         await self.store.execute("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
 
-    async def failed_attempt(self, entry_id: int, error: str) -> bool:
-        """Count a failed processing attempt; True when the entry is given up on."""
+    async def failed_attempt(self, entry_id: int, error: str) -> float | None:
+        """Count a failed processing attempt: seconds until the next one, or None when the
+        entry is given up on (older than the retry horizon; a 2xx was a promise, so never
+        after a fixed number of tries)."""
         async with self.store.transaction() as db:
             await db.execute("UPDATE alert_inbox SET attempts=attempts+1, error=? WHERE id=?",
                              (error[:500], entry_id))
-            row = await (await db.execute("SELECT attempts FROM alert_inbox WHERE id=?",
+            row = await (await db.execute("SELECT attempts, received_at FROM alert_inbox WHERE id=?",
                                           (entry_id,))).fetchone()
-            give_up = row is not None and row["attempts"] >= self.max_attempts
+            if row is None:
+                return None
+            give_up = self.backoff.expired(row["received_at"], self.clock())
             if give_up:
                 await db.execute("UPDATE alert_inbox SET state='failed' WHERE id=?", (entry_id,))
-        return give_up
+                return None
+        return self.backoff.delay(row["attempts"])
 
     async def give_up(self, entry_id: int, error: str) -> None:
         await self.store.execute("UPDATE alert_inbox SET state='failed', error=? WHERE id=?",
@@ -74,6 +83,12 @@ class Inbox:
             cur = await db.execute("DELETE FROM alert_inbox WHERE state='done' AND received_at < ?",
                                    (time.time() - older_than_s,))
             return cur.rowcount or 0
+
+    async def oldest_pending(self) -> float | None:
+        """When the oldest unprocessed notification was accepted (the backlog's age)."""
+        row = await self.store.fetchone(
+            "SELECT MIN(received_at) AS t FROM alert_inbox WHERE state='pending'")
+        return row["t"] if row is not None and row["t"] is not None else None
 
     async def count(self, state: str = "pending") -> int:
         row = await self.store.fetchone("SELECT COUNT(*) AS n FROM alert_inbox WHERE state=?", (state,))

@@ -4,6 +4,7 @@ threads, plus the reconcile and escalation loops and storm control."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,6 +22,7 @@ from bot.alerts.reconcile import Reconciler
 from bot.alerts.repo import GroupRepo
 from bot.alerts.router import Router
 from bot.alerts.storm import StormControl
+from bot.backoff import Backoff
 from bot.alerts.threads import ChannelId, Clock, ReportHook, RunSOP, ThreadManager, utcnow
 from bot.chat.models import ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
@@ -38,12 +40,12 @@ class AlertService:
                  run: RunSOP, channel_id: ChannelId, default_channel: str,
                  runbook: Runbook | None = None, client: AlertmanagerClient | None = None,
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
-                 concurrency: int = 8, retry_s: float = 5.0,
+                 concurrency: int = 8, backoff: Backoff | None = None,
                  leader: Callable[[], bool] = lambda: True,
                  on_report: Callable[[], Iterable[ReportHook]] = lambda: ()):
         self.config = config
         self.store = store
-        self.inbox = Inbox(store)
+        self.inbox = Inbox(store, backoff=backoff)
         self.repo = GroupRepo(store)
         self.client = client
         self.router = Router(registry, config.routes, channel=config.channel or default_channel,
@@ -60,7 +62,6 @@ class AlertService:
                                    config=config.escalation, clock=clock)
         self.reconciler = (Reconciler(repo=self.repo, threads=self.threads, chat=chat,
                                       client=client, clock=clock) if client else None)
-        self.retry_s = retry_s
         # With several replicas only the Lease holder reconciles and escalates, or each replica
         # would post its own closures and escalations (bot.schedule.Leadership.may_act).
         self.leader = leader
@@ -70,6 +71,12 @@ class AlertService:
         self._cursor = 0
         self._inflight: set[int] = set()
         self._retry_at: dict[int, float] = {}
+        # Per-group order across retries: a group's entries are applied in the order received.
+        # _owner: group key → the entry applied next (in flight or waiting for its retry);
+        # _held: that group's later entries, in arrival order, until the owner is finished.
+        self._owner: dict[str, int] = {}
+        self._held: dict[str, collections.deque[tuple[Entry, WebhookPayload]]] = {}
+        self._released: list[tuple[Entry, WebhookPayload]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -116,20 +123,56 @@ class AlertService:
             self._wake.clear()
             entries = await self.inbox.pending(after_id=self._cursor)
             entries += await self._due_retries()
-            for entry in sorted(entries, key=lambda e: e.id):
+            ready, self._released = self._released, []
+            for entry in entries:
+                self._cursor = max(self._cursor, entry.id)
+                parsed = await self._parse(entry)
+                if parsed is not None:
+                    ready.append((entry, parsed))
+            for entry, payload in sorted(ready, key=lambda r: r[0].id):
                 if entry.id in self._inflight:
+                    continue
+                key = payload.groupKey
+                owner = self._owner.setdefault(key, entry.id)
+                if owner != entry.id:  # an earlier entry of the group is not finished yet
+                    self._held.setdefault(key, collections.deque()).append((entry, payload))
                     continue
                 await self._sem.acquire()
                 self._inflight.add(entry.id)
-                self._cursor = max(self._cursor, entry.id)
-                task = asyncio.create_task(self._handle(entry), name=f"alert-entry-{entry.id}")
+                task = asyncio.create_task(self._handle(entry, payload), name=f"alert-entry-{entry.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if not entries:
+            if not entries and not self._released:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.retry_s)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._next_retry_in())
                 except TimeoutError:
                     pass
+
+    def _next_retry_in(self) -> float:
+        if not self._retry_at:
+            return 60.0
+        return max(min(self._retry_at.values()) - time.monotonic(), 0.0)
+
+    async def _parse(self, entry: Entry) -> WebhookPayload | None:
+        try:
+            return WebhookPayload.model_validate_json(entry.body)
+        except ValidationError as exc:
+            log.error("inbox entry %d unreadable: %s", entry.id, exc.errors()[0])
+            await self.inbox.give_up(entry.id, "unreadable")
+            return None
+
+    def _finished(self, key: str, entry_id: int) -> None:
+        """The group's owner is done (or given up): its next held entry may go."""
+        if self._owner.get(key) != entry_id:
+            return
+        del self._owner[key]
+        held = self._held.get(key)
+        if held:
+            nxt = held.popleft()
+            self._owner[key] = nxt[0].id
+            self._released.append(nxt)
+        if not held:
+            self._held.pop(key, None)
 
     async def _due_retries(self) -> list[Entry]:
         now = time.monotonic()
@@ -140,16 +183,10 @@ class AlertService:
             del self._retry_at[i]
         return [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
 
-    async def _handle(self, entry: Entry) -> None:
+    async def _handle(self, entry: Entry, payload: WebhookPayload) -> None:
         released = False
+        finished = True
         try:
-            try:
-                payload = WebhookPayload.model_validate_json(entry.body)
-            except ValidationError as exc:
-                log.error("inbox entry %d unreadable: %s", entry.id, exc.errors()[0])
-                await self.inbox.give_up(entry.id, "unreadable")
-                return
-
             def diagnosing() -> None:
                 # Only the diagnosis is left (it has slots of its own in ThreadManager): the
                 # next notification may start, so its root does not wait behind SOP runs.
@@ -162,12 +199,21 @@ class AlertService:
         except Exception as exc:
             log.exception("processing alert notification %d failed", entry.id)
             try:
-                if not await self.inbox.failed_attempt(entry.id, f"{exc.__class__.__name__}: {exc}"):
-                    self._retry_at[entry.id] = time.monotonic() + self.retry_s
+                wait = await self.inbox.failed_attempt(entry.id, f"{exc.__class__.__name__}: {exc}")
+                if wait is not None:  # still the group's owner: its later entries keep waiting
+                    finished = False
+                    self._retry_at[entry.id] = time.monotonic() + wait
+                else:
+                    log.error("gave up on alert notification %d for %s after the retry horizon",
+                              entry.id, payload.groupKey)
             except Exception:
+                finished = False
+                self._retry_at[entry.id] = time.monotonic() + self.inbox.backoff.max_s
                 log.exception("could not record the failure of entry %d", entry.id)
         finally:
             self._inflight.discard(entry.id)
+            if finished:
+                self._finished(payload.groupKey, entry.id)
             if not released:
                 self._sem.release()
             self._wake.set()
@@ -176,7 +222,8 @@ class AlertService:
         """Wait until every accepted notification was processed (tests, benchmarks)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self._inflight and not self._tasks and await self.inbox.count("pending") == 0 \
+            if not self._inflight and not self._tasks and not self._released \
+                    and await self.inbox.count("pending") == 0 \
                     and self.storm.backlog == 0:
                 return
             await asyncio.sleep(0.02)

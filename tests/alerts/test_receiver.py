@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.alerts.service import AlertService
+from bot.backoff import Backoff
 from bot.config import AlertmanagerConfig
 from bot.store import Store
 from tests.alerts.support import Clock, FakeHandlers, RecordingChat, alert, payload
@@ -159,7 +160,7 @@ async def test_accepted_means_committed_and_a_restart_finishes_the_work(tmp_path
 
 async def test_a_chat_failure_is_retried_without_losing_the_notification(running):
     client, service, chat, store = running
-    service.retry_s = 0.05
+    service.inbox.backoff = Backoff(base_s=0.05, max_s=0.05)
     chat.fail_posts = 1
     resp = await client.post("/alertmanager", json=BODY, headers=BEARER)
     assert resp.status == 200
