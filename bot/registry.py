@@ -5,18 +5,24 @@ A handler is one decorated async function in the module of its runbook chapter::
     class Params(SOPParams):
         namespace: K8sName = "vault"
 
-    @sop("vault-status", title="Vault seal and leader status", section="5.1",
-         severity=Severity.P1, alerts=("VaultSealed", "VaultLeaderLost"))
+    @sop("vault-status", title="Vault seal and leader status", sections=("5.1", "5.2", "5.3"),
+         severity=Severity.P1, alerts=("VaultSealed", "VaultLeaderLost"),
+         causes=("replica sealed after a restart", "no Raft leader"))
     async def vault_status(ctx: HandlerContext, params: Params) -> list[Finding]:
         ...
 
-The registry knows nothing of chat: it validates arguments and runs handlers.
+``sections`` are the runbook entries the SOP covers (the first is its main one), including
+``####`` sub-problems as ``"7.2/oidc"``; ``causes`` are the runbook's root causes it can name.
+Handler packages are found through the ``sopbot.handlers`` entry-point group (``load_handlers``);
+the engine imports none of them by name. The registry knows nothing of chat: it validates
+arguments and runs handlers.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +34,9 @@ from bot.models import Finding, Severity
 
 if TYPE_CHECKING:
     from bot.context import HandlerContext
+
+log = logging.getLogger(__name__)
+HANDLER_GROUP = "sopbot.handlers"  # entry points: name = importable package of SOPs and actions
 
 # DNS-1123 label / subdomain as Kubernetes validates names; nothing else reaches an API path.
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -79,6 +88,12 @@ class SOP:
     func: Handler
     chapter: str = ""
     description: str = ""
+    sections: tuple[str, ...] = ()  # every runbook entry covered; sections[0] == section
+    causes: tuple[str, ...] = ()    # runbook root causes this SOP can name from evidence
+
+    def covers(self, number: str) -> bool:
+        """Whether ``number`` ("7", "7.2", "7.2/oidc") is, contains or is part of a declared entry."""
+        return any(_related(d, number) for d in self.sections or (self.section,))
 
     def parse_args(self, raw: dict[str, str]) -> SOPParams:
         try:
@@ -153,14 +168,27 @@ class Registry:
         return hits
 
     def for_section(self, section: str) -> list[SOP]:
-        return [s for s in self if s.section == section or s.section.startswith(section + ".")]
+        """Every SOP declaring ``section``, a part of it, or the section it is part of."""
+        return [s for s in self if s.covers(section)]
 
     def for_alert(self, alertname: str) -> list[SOP]:
         return [s for s in self if alertname in s.alerts]
 
 
 def _section_key(section: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", section))
+    return tuple(int(p) for p in re.findall(r"\d+", section.split("/", 1)[0]))
+
+
+def _within(inner: str, outer: str) -> bool:
+    """"7.2/oidc" and "7.2.1" are within "7.2", and "7.2" within "7"; each within itself."""
+    return inner == outer or inner.startswith(outer + ".") or inner.startswith(outer + "/")
+
+
+def _related(declared: str, asked: str) -> bool:
+    return _within(declared, asked) or _within(asked, declared)
+
+
+SECTION_REF = re.compile(r"^\d+(\.\d+)*(/[a-z0-9][a-z0-9-]*)?$")
 
 
 REGISTRY = Registry()
@@ -170,17 +198,26 @@ def sop(
     sop_id: str,
     *,
     title: str,
-    section: str,
     severity: Severity,
+    section: str = "",
+    sections: Iterable[str] = (),
+    causes: Iterable[str] = (),
     alerts: Iterable[str] = (),
     registry: Registry | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register an async handler ``(ctx, params) -> list[Finding]`` as an SOP.
 
+    ``section`` is shorthand for a single entry; with ``sections`` too it goes first.
     The parameter model is taken from the annotation of the handler's ``params`` argument.
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", sop_id):
         raise ValueError(f"SOP id {sop_id!r}: use lowercase words joined by '-'")
+    covered = tuple(dict.fromkeys(([section] if section else []) + list(sections)))
+    if not covered:
+        raise ValueError(f"SOP {sop_id}: declare the runbook entries it covers (sections=...)")
+    for ref in covered:
+        if not SECTION_REF.match(ref):
+            raise ValueError(f"SOP {sop_id}: section {ref!r} is not like '4.1' or '7.2/oidc'")
 
     def register(func: Handler) -> Handler:
         if not inspect.iscoroutinefunction(func):
@@ -194,7 +231,9 @@ def sop(
             SOP(
                 id=sop_id,
                 title=title,
-                section=section,
+                section=covered[0],
+                sections=covered,
+                causes=tuple(causes),
                 severity=severity,
                 alerts=tuple(alerts),
                 params=params_model,
@@ -209,7 +248,15 @@ def sop(
 
 
 def load_handlers() -> Registry:
-    """Import every chapter module under ``handlers`` so their decorators run."""
-    import handlers  # noqa: F401  (the package imports its chapter modules)
+    """Import every handler package registered under the ``sopbot.handlers`` entry-point group
+    (the built-in ``handlers`` and any team's own), so their decorators run. Idempotent."""
+    from importlib.metadata import entry_points
 
+    found = sorted(entry_points(group=HANDLER_GROUP), key=lambda ep: ep.name)
+    if not found:
+        raise RuntimeError(f"no handler packages registered (entry-point group {HANDLER_GROUP!r}): "
+                           "install sop-bot (pip install .) rather than running it from a source tree")
+    for ep in found:
+        ep.load()  # importing the package registers its SOPs and actions
+        log.debug("handler package %s (%s) loaded", ep.name, ep.value)
     return REGISTRY

@@ -8,10 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.context import HandlerContext
-from bot.health import check_settings, condition, parse_time
-from bot.models import Finding, Severity, Status, SuggestedAction
-from bot.registry import NoParams, sop
+from bot.sdk import (Finding, HandlerContext, NoParams, Severity, Status, SuggestedAction,
+                     check_settings, condition, parse_time, sop)
 
 CM = "cert-manager.io/v1"
 NOT_READY_STEP = ("4.1: kubectl describe certificate -n <ns> <name>, then its CertificateRequest's "

@@ -12,11 +12,9 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.clients.prometheus import Sample, promql_string
-from bot.context import HandlerContext
-from bot.health import check_settings, condition, parse_time
-from bot.models import Finding, Severity, Status, SuggestedAction
-from bot.registry import HostPort, NoParams, SOPParams, sop
+from bot.sdk import (Finding, HandlerContext, HostPort, NoParams, Sample, Severity, SOPParams,
+                     Status, SuggestedAction, check_settings, condition, parse_time, promql_string,
+                     sop)
 
 NOT_READY_STEP = ("2.2: kubectl describe node <node> (Conditions), check kubelet on the node "
                   "(systemctl status rke2-agent), and the VM in Harvester")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.context import HandlerContext
-from bot.health import check_settings, condition
-from bot.models import Finding, Severity, Status
-from bot.registry import NoParams, sop
+from bot.sdk import (Finding, HandlerContext, NoParams, Severity, Status, check_settings, condition,
+                     sop)
 
 CNPG = "postgresql.cnpg.io/v1"
 FAILOVER_STEP = ("6.1: kubectl get cluster -n {ns} {name} and the cnpg-system operator logs; a failover "

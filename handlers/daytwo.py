@@ -11,10 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.context import HandlerContext
-from bot.health import HealthCheck, check_settings, compose, condition, parse_time
-from bot.models import Finding, Severity, Status
-from bot.registry import NoParams, sop
+from bot.sdk import (Finding, HandlerContext, HealthCheck, NoParams, Severity, Status,
+                     check_settings, compose, condition, parse_time, sop)
 
 # Where the runbook covers a namespace's workloads (chapter 7 per service, 5 Vault, ...).
 NAMESPACE_SECTION = {

@@ -8,11 +8,8 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.clients.prometheus import Sample, promql_string
-from bot.context import HandlerContext
-from bot.health import check_settings
-from bot.models import Finding, Severity, Status
-from bot.registry import NoParams, sop
+from bot.sdk import (Finding, HandlerContext, NoParams, Sample, Severity, Status, check_settings,
+                     promql_string, sop)
 
 ALERTS_STEP = "7.4: open each firing alert's thread (or /sop search <alertname>) and follow its SOP"
 NO_SOURCE_STEP = "7.4: set alertmanager.url so the bot can read firing alerts"

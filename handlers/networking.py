@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.clients.errors import SourceError
-from bot.context import HandlerContext
-from bot.health import check_settings, condition, find_condition
-from bot.models import Finding, Severity, Status
-from bot.registry import NoParams, sop
+from bot.sdk import (Finding, HandlerContext, NoParams, Severity, SourceError, Status,
+                     check_settings, condition, find_condition, sop)
 
 GATEWAY = "gateway.networking.k8s.io/v1"
 TRAEFIK = "traefik.io/v1alpha1"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bot.context import HandlerContext
-from bot.models import Finding, Severity, Status
-from bot.registry import NoParams, sop
+from bot.sdk import Finding, HandlerContext, NoParams, Severity, Status, sop
 
 PENDING_STEP = ("8.1: kubectl describe pvc -n {ns} {name} (Events: ProvisioningFailed?) and the "
                 "Harvester storage capacity")

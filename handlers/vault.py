@@ -10,11 +10,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.clients.errors import SourceError
-from bot.context import HandlerContext
-from bot.health import check_settings
-from bot.models import Finding, Severity, Status, SuggestedAction
-from bot.registry import K8sName, NoParams, SOPParams, sop
+from bot.sdk import (Finding, HandlerContext, K8sName, NoParams, Severity, SOPParams, SourceError,
+                     Status, SuggestedAction, check_settings, sop)
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
                "(then 5.2 step 5: check cert-manager recovers)")

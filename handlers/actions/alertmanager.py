@@ -8,9 +8,8 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
-                                   fingerprint, remediation_action)
-from bot.clients.alertmanager import SilenceMatcher
+from bot.sdk import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk, SilenceMatcher,
+                     fingerprint, remediation_action)
 from handlers.actions.common import Unavailable, table
 
 LabelValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]

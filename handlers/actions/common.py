@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bot.approvals.actions import ActionEnv
-from bot.clients.errors import SourceError
-
-if TYPE_CHECKING:
-    from bot.clients.kube import KubeClient
+from bot.sdk import ActionEnv, KubeClient, SourceError, cell
 
 
 class Unavailable(SourceError):
@@ -63,5 +59,5 @@ def labels_match(selector: dict[str, Any] | None, labels: dict[str, str]) -> boo
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" for _ in header) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]  # cluster data: inert
     return "\n".join(out)

@@ -13,12 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
-                                   fingerprint, remediation_action)
-from bot.clients.errors import SourceError
-from bot.clients.kube import resource_path
-from bot.health import condition
-from bot.registry import K8sName, K8sNamespace
+from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, K8sNamespace, Outcome, Plan, Risk,
+                     SourceError, condition, fingerprint, remediation_action, resource_path)
 from handlers.actions.common import (is_mirror, kube, labels_match, meta, now_iso, owner_kinds,
                                      table)
 

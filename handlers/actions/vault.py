@@ -25,10 +25,8 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
-                                   SecretProgress, SecretPrompt, fingerprint, remediation_action)
-from bot.clients.errors import SourceError
-from bot.registry import K8sName
+from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, Outcome, Plan, Risk, SecretProgress,
+                     SecretPrompt, SourceError, fingerprint, remediation_action)
 from handlers.actions.common import Unavailable, kube, table
 
 _SHARE = re.compile(r"^(?:[0-9a-fA-F]{32,130}|[A-Za-z0-9+/]{20,180}={0,2})$")

@@ -1,0 +1,62 @@
+"""The handler SDK: everything a SOP or a remediation action needs, in one public module.
+
+Handler packages (the built-in ``handlers`` and any team's own) import from here and from
+nowhere else in ``bot`` (an import-linter contract in pyproject.toml holds them to it), so the
+engine's modules can change without breaking them. A package registers itself through the
+``sopbot.handlers`` entry-point group; importing it runs its ``@sop`` and ``@remediation_action``
+decorators::
+
+    # pyproject.toml of a team's package
+    [project.entry-points."sopbot.handlers"]
+    team-sops = "team_sops"
+
+    # team_sops/__init__.py
+    from bot.sdk import Finding, HandlerContext, K8sNamespace, SOPParams, Severity, Status, sop
+
+    class Params(SOPParams):
+        namespace: K8sNamespace = "team"
+
+    @sop("team-api", title="Team API pods", sections=("7.9",), severity=Severity.P3,
+         causes=("image missing from Harbor",), alerts=("TeamApiDown",))
+    async def team_api(ctx: HandlerContext, params: Params) -> list[Finding]:
+        kube = ctx.require_kube()
+        ...
+"""
+
+from __future__ import annotations
+
+# Declaring SOPs and their arguments.
+from bot.registry import (DNS1123_LABEL, DNS1123_SUBDOMAIN, HOST_PORT, HostPort, K8sName,
+                          K8sNamespace, NoParams, SOPParams, sop)
+# What a SOP returns.
+from bot.models import Finding, Severity, Status, SuggestedAction
+# What a SOP works with: the platform's clients and their errors.
+from bot.context import HandlerContext
+from bot.clients.errors import SourceError
+from bot.clients.kube import KubeClient, resource_path
+from bot.clients.prometheus import PrometheusClient, Sample, promql_string
+from bot.clients.alertmanager import SilenceMatcher
+# Object conditions, timestamps, per-SOP check settings, health-check areas.
+from bot.health import HealthCheck, check_settings, compose, condition, find_condition, parse_time
+# Cluster data quoted in chat stays inert (no mentions, links or markup injected by object names).
+from bot.safe_text import cell, code, text
+# Remediation actions (proposed from findings, approved by reaction).
+from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
+                                   SecretProgress, SecretPrompt, fingerprint, remediation_action)
+
+__all__ = [
+    # declaring
+    "sop", "SOPParams", "NoParams", "K8sName", "K8sNamespace", "HostPort",
+    "DNS1123_LABEL", "DNS1123_SUBDOMAIN", "HOST_PORT",
+    # results
+    "Finding", "Status", "Severity", "SuggestedAction",
+    # sources
+    "HandlerContext", "SourceError", "KubeClient", "resource_path", "PrometheusClient", "Sample",
+    "promql_string", "SilenceMatcher",
+    # helpers
+    "condition", "find_condition", "parse_time", "check_settings", "HealthCheck", "compose",
+    "cell", "code", "text",
+    # actions
+    "Action", "ActionEnv", "ActionParams", "Outcome", "Plan", "Risk", "SecretPrompt",
+    "SecretProgress", "fingerprint", "remediation_action",
+]
