@@ -50,10 +50,23 @@ class MattermostConfig(Section):
         return v.rstrip("/")
 
 
+class CommandRateLimitConfig(Section):
+    """Commands that hit the platform's APIs (``/sop <ID>``, ``/sop health``): a token bucket per
+    user and one for everyone; a refused command is told when to retry. Joining a run already
+    under way (same command, arguments and channel) costs nothing."""
+
+    enabled: bool = Field(True, description="refuse commands over the limits below")
+    per_user_burst: int = Field(5, ge=1, description="runs one user may start at once…")
+    per_user_refill_s: float = Field(10.0, gt=0, description="…then one more every this many seconds")
+    global_burst: int = Field(20, ge=1, description="runs everyone together may start at once…")
+    global_refill_s: float = Field(2.0, gt=0, description="…then one more every this many seconds")
+
+
 class SlashCommandConfig(Section):
     tokens: list[SecretStr] = Field(default_factory=list,
                                     description="tokens Mattermost sends with /sop (several allowed)")
     trigger: str = Field("sop", description="the slash command's trigger word")
+    rate_limit: CommandRateLimitConfig = Field(default_factory=CommandRateLimitConfig)
 
 
 class ServerConfig(Section):

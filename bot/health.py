@@ -521,9 +521,11 @@ class HealthService:
             report.changes = await self.store.record(report)
         return report
 
-    async def post(self, report: HealthReport, channel_id: str) -> str:
+    async def post(self, report: HealthReport, channel_id: str,
+                   on_root: Callable[[str], None] = lambda post_id: None) -> str:
         root, replies = health_markdown(report, self.runbook, trigger=self.trigger)
         ref = await self.chat.post(channel_id, root)
+        on_root(ref.id)
         for reply in replies:
             await self.chat.post(channel_id, reply, root_id=ref.id)
         return ref.id
@@ -539,7 +541,7 @@ class HealthService:
             await self.post(report, await self.channel_id(channel))
         return report
 
-    def subcommand(self, spawn: Callable[..., Any]) -> Any:
+    def subcommand(self, spawn: Callable[..., Any], start_run: Callable[..., Any] | None = None) -> Any:
         """``/sop health [schedule]``: answers at once, posts the report in the invoking channel."""
         from bot.commands import Reply, Subcommand
 
@@ -551,11 +553,18 @@ class HealthService:
                 return Reply(text=f"No health schedule `{name}` (configured: {known}).")
             checks = self.checks_for(sched)
 
-            async def go() -> None:
+            async def go(run: Any = None) -> None:
                 report = await self.report(name, checks)
-                await self.post(report, inv.channel_id)
+                await self.post(report, inv.channel_id,
+                                on_root=lambda pid: setattr(run, "root_id", pid) if run else None)
 
-            spawn(go(), name=f"health:{name}")
+            if start_run is None:
+                spawn(go(), name=f"health:{name}")
+            else:  # Bot.start_run: the same check in this channel joins the run under way
+                refused = start_run(inv, ("health", inv.channel_id, name), f"`/{self.trigger} health {name}`",
+                                    go, name=f"health:{name}")
+                if refused is not None:
+                    return refused
             return Reply(text=f"Running the `{name}` health check ({len(checks)} areas); "
                               f"the report will appear in this channel.")
 
@@ -589,7 +598,7 @@ async def start_health(settings: Any, store: Store, chat: Any, bot: Any,
                             runbook=bot.runbook, trigger=bot.trigger, channel_id=chat.channel_id,
                             default_channel=settings.mattermost.channel)
     service.metrics = metrics
-    bot.subcommands["health"] = service.subcommand(bot.spawn)
+    bot.subcommands["health"] = service.subcommand(bot.spawn, getattr(bot, "start_run", None))
     if cfg.composition not in COMPOSITIONS:
         log.warning("health.composition %r is not defined (known: %s)", cfg.composition, ", ".join(COMPOSITIONS))
     for sched in cfg.schedules:

@@ -29,6 +29,7 @@ from bot.engine import run_sop
 from bot.health import HealthService, lease_namespace, start_health
 from bot.metrics import DISCARD, Metrics
 from bot.models import Report
+from bot.ratelimit import CommandLimiter
 from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
 from bot.schedule import LeaseElector, Leadership
@@ -171,7 +172,8 @@ class Runtime:
         self.chat = self.chat or MattermostChat(s.mattermost)
         await self._connect_chat(self.chat)
         self.bot = Bot(registry=registry, chat=self.chat, ctx=self.ctx, runbook=load_runbook(s),
-                       trigger=s.slash.trigger)
+                       trigger=s.slash.trigger, limiter=CommandLimiter(s.slash.rate_limit),
+                       permalink=lambda pid: f"{s.mattermost.url}/{s.mattermost.team}/pl/{pid}")
         self.bot.on_report.append(self._observe_report)
         self.metrics.watch(self)
         tokens = [t.get_secret_value() for t in s.slash.tokens]

@@ -4,16 +4,19 @@ findings in a thread. Chat-system specifics stay behind ``bot.ports.Chat``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
+from bot.coalesce import Run, Runs
 from bot.commands import (CommandError, Invocation, Reply, RunRequest, Subcommand, bad_args_text,
                           help_text, list_text, resolve, search_text, unknown_text)
 from bot.context import HandlerContext
 from bot.engine import run_sop
 from bot.models import Report
 from bot.ports import Chat
+from bot.ratelimit import CommandLimiter
 from bot.registry import BadArguments, Registry, UnknownSOP
 from bot.render import EMOJI, report_markdown, section_ref
 from bot.runbook import Runbook
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 class Bot:
     def __init__(self, *, registry: Registry, chat: Chat, ctx: HandlerContext,
                  runbook: Runbook | None = None, trigger: str = "sop",
-                 handler_timeout_s: float = 60.0):
+                 handler_timeout_s: float = 60.0, limiter: CommandLimiter | None = None,
+                 permalink: Callable[[str], str] | None = None):
         self.registry = registry
         self.chat = chat
         self.ctx = ctx
@@ -36,6 +40,9 @@ class Bot:
         # approvals turns the findings' suggested actions into proposals there.
         self.on_report: list[Callable[[Report, str, str, str], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.limiter = limiter
+        self.permalink = permalink
+        self.runs = Runs()
 
     # -- background work -------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -85,15 +92,48 @@ class Bot:
             return Reply(text=bad_args_text(exc, self.trigger))
         except CommandError as exc:
             return Reply(text=str(exc))
-        self.spawn(self.run_in_thread(inv, request), name=f"sop:{request.sop.id}")
+        key = ("sop", inv.channel_id, request.sop.id,
+               json.dumps(request.params.model_dump(mode="json"), sort_keys=True))  # type: ignore[attr-defined]
+        refused = self.start_run(inv, key, f"`/{self.trigger} {request.sop.id}`",
+                                 lambda run: self.run_in_thread(inv, request, run), name=f"sop:{request.sop.id}")
+        if refused is not None:
+            return refused
         return Reply(text=f"Running `{request.sop.id}` ({request.sop.title}); "
                           f"the findings will appear in a thread in this channel.")
 
-    async def run_in_thread(self, inv: Invocation, request: RunRequest) -> None:
+    def start_run(self, inv: Invocation, key: Hashable, label: str,
+                  work: Callable[[Run], Coroutine[Any, Any, Any]], *, name: str) -> Reply | None:
+        """Start ``work`` in the background unless the same run is under way (then the requester
+        joins it) or the rate limits refuse; the reply for those two, None when started."""
+        run = self.runs.get(key)
+        if run is not None:
+            run.join(inv.user_name)
+            self.runs.joined += 1
+            return Reply(text=run.joined_text(self.permalink))
+        if self.limiter is not None:
+            refusal = self.limiter.check(inv.user_id, inv.user_name)
+            if refusal is not None:
+                return Reply(text=refusal)
+        run = self.runs.begin(key, label, inv.channel_id, inv.user_name)
+
+        async def go() -> None:
+            try:
+                await work(run)
+            finally:
+                self.runs.end(run)  # a request from now on starts a new run
+            if run.joiners and run.root_id:
+                await self.chat.post(run.channel_id, run.joiners_text(), root_id=run.root_id)
+
+        self.spawn(go(), name=name)
+        return None
+
+    async def run_in_thread(self, inv: Invocation, request: RunRequest, run: Run | None = None) -> None:
         sop = request.sop
         head = (f"@{inv.user_name} ran `/{self.trigger} {' '.join(inv.text.split())}` — "
                 f"**{sop.title}** ({section_ref(sop.section, self.runbook)}, {sop.severity.value})")
         root = await self.chat.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
+        if run is not None:
+            run.root_id = root.id
         report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
         await self.chat.post(inv.channel_id, report_markdown(report, self.runbook), root_id=root.id)
         await self.chat.edit(root.id, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")

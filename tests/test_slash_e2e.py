@@ -152,8 +152,8 @@ async def test_rate_limited_mattermost_still_gets_every_post_in_order(sandbox, b
 
     # Stricter than the bot's own 10/s, so the server answers 429 and the bot must wait.
     sandbox.mattermost.rate_limit = RateLimit(per_sec=8, burst=2)
-    for _ in range(4):
-        resp = await run_as(sandbox, "alice", "/sop vault-status")
+    for args in ["", "replica=vault-0", "replica=vault-1", "replica=vault-2"]:  # distinct: not joined
+        resp = await run_as(sandbox, "alice", f"/sop vault-status {args}")
         assert resp.status_code == 200
     await bot.bot.drain()
     roots = [p for p in bot_posts(sandbox) if not p.root_id]

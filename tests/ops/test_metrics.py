@@ -139,8 +139,8 @@ async def test_websocket_reconnects_and_429s_are_exported(sandbox, bot):
 
     # Stricter than the bot's own limiter: Mattermost answers 429 and the bot waits as told.
     sandbox.mattermost.rate_limit = RateLimit(per_sec=8, burst=2)
-    for _ in range(3):
-        await run_as(sandbox, "alice", "/sop vault-status")
+    for i in range(3):  # distinct arguments: identical concurrent commands share one run
+        await run_as(sandbox, "alice", f"/sop vault-status replica=vault-{i}")
     await bot.bot.drain()
     m = await scrape(bot)
     assert m("sopbot_chat_rate_limited_total") == bot.chat.queue.rate_limited > 0
