@@ -125,8 +125,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bot.runtime import serve
 
+    from bot.store import StoreError
+
     settings = _settings(args, serving=True)
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except StoreError as exc:  # e.g. an existing database on a read-only filesystem
+        print(f"sopbot: {exc}", file=sys.stderr)
+        return 74  # EX_IOERR
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -141,7 +147,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(args.scenario or ["vault-partially-sealed"], script=args.script))
+    return asyncio.run(run_demo(args.scenario or ["vault-partially-sealed"], script=args.script,
+                                workdir=args.workdir))
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -190,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="sandbox + bot + a terminal chat to type /sop commands in")
     p.add_argument("--scenario", action="append", metavar="NAME")
     p.add_argument("--script", type=Path, help="read commands from this file instead of the terminal")
+    p.add_argument("--workdir", type=Path,
+                   help="keep the sandbox's files (kubeconfig, sopbot.yaml, env, database) here; "
+                        "default: a temporary directory removed at the end")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -200,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file or port the user named: their error, not a traceback
+        print(f"sopbot {args.command}: {exc}", file=sys.stderr)
+        return 74  # EX_IOERR
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ Commands come from the terminal, or from ``--script FILE`` / a pipe for a non-in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
-import tempfile
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -79,28 +82,90 @@ async def _react_on_proposal(sandbox: Sandbox, runtime: Runtime, user: str, comm
             break
 
 
+def _line_reader(stream: TextIO) -> Callable[[], Awaitable[str]]:
+    """Lines from ``stream`` ("" at the end) read by a daemon thread: a thread blocked in
+    readline must never keep the process from exiting (asyncio.to_thread's would, on Ctrl-C)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def put(line: str) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        except RuntimeError:  # the loop has closed: the demo is over
+            pass
+
+    def pump() -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                put(line)
+        except (OSError, ValueError):  # closed underneath us
+            pass
+        put("")
+
+    threading.Thread(target=pump, name="demo-input", daemon=True).start()
+    return queue.get
+
+
 async def run_demo(scenarios: list[str], script: Path | None = None,
-                   stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+                   stdin: TextIO | None = None, out: TextIO | None = None,
+                   workdir: Path | None = None) -> int:
+    """The demo until /quit, the end of the input, or one Ctrl-C (SIGINT) or SIGTERM.
+    Its files go to a temporary directory removed at the end, unless ``workdir`` is given."""
     out = out or sys.stdout
     stdin = stdin or sys.stdin
-    workdir = Path(tempfile.mkdtemp(prefix="sopbot-demo-"))
-    sandbox = Sandbox(scenarios, workdir=workdir)
-    async with sandbox:
-        runtime = Runtime(sandbox.settings())
-        await runtime.start()
-        chat = TerminalChat(sandbox, out)
-        out.write(BANNER.format(scenarios=", ".join(scenarios) or "healthy"))
-        chat.show_new()
-        lines: TextIO = script.open() if script else stdin
-        interactive = script is None and stdin.isatty()
-        user = "alice"
+    try:
+        sandbox = Sandbox(scenarios, workdir=workdir)  # workdir None: its own, removed at stop
+    except ValueError as exc:
+        print(f"sopbot demo: {exc}", file=sys.stderr)
+        return 64
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopped: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if not stopped:  # the first one stops the demo; cleanup must not be interrupted again
+            stopped.append(sig)
+            main.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with sandbox:
+            runtime = Runtime(sandbox.settings())
+            try:
+                await runtime.start()
+                await _chat(sandbox, runtime, scenarios, script, stdin, out)
+            except asyncio.CancelledError:
+                if not stopped:
+                    raise
+                out.write("\n(demo: stopping)\n")
+                out.flush()
+            finally:
+                await runtime.stop()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 130 if signal.SIGINT in stopped else 0
+
+
+async def _chat(sandbox: Sandbox, runtime: Runtime, scenarios: list[str], script: Path | None,
+                stdin: TextIO, out: TextIO) -> None:
+    chat = TerminalChat(sandbox, out)
+    out.write(BANNER.format(scenarios=", ".join(scenarios) or "healthy"))
+    chat.show_new()
+    interactive = script is None and stdin.isatty()
+    user = "alice"
+    with script.open() if script else contextlib.nullcontext(stdin) as lines:
+        next_line = _line_reader(lines)
         async with httpx.AsyncClient(base_url=sandbox.mattermost_url, timeout=30) as http:
             while True:
                 headers = {"Authorization": f"Bearer {sandbox.mattermost.tokens[user]}"}
                 if interactive:
                     out.write(f"{user}> ")
                     out.flush()
-                line = await asyncio.to_thread(lines.readline)
+                line = await next_line()
                 if not line:
                     break
                 line = line.strip()
@@ -140,5 +205,3 @@ async def run_demo(scenarios: list[str], script: Path | None = None,
                 chat.ephemerals_shown[user] = len(sandbox.mattermost.ephemerals_for(user))
                 await runtime.bot.drain()  # type: ignore[union-attr]
                 chat.show_new()
-        await runtime.stop()
-    return 0

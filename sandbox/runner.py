@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -83,6 +84,7 @@ class Sandbox:
             raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         self.scenarios = list(scenarios)
         self.workdir = workdir
+        self._own_workdir = False
         self.platform = platform or build_platform(size=size)
         self.kube_token = secrets.token_hex(16)
         self.alertmanager_token = secrets.token_hex(16)
@@ -129,9 +131,10 @@ class Sandbox:
         await self.stop()
 
     async def start(self) -> None:
-        if self.workdir is None:
+        if self.workdir is None:  # its own: holds tokens, a kubeconfig, a database; removed at stop
             import tempfile
             self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-sandbox-"))
+            self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
         # kubectl sends a bearer token only over https: the API server gets its own CA.
         self._kube_tls = create_server_tls(self.workdir / "kube-tls")
@@ -152,6 +155,8 @@ class Sandbox:
         close = getattr(self.mattermost, "aclose", None)
         if close is not None:
             await close()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def apply(self, *names: str) -> None:
         """Break the running platform further (scenarios compose)."""
