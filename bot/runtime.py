@@ -198,7 +198,7 @@ class Runtime:
         self.on_reconnect.append(self.approvals.resync)  # reactions made while disconnected
         self.on_stop.append(self.approvals.stop)
         app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler(),
-                           metrics=self.metrics)
+                           metrics=self.metrics, store=self.store)
         app.router.add_post("/mattermost/dialog", self.approvals.dialog_handler())  # unseal shares
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()

@@ -10,6 +10,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from bot.metrics import DISCARD, Metrics, reject_reason
 from bot.service import Bot
+from bot.store import Store
 from bot.web.slash import slash_handler
 
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the reason
@@ -17,7 +18,7 @@ ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the re
 
 def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = None,
                  alertmanager: Callable[[web.Request], Any] | None = None,
-                 metrics: Metrics = DISCARD) -> web.Application:
+                 metrics: Metrics = DISCARD, store: Store | None = None) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     slash = slash_handler(bot, slash_tokens)
 
@@ -42,6 +43,8 @@ def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = N
 
     async def readyz(_: web.Request) -> web.Response:
         reason = await ready() if ready else None
+        if reason is None and store is not None:  # a store that cannot commit answers webhooks 503
+            reason = await store.problem()
         if reason:
             return web.json_response({"status": "not ready", "reason": reason}, status=503)
         return web.json_response({"status": "ready"})
