@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from bot.registry import SOP, BadArguments, Registry, UnknownSOP
 from bot.render import section_ref
-from bot.runbook import Runbook
+from bot.runbook import Runbook, Section
+from bot.safe_text import code, text
 
 MAX_TEXT = 2000  # longer command text is refused before parsing
 _KEY = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -67,9 +68,9 @@ def parse_args(tokens: list[str]) -> dict[str, str]:
     for token in tokens:
         key, sep, value = token.partition("=")
         if not sep or not _KEY.match(key):
-            raise CommandError(f"`{_short(token)}` is not a `key=value` argument")
+            raise CommandError(f"{code(_short(token))} is not a `key=value` argument")
         if key in args:
-            raise CommandError(f"`{key}` is given twice")
+            raise CommandError(f"{code(key)} is given twice")
         args[key] = value
     return args
 
@@ -105,35 +106,64 @@ def help_text(registry: Registry, runbook: Runbook | None, topic: str, trigger: 
         lines.append(f"Usage: `/{trigger} {item.id} {item.usage()}`".rstrip())
         if item.alerts:
             lines.append("Runs on alerts: " + ", ".join(f"`{a}`" for a in item.alerts))
-        lines += _section_digest(runbook, item.section)
+        if len(item.sections) > 1:
+            lines.append("Covers runbook " + ", ".join(item.sections))
+        if item.causes:
+            lines.append("Root causes it can name: " + "; ".join(item.causes))
+        section = runbook.get(item.section) if runbook else None
+        if section is not None:
+            lines.append(f"{section_ref(section.number, runbook)}: **{section.title}**")
+            lines += _section_digest(section, trigger)
         return "\n".join(lines)
-    if re.fullmatch(r"\d+(\.\d+)*", topic):
+    if re.fullmatch(r"\d+(\.\d+)*(/[a-z0-9][a-z0-9-]*)?", topic):
         section = runbook.get(topic) if runbook else None
-        sops = registry.for_section(topic)
+        sops = registry.for_section(section.number if section else topic)
         if section is None and not sops:
-            raise CommandError(f"runbook section {topic} not found" +
+            raise CommandError(f"runbook section {code(topic)} not found" +
                                ("" if runbook else " (no runbook configured: runbook.path)"))
-        lines = [f"**Runbook {topic}**" + (f" — {section.title}" if section else "")]
-        lines += _section_digest(runbook, topic)
+        lines = ([f"**{section_ref(section.number, runbook)} — {section.title}**"] if section
+                 else [f"**Runbook {topic}**"])
+        if section is not None:
+            lines += _section_digest(section, trigger)
         if sops:
             lines.append("Automated by: " + ", ".join(f"`/{trigger} {s.id}`" for s in sops))
         return "\n".join(lines)
     raise UnknownSOP(topic, registry.closest(topic))
 
 
-def _section_digest(runbook: Runbook | None, number: str) -> list[str]:
-    section = runbook.get(number) if runbook else None
-    if section is None:
-        return []
-    out = [f"{section_ref(number, runbook)}: **{section.title}**"]
-    for label in ("symptom", "root cause", "escalation"):
-        text = section.part(label)
-        if text:
-            out.append(f"**{label.capitalize()}**: {text}")
-    steps = section.part("resolution", "step-by-step", "diagnostic steps")
+EXCERPT = 1500  # characters of a section's prose shown when it has no labelled parts
+
+
+def _section_digest(section: Section, trigger: str) -> list[str]:
+    """A section's labelled parts, or its own text where it has none (chapter 1, 10.x, 11.x), and
+    the list of its sub-problems, each with its symptom."""
+    out = []
+    for label, names in (("Symptom", ("symptom", "symptoms")), ("Root cause", ("root cause", "root causes")),
+                         ("Escalation", ("escalation",))):
+        part = section.part(*names)
+        if part:
+            out.append(f"**{label}**: {part}")
+    steps = section.part("resolution", "step-by-step", "procedure", "diagnostic steps")
     if steps:
         out += ["**Steps (from the runbook)**", steps if steps.startswith("```") else f"```\n{steps}\n```"]
+    if not out and section.own:
+        out.append(_excerpt(section.own, EXCERPT))
+    if section.subs:
+        out.append(f"Sub-problems (`/{trigger} help {section.subs[0].number}` for one):")
+        for sub in section.subs:
+            symptom = sub.part("symptom", "symptoms").replace("\n", " ")
+            out.append(f"- `{sub.number}` {sub.title}" + (f": {_short(symptom, 140)}" if symptom else ""))
     return out
+
+
+def _excerpt(prose: str, limit: int) -> str:
+    """The start of ``prose`` up to a line end, a code block cut short closed again."""
+    if len(prose) <= limit:
+        return prose
+    cut = prose[:limit].rsplit("\n", 1)[0]
+    if sum(1 for line in cut.splitlines() if line.lstrip().startswith("```")) % 2:
+        cut += "\n```"
+    return cut + "\n…"
 
 
 def list_text(registry: Registry, trigger: str) -> str:
@@ -148,8 +178,8 @@ def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger
         raise CommandError("no runbook configured (runbook.path), so there is nothing to search")
     hits = runbook.search(words)
     if not hits:
-        return f"No runbook section matches “{_short(words, 80)}”."
-    lines = [f"Runbook sections for “{_short(words, 80)}”:"]
+        return f"No runbook section matches {code(_short(words, 80))}."
+    lines = [f"Runbook sections for {code(_short(words, 80))}:"]
     for section, _score in hits:
         sops = registry.for_section(section.number)
         auto = (" — run " + ", ".join(f"`/{trigger} {s.id}`" for s in sops)) if sops else ""
@@ -159,10 +189,10 @@ def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger
 
 def unknown_text(exc: UnknownSOP, trigger: str) -> str:
     hint = (" Did you mean " + ", ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else ""
-    return f"No SOP `{_short(exc.sop_id)}`.{hint} `/{trigger} list` shows them all."
+    return f"No SOP {code(_short(exc.sop_id))}.{hint} `/{trigger} list` shows them all."
 
 
 def bad_args_text(exc: BadArguments, trigger: str) -> str:
-    lines = [f"Bad arguments for `{exc.sop.id}`:"] + [f"- {p}" for p in exc.problems]
+    lines = [f"Bad arguments for `{exc.sop.id}`:"] + [f"- {text(p)}" for p in exc.problems]
     lines.append(f"Usage: `/{trigger} {exc.sop.id} {exc.sop.usage()}`".rstrip())
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from bot.metrics import DISCARD, Metrics
 from bot.models import Finding, Report, Severity, Status
 from bot.registry import Registry
 from bot.render import EMOJI, TERMINAL, report_markdown, report_text, section_ref
+from bot.safe_text import code, text
 from bot.runbook import Runbook
 from bot.store import Store
 
@@ -97,6 +98,10 @@ class RunKube(KubeClient):
     async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         async with self._sem:
             return await super().request(method, path, **kwargs)
+
+    async def request_text(self, path: str, **kwargs: Any) -> str:
+        async with self._sem:
+            return await super().request_text(path, **kwargs)
 
     async def _once(self, key: tuple[Any, ...], path: str,
                     fetch: Callable[[], Awaitable[Any]]) -> Any:
@@ -383,12 +388,13 @@ def _days(since: datetime, now: datetime) -> str:
     return "since today" if days < 1 else f"for {days} day{'s' if days > 1 else ''}"
 
 
-def _problem_line(p: Problem, emoji: str, now: datetime | None = None) -> str:
+def _problem_line(p: Problem, emoji: str, now: datetime | None = None, md: bool = True) -> str:
     tail = f" — open {_days(p.first_seen, now)}" if now is not None else ""
-    return f"{emoji} {p.area}: {p.key.split('|', 1)[1]}: {p.summary}{tail}"
+    esc = text if md else str  # targets and summaries are cluster data
+    return f"{emoji} {esc(p.area)}: {esc(p.key.split('|', 1)[1])}: {esc(p.summary)}{tail}"
 
 
-def changes_lines(changes: Changes | None, now: datetime, limit: int = 10) -> list[str]:
+def changes_lines(changes: Changes | None, now: datetime, limit: int = 10, md: bool = True) -> list[str]:
     if changes is None:
         return []
     if changes.previous_at is None:
@@ -402,7 +408,7 @@ def changes_lines(changes: Changes | None, now: datetime, limit: int = 10) -> li
         lines.append(f"- {title}:")
         for p in items[:limit]:
             emoji = EMOJI[Status.ok] if title == "Resolved" else EMOJI[p.status]
-            lines.append(f"  - {_problem_line(p, emoji, now if with_age else None)}")
+            lines.append(f"  - {_problem_line(p, emoji, now if with_age else None, md)}")
         if len(items) > limit:
             lines.append(f"  - … and {len(items) - limit} more")
     return lines
@@ -411,9 +417,9 @@ def changes_lines(changes: Changes | None, now: datetime, limit: int = 10) -> li
 def health_markdown(report: HealthReport, runbook: Runbook | None = None, *, trigger: str = "sop",
                     title: str = "Health check") -> tuple[str, list[str]]:
     """The root post (headline, one line per area, what changed) and one reply per non-ok area."""
-    root = [f"#### {EMOJI[report.status]} {title} `{report.name}`: **{report.headline}**", ""]
+    root = [f"#### {EMOJI[report.status]} {title} {code(report.name)}: **{text(report.headline)}**", ""]
     for a in report.areas:
-        root.append(f"- {EMOJI[a.status]} **{a.area}** — {a.headline}")
+        root.append(f"- {EMOJI[a.status]} **{text(a.area)}** — {text(a.headline)}")
     changes = changes_lines(report.changes, report.started_at)
     if changes:
         root += [""] + changes
@@ -423,7 +429,7 @@ def health_markdown(report: HealthReport, runbook: Runbook | None = None, *, tri
                  + ("; details of each problem area in the thread_" if not_ok else "_")]
     replies = []
     for a in sorted(not_ok, key=lambda a: -a.status.rank):
-        replies.append(f"**{a.area}** — {section_ref(a.report.section, runbook)} · dig deeper with "
+        replies.append(f"**{text(a.area)}** — {section_ref(a.report.section, runbook)} · dig deeper with "
                        f"`/{trigger} {a.report.sop_id}`\n\n" + report_markdown(a.report, runbook))
     return "\n".join(root), replies
 
@@ -434,7 +440,7 @@ def health_text(report: HealthReport, runbook: Runbook | None = None, *,
     width = max((len(a.area) for a in report.areas), default=0)
     for a in report.areas:
         lines.append(f"  [{TERMINAL[a.status]:^7}] {a.area:<{width}}  {a.headline}")
-    for line in changes_lines(report.changes, report.started_at):
+    for line in changes_lines(report.changes, report.started_at, md=False):
         lines.append(line.replace("**", ""))
     for a in sorted((a for a in report.areas if a.status is not Status.ok), key=lambda a: -a.status.rank):
         lines += ["", f"--- {a.area} (sopbot diagnose {a.report.sop_id}) ---", report_text(a.report, runbook)]

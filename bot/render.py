@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bot.models import Finding, Report, Status
 from bot.runbook import Runbook
+from bot.safe_text import block, code, text
+from bot.safe_text import link as link_
 
 EMOJI = {
     Status.ok: ":white_check_mark:",
@@ -14,20 +16,20 @@ EMOJI = {
 TERMINAL = {Status.ok: "OK", Status.warn: "WARN", Status.crit: "CRIT", Status.unknown: "UNKNOWN"}
 
 
-def _cell(text: str) -> str:
-    # A pipe or newline would break the Markdown table.
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(value: str) -> str:
+    # Findings and labels carry cluster and alert data: inert, and a pipe cannot break the table.
+    return text(value)
 
 
 def section_ref(section: str, runbook: Runbook | None) -> str:
-    link = runbook.link(section) if runbook else None
-    return f"[runbook {section}]({link})" if link else f"runbook {section}"
+    target = runbook.link(section) if runbook else None
+    return link_(f"runbook {section}", target) if target else f"runbook {text(section)}"
 
 
 def report_markdown(report: Report, runbook: Runbook | None = None) -> str:
     status = report.status
     lines = [
-        f"#### {EMOJI[status]} `{report.sop_id}` — {report.title}: **{status.value.upper()}**",
+        f"#### {EMOJI[status]} {code(report.sop_id)} — {text(report.title)}: **{status.value.upper()}**",
         f"{section_ref(report.section, runbook)} · severity {report.severity.value} "
         f"({report.severity.label}, respond within {report.severity.response_time})"
         + (f" · {_params(report)}" if report.params else ""),
@@ -35,10 +37,10 @@ def report_markdown(report: Report, runbook: Runbook | None = None) -> str:
     ]
     lines += findings_table(report.findings)
     if report.next_steps:
-        lines += ["", "**Next steps**"] + [f"- {step}" for step in report.next_steps]
+        lines += ["", "**Next steps**"] + [f"- {text(step)}" for step in report.next_steps]
     detailed = [f for f in report.findings if f.details and f.status is not Status.ok]
     for f in detailed:
-        lines += ["", f"**{f.target or f.summary}**", "```", f.details.strip(), "```"]
+        lines += ["", f"**{text(f.target or f.summary)}**", block(f.details.strip())]
     lines += ["", f"_checked in {report.duration_s:.1f}s at {report.started_at:%Y-%m-%d %H:%M:%S} UTC_"]
     return "\n".join(lines)
 
@@ -73,4 +75,4 @@ def report_text(report: Report, runbook: Runbook | None = None) -> str:
 
 
 def _params(report: Report) -> str:
-    return " ".join(f"`{k}={v}`" for k, v in report.params.items())
+    return " ".join(code(f"{k}={v}") for k, v in report.params.items())

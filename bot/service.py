@@ -20,6 +20,7 @@ from bot.ratelimit import CommandLimiter
 from bot.registry import BadArguments, Registry, UnknownSOP
 from bot.render import EMOJI, report_markdown, section_ref
 from bot.runbook import Runbook
+from bot.safe_text import code, mention, text
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class Bot:
 
     async def run_in_thread(self, inv: Invocation, request: RunRequest, run: Run | None = None) -> None:
         sop = request.sop
-        head = (f"@{inv.user_name} ran `/{self.trigger} {' '.join(inv.text.split())}` — "
-                f"**{sop.title}** ({section_ref(sop.section, self.runbook)}, {sop.severity.value})")
+        head = (f"{mention(inv.user_name)} ran {code(f'/{self.trigger} ' + ' '.join(inv.text.split()))} — "
+                f"**{text(sop.title)}** ({section_ref(sop.section, self.runbook)}, {sop.severity.value})")
         root = await self.chat.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
         if run is not None:
             run.root_id = root.id

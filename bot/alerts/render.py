@@ -9,6 +9,7 @@ from bot.alerts.models import AlertGroup, AlertState, GroupState
 from bot.models import Finding, Report, Status
 from bot.render import EMOJI, _cell, findings_table, report_markdown, section_ref
 from bot.runbook import Runbook, Section
+from bot.safe_text import code, kv, link, mention, safe_url, text
 
 MAX_ROWS = 20
 # Labels that say nothing about the target of an alert.
@@ -37,6 +38,13 @@ def main_labels(labels: dict[str, str], limit: int = 4) -> str:
     return " ".join(shown) or "-"
 
 
+def labels_markdown(labels: dict[str, str], limit: int = 4) -> str:
+    """The main labels as code spans (``namespace=@all`` stays text, mentions nobody)."""
+    keys = [k for k in _MAIN_FIRST if k in labels]
+    keys += sorted(k for k in labels if k not in keys and k not in _NOISE and not k.startswith("__"))
+    return " ".join(kv(k, labels[k]) for k in keys[:limit]) or "-"
+
+
 def selector(labels: dict[str, str]) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     return "{" + inner + "}"
@@ -48,7 +56,8 @@ def silence_link(group: AlertGroup) -> str | None:
     labels = group.group_labels or _common(group)
     if not labels:
         return None
-    return f"{group.external_url.rstrip('/')}/#/silences/new?filter={quote(selector(labels), safe='')}"
+    base = safe_url(group.external_url.rstrip("/"))
+    return f"{base}/#/silences/new?filter={quote(selector(labels), safe='')}" if base else None
 
 
 def _common(group: AlertGroup) -> dict[str, str]:
@@ -76,7 +85,7 @@ def root_message(group: AlertGroup, *, sections: list[str], sop_ids: list[str],
     total = len(alerts) + group.truncated
     counts = f"{len(firing)} of {total} alert{'s' if total != 1 else ''} firing"
     lines = [
-        f"#### {emoji} **{head}** {', '.join(f'`{n}`' for n in names[:5])}"
+        f"#### {emoji} **{head}** {', '.join(code(n) for n in names[:5])}"
         f"{' …' if len(names) > 5 else ''}",
         f"**{sev.value}** ({sev.label}, respond within {sev.response_time}) · {counts} · "
         f"since {group.opened_at:%Y-%m-%d %H:%M} UTC",
@@ -94,18 +103,18 @@ def root_message(group: AlertGroup, *, sections: list[str], sop_ids: list[str],
     links = [section_ref(s, runbook) for s in sections]
     silence = silence_link(group)
     if silence:
-        links.append(f"[silence]({silence})")
+        links.append(link("silence", silence))
     if group.previous_link:
-        links.append(f"follows [an earlier thread]({group.previous_link})")
+        links.append(f"follows {link('an earlier thread', group.previous_link)}")
     lines.append("")
     if sop_ids:
-        lines.append("SOP: " + ", ".join(f"`{s}`" for s in sop_ids) + (" · " + " · ".join(links) if links else ""))
+        lines.append("SOP: " + ", ".join(code(s) for s in sop_ids) + (" · " + " · ".join(links) if links else ""))
     elif links:
         lines.append("No SOP matches · " + " · ".join(links))
     if group.mentions:
-        lines.append("cc " + " ".join(f"@{m}" for m in group.mentions))
+        lines.append("cc " + " ".join(mention(m, special=True) for m in group.mentions))
     if group.acked_by:
-        lines.append(f":eyes: acked by @{group.acked_by}"
+        lines.append(f":eyes: acked by {mention(group.acked_by)}"
                      + (f" at {group.acked_at:%H:%M} UTC" if group.acked_at else ""))
     if group.escalated_at and not group.acked_by:
         lines.append(f":rotating_light: escalated at {group.escalated_at:%H:%M} UTC")
@@ -123,44 +132,44 @@ def _row(a: AlertState) -> str:
         icon = ":no_bell:"
     else:
         icon = ":white_check_mark:"
-    link = f"[source]({a.generator_url})" if a.generator_url.startswith(("http://", "https://")) else ""
-    return (f"| {icon} | {_cell(a.alertname)} | {_cell(main_labels(a.labels))} | "
-            f"{a.starts_at:%H:%M:%S} | {link} |")
+    source = link("source", a.generator_url) if safe_url(a.generator_url) else ""
+    return (f"| {icon} | {_cell(a.alertname)} | {labels_markdown(a.labels)} | "
+            f"{a.starts_at:%H:%M:%S} | {source} |")
 
 
 def diagnosis_message(report: Report, runbook: Runbook | None, problems: list[str]) -> str:
-    text = report_markdown(report, runbook)
+    out = report_markdown(report, runbook)
     if problems:
-        text += "\n\n**Alert labels not used**\n" + "\n".join(f"- {p}" for p in problems)
-    return text
+        out += "\n\n**Alert labels not used**\n" + "\n".join(f"- {_cell(p)}" for p in problems)
+    return out
 
 
 def cannot_run_message(sop_id: str, title: str, problems: list[str]) -> str:
-    return (f"#### :grey_question: `{sop_id}` — {title}: **NOT RUN**\n"
+    return (f"#### :grey_question: {code(sop_id)} — {text(title)}: **NOT RUN**\n"
             "The alert's labels do not give this SOP what it needs:\n"
-            + "\n".join(f"- {p}" for p in problems))
+            + "\n".join(f"- {_cell(p)}" for p in problems))
 
 
 def changed_message(report: Report, changed: list[Finding], gone: list[str],
                     runbook: Runbook | None) -> str:
     status = report.status
-    lines = [f"#### {EMOJI[status]} `{report.sop_id}` diagnosis changed: **{status.value.upper()}**"
-             + (f" · {' '.join(f'`{k}={v}`' for k, v in report.params.items())}" if report.params else ""),
+    lines = [f"#### {EMOJI[status]} {code(report.sop_id)} diagnosis changed: **{status.value.upper()}**"
+             + (f" · {' '.join(kv(k, v) for k, v in report.params.items())}" if report.params else ""),
              ""]
     lines += findings_table(changed) if changed else []
     if gone:
         lines += ["", "No longer reported: " + "; ".join(_cell(g) for g in gone)]
     if report.next_steps and any(f.status is not Status.ok for f in changed):
-        lines += ["", "**Next steps**"] + [f"- {s}" for s in report.next_steps]
+        lines += ["", "**Next steps**"] + [f"- {text(s)}" for s in report.next_steps]
     lines += ["", f"_{section_ref(report.section, runbook)} · checked at {report.started_at:%H:%M:%S} UTC_"]
     return "\n".join(lines)
 
 
 def unmapped_message(alertname: str, suggestions: list[Section], runbook: Runbook | None,
                      problem: str = "") -> str:
-    lines = [f"#### :grey_question: No SOP matches `{alertname}`"]
+    lines = [f"#### :grey_question: No SOP matches {code(alertname)}"]
     if problem:
-        lines.append(problem)
+        lines.append(text(problem))
     if suggestions:
         lines.append("Closest runbook sections:")
         lines += [f"- {section_ref(s.number, runbook)} {s.title}" for s in suggestions]
@@ -177,7 +186,7 @@ def resolved_message(group: AlertGroup) -> str:
 
 def closed_message(names: list[str]) -> str:
     return (":no_bell: **Closed**: Alertmanager no longer has "
-            + ", ".join(f"`{n}`" for n in names) + " active (silenced or expired).")
+            + ", ".join(code(n) for n in names) + " active (silenced or expired).")
 
 
 def reopened_message(after: timedelta) -> str:
