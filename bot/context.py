@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable
+    from datetime import timedelta
+
+    from bot.clients.events import Event
+    from bot.clients.logscan import LogHit, LogPattern
+    from bot.clients.resource_metrics import Usage
+    from bot.models import Finding
     from bot.clients.kube import KubeClient
     from bot.clients.prometheus import PrometheusClient
     from bot.clients.vault import VaultPool
@@ -29,6 +38,53 @@ class HandlerContext:
 
             raise SourceError("kubernetes", "no Kubernetes access configured")
         return self.kube
+
+    # -- what an SRE reads beyond the objects (runbook "Diagnostic Steps"); each call has the
+    # client's timeout and raises SourceError, which ``attempt`` turns into an "unknown" finding.
+    async def logs(self, namespace: str, pod: str, container: str | None = None, *, tail: int | None = 200,
+                   since: "timedelta | None" = None, previous: bool = False) -> str:
+        return await self.require_kube().logs(namespace, pod, container, tail=tail, since=since, previous=previous)
+
+    async def log_hits(self, namespace: str, pod: str, patterns: "Iterable[LogPattern]", container: str | None = None,
+                       *, tail: int | None = 200, since: "timedelta | None" = None, previous: bool = False,
+                       quote: int = 3) -> "list[LogHit]":
+        """The lines of a container's log that match the SOP's runbook patterns, redacted."""
+        from bot.clients.logscan import scan
+
+        text = await self.logs(namespace, pod, container, tail=tail, since=since, previous=previous)
+        return scan(text, patterns, quote=quote)
+
+    async def events(self, namespace: str | None = None, *, kind: str | None = None, name: str | None = None,
+                     window: "timedelta | None" = None, warnings_only: bool = False) -> "list[Event]":
+        """Events of one object or a namespace, newest first, one per reason (default: last hour)."""
+        from datetime import timedelta
+
+        from bot.clients.events import events
+
+        return await events(self.require_kube(), namespace, kind=kind, name=name,
+                            window=window or timedelta(hours=1), warnings_only=warnings_only)
+
+    async def node_usage(self) -> "list[Usage]":
+        from bot.clients.resource_metrics import node_usage
+
+        return await node_usage(self.require_kube())
+
+    async def pod_usage(self, namespace: str | None = None, *, label_selector: str | None = None) -> "list[Usage]":
+        from bot.clients.resource_metrics import pod_usage
+
+        return await pod_usage(self.require_kube(), namespace, label_selector=label_selector)
+
+    @staticmethod
+    async def attempt(read: "Awaitable[T]", target: str) -> "tuple[T | None, Finding | None]":
+        """``(value, None)``, or ``(None, unknown finding)`` when the source failed: a SOP that
+        reads logs or events as extra evidence still reports what it saw elsewhere."""
+        from bot.clients.errors import SourceError
+        from bot.models import Finding, Status
+
+        try:
+            return await read, None
+        except SourceError as exc:
+            return None, Finding(status=Status.unknown, target=target, summary=f"{exc.source}: {exc.reason}")
 
     async def close(self) -> None:
         for kube in (self.kube, self.kube_mgmt):

@@ -298,3 +298,55 @@ def add_event(p: Platform, obj: Obj, reason: str, message: str, *, type_: str = 
         "source": {"component": component}, "reportingComponent": component,
         "reportingInstance": "",
     })
+
+
+# -- what `kubectl logs` and `kubectl top` read --------------------------------------------------
+def add_log(p: Platform, namespace: str, pod: str, lines: list[str], *, container: str | None = None,
+            previous: bool = False, ago: timedelta = timedelta(minutes=2),
+            spacing: timedelta = timedelta(seconds=1)) -> None:
+    """Append timestamped lines to a container's log (the previous instance's with ``previous``);
+    the last line is ``ago`` old. ``container`` defaults to the pod's first container."""
+    obj = p.kube.get(CORE, "Pod", pod, namespace)
+    if obj is None:
+        raise LookupError(f"pod {namespace}/{pod} not found")
+    name = container or obj["spec"]["containers"][0]["name"]
+    end = datetime.now(timezone.utc) - ago
+    stamped = [(end - spacing * (len(lines) - 1 - i), line) for i, line in enumerate(lines)]
+    p.kube.container_logs.setdefault((namespace, pod, name, previous), []).extend(stamped)
+
+
+def _cpu(cores: float) -> str:
+    return f"{max(1, round(cores * 1e9))}n"
+
+
+def _mem(byte_count: float) -> str:
+    return f"{max(1, round(byte_count / 1024))}Ki"
+
+
+def add_resource_metrics(store: ObjectStore, *, seed: int = 0, skip_namespaces: tuple[str, ...] = ()) -> None:
+    """metrics-server's NodeMetrics and PodMetrics for the running pods and their nodes: modest,
+    deterministic usage (nodes 10-35 % CPU, 30-55 % memory; containers a few millicores and
+    tens of MiB). Namespaces in ``skip_namespaces`` (bulk filler) get none."""
+    import random
+
+    rng = random.Random(seed + 7)
+    stamp = iso(now())
+    for node in store.list(CORE, "Node"):
+        alloc = node["status"]["allocatable"]
+        cores = float(alloc["cpu"])
+        mem = float(alloc["memory"].removesuffix("Ki")) * 1024
+        store.add({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetrics",
+                   "metadata": {"name": node["metadata"]["name"], "labels": dict(node["metadata"].get("labels") or {})},
+                   "timestamp": stamp, "window": "20.05s",
+                   "usage": {"cpu": _cpu(cores * rng.uniform(0.10, 0.35)), "memory": _mem(mem * rng.uniform(0.30, 0.55))}})
+    for pod in store.list(CORE, "Pod"):
+        meta = pod["metadata"]
+        if meta.get("namespace") in skip_namespaces or (pod.get("status") or {}).get("phase") != "Running":
+            continue
+        store.add({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+                   "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                                "labels": dict(meta.get("labels") or {})},
+                   "timestamp": stamp, "window": "15.012s",
+                   "containers": [{"name": c["name"], "usage": {"cpu": _cpu(rng.uniform(0.002, 0.08)),
+                                                               "memory": _mem(rng.uniform(20, 400) * 2 ** 20)}}
+                                  for c in pod["spec"]["containers"]]})

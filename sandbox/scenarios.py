@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sandbox.kube.store import Obj
-from sandbox.platform import (CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, GATEWAY, Platform, add_event,
+from sandbox.platform import (CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, GATEWAY, Platform, add_event, add_log,
                               add_taint, iso, now, set_certificate_ready, set_condition,
                               set_issuer_ready, set_node_condition, set_pod_unschedulable,
                               set_pod_waiting, sync_vault_pods)
@@ -78,6 +78,15 @@ def _vault_partially_sealed(p: Platform) -> None:
 def _vault_no_leader(p: Platform) -> None:
     p.vault.set_no_leader(True)
     sync_vault_pods(p)
+    for i, pod in enumerate(p.vault_names()):
+        peer = f"vault-{(i + 1) % 3}"
+        add_log(p, "vault", pod, [
+            '[WARN]  storage.raft: heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=',
+            f'[INFO]  storage.raft: entering candidate state: node="Node at {pod}.vault-internal:8201 [Candidate]" term={41 + i}',
+            f'[ERROR] storage.raft: failed to make requestVote RPC: target="{{Voter {peer} {peer}.vault-internal:8201}}" '
+            f'term={41 + i} error="dial tcp 10.42.{i + 1}.15:8201: i/o timeout"',
+            "[WARN]  storage.raft: Election timeout reached, restarting election",
+        ])
 
 
 def _vault_replica_down(p: Platform) -> None:
@@ -217,6 +226,15 @@ def _pod_crashloop(p: Platform) -> None:
                     restart_count=14, last_exit=(1, "Error"))
     add_event(p, p.kube.get(CORE, "Pod", name, "harbor") or pod, "BackOff",
               "Back-off restarting failed container registry in pod " + name, count=57)
+    minio = "http://minio.minio.svc.cluster.local:9000/harbor-registry"
+    add_log(p, "harbor", name, [
+        'level=info msg="redis not configured" go.version=go1.23.8 instance.id=5f1c',
+        'level=info msg="Starting upload purge in 24h0m0s" go.version=go1.23.8',
+        f'level=panic msg="s3aws: RequestError: send request failed caused by: Get \\"{minio}/?list-type=2\\": '
+        'dial tcp 10.43.87.12:9000: connect: connection refused"',
+        f'panic: s3aws: RequestError: send request failed caused by: Get "{minio}/?list-type=2": '
+        'dial tcp 10.43.87.12:9000: connect: connection refused',
+    ], previous=True)
 
 
 def _pod_pending(p: Platform) -> None:
@@ -278,6 +296,12 @@ def _coredns_down(p: Platform) -> None:
         set_pod_waiting(p, "kube-system", name, "CrashLoopBackOff",
                         f"back-off 5m0s restarting failed container=coredns pod={name}_kube-system({pod['metadata']['uid']})",
                         restart_count=9, last_exit=(1, "Error"))
+        add_log(p, "kube-system", name, [
+            ".:53", "[INFO] plugin/reload: Running configuration SHA512 = 3b1ec5e9f6a2",
+            "CoreDNS-1.12.3", "linux/amd64, go1.24.6, 1b4f2a4",
+            '[FATAL] plugin/loop: Loop (127.0.0.1:53 -> :53) detected for zone ".", see '
+            'https://coredns.io/plugins/loop#troubleshooting. Query: "HINFO 4547991504243258144.3688648895315093531."',
+        ], previous=True)
 
 
 def _gateway_not_accepted(p: Platform) -> None:

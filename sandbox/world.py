@@ -20,7 +20,8 @@ from typing import Any
 
 from sandbox.kube.store import Obj, ObjectStore
 from sandbox.platform import (APPS, ARGO, CAPI, CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, DOMAIN,
-                              GATEWAY, HELM, LB_IP, POLICY, STORAGE, TRAEFIK, Platform, iso, now)
+                              GATEWAY, HELM, LB_IP, POLICY, STORAGE, TRAEFIK, Platform, add_resource_metrics, iso,
+                              now)
 from sandbox.vault.state import VaultCluster
 
 KUBELET_VERSION = "v1.34.2+rke2r1"
@@ -559,6 +560,7 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     _database(b)
     _services(b)
     _filler(b, size, total_nodes, pods, certificates, pvcs)
+    add_resource_metrics(store, seed=seed, skip_namespaces=("workloads",))
     return Platform(kube=store, vault=vc)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,32 +70,59 @@ class KubeClient:
     async def close(self) -> None:
         await self.api.close()
 
-    async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
-                      body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
-        """One API call; a non-2xx answer raises SourceError carrying the Status message."""
+    async def _call(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
+                    content_type: str, accept: str) -> tuple[int, bytes]:
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         try:
             async with asyncio.timeout(self.timeout_s):
                 resp = await self.api.call_api(
                     path, method, query_params=params,
-                    header_params={"Accept": "application/json", "Content-Type": content_type},
+                    header_params={"Accept": accept, "Content-Type": content_type},
                     body=body, auth_settings=["BearerToken"], _preload_content=False,
                     _request_timeout=self.timeout_s,
                 )
-                raw = await resp.read()
+                return resp.status, await resp.read()
         except TimeoutError:
             raise SourceError(self.source, f"{method} {path} timed out after {self.timeout_s:g}s") from None
         except aiohttp.ClientError as exc:
             raise SourceError(self.source, f"{method} {path} failed: {exc.__class__.__name__}: {exc}") from None
+
+    def _failed(self, method: str, path: str, status: int, data: Any) -> SourceError:
+        message = data.get("message") if isinstance(data, dict) else None
+        return SourceError(self.source, message or f"{method} {path} answered HTTP {status}", status=status)
+
+    async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+                      body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        """One API call; a non-2xx answer raises SourceError carrying the Status message."""
+        status, raw = await self._call(method, path, query, body, content_type, "application/json")
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {}
-        if not 200 <= resp.status < 300:
-            message = data.get("message") if isinstance(data, dict) else None
-            raise SourceError(self.source, message or f"{method} {path} answered HTTP {resp.status}",
-                              status=resp.status)
+        if not 200 <= status < 300:
+            raise self._failed(method, path, status, data)
         return data
+
+    async def request_text(self, path: str, *, query: dict[str, Any] | None = None) -> str:
+        """A GET whose answer is text (pod logs); an error answer is still a JSON Status."""
+        status, raw = await self._call("GET", path, query, None, "application/json", "*/*")
+        if not 200 <= status < 300:
+            try:
+                data = json.loads(raw) if raw else {}
+            except ValueError:
+                data = {}
+            raise self._failed("GET", path, status, data)
+        return raw.decode("utf-8", errors="replace")
+
+    async def logs(self, namespace: str, pod: str, container: str | None = None, *,
+                   tail: int | None = 200, since: timedelta | None = None, previous: bool = False,
+                   limit_bytes: int = 256 * 1024) -> str:
+        """A container's log (``kubectl logs [--previous] --tail --since``) as text; bounded by
+        ``tail`` lines and ``limit_bytes`` so a chatty pod cannot flood the bot."""
+        return await self.request_text(resource_path("v1", "pods", namespace, pod, "log"), query={
+            "container": container, "tailLines": tail,
+            "sinceSeconds": max(1, int(since.total_seconds())) if since is not None else None,
+            "previous": "true" if previous else None, "limitBytes": limit_bytes})
 
     async def pages(self, api_version: str, plural: str, namespace: str | None = None, *,
                     label_selector: str | None = None, field_selector: str | None = None,

@@ -24,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from sandbox.kube import (
-    controllers, discovery, execs, jsonio, openapi, protobuf, reviews, tables, watching,
+    controllers, discovery, execs, jsonio, openapi, podlogs, protobuf, reviews, tables, watching,
 )
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
@@ -514,13 +514,7 @@ class KubeApi:
 
     async def pod_log(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
-        self._get(t.rt, t.name, t.namespace)
-        text = self.store.pod_logs.get((t.namespace or "", t.name), "")
-        tail = request.query.get("tailLines")
-        if tail and tail.isdigit():
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-int(tail):]) if int(tail) else ""
-        return web.Response(text=text, content_type="text/plain")
+        return podlogs.serve_log(request, self.store, self._get(t.rt, t.name, t.namespace))
 
     async def pod_exec(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None

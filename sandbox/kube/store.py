@@ -41,6 +41,9 @@ class ObjectStore:
     _sorted_keys: dict[TypeKey, list[ObjKey]] = field(default_factory=dict)
     # Container logs served by pods/{name}/log, keyed (namespace, pod name); scenarios set them.
     pod_logs: dict[ObjKey, str] = field(default_factory=dict)
+    # Timestamped lines per container: (namespace, pod, container, previous) -> [(time, line)],
+    # so sinceSeconds, --previous and -c are answered as the kubelet does (sandbox/kube/podlogs.py).
+    container_logs: dict[tuple[str, str, str, bool], list[tuple[datetime, str]]] = field(default_factory=dict)
     # What `kubectl exec` into a pod answers, keyed (namespace, pod name): a function
     # (container, command) -> (stdout, stderr, exit code); see sandbox/kube/execs.py.
     pod_exec: dict[ObjKey, Callable[[str, list[str]], tuple[str, str, int]]] = field(default_factory=dict)
