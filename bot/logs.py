@@ -12,10 +12,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
+from bot.redact import redact, remember_all
+
 correlation_id: ContextVar[str] = ContextVar("correlation_id", default="-")
 
 # Libraries that log every HTTP request at INFO: one line per post is noise at 3 a.m.
-_CHATTY = ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access", "apscheduler.executors.default")
+_CHATTY = ("httpx", "httpcore", "urllib3", "hvac", "aiohttp.access", "apscheduler.executors.default",
+           # aiosqlite logs every statement with its parameters at DEBUG: shares, PEMs.
+           "aiosqlite")
 
 
 def new_id(kind: str) -> str:
@@ -35,18 +39,17 @@ def correlate(cid: str) -> Iterator[str]:
 class _Context(logging.Filter):
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
-        # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        remember_all(secrets)  # one registry for logs and chat (bot.redact)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = correlation_id.get()
-        if self.secrets:
-            message = record.getMessage()
-            masked = message
-            for secret in self.secrets:
-                masked = masked.replace(secret, "**********")
-            if masked != message:
-                record.msg, record.args = masked, None
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes values too; formatters use exc_text when it is set.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -60,7 +63,7 @@ class JsonFormatter(logging.Formatter):
             "correlation_id": getattr(record, "correlation_id", "-"),
         }
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 

@@ -12,6 +12,7 @@ import aiosqlite
 from bot.alerts.models import AlertGroup, GroupState
 from bot.models import Severity
 from bot.store import Store
+from bot.redact import redact
 
 MIGRATION = ("alerts-groups-1", [
     """CREATE TABLE alert_groups (
@@ -138,7 +139,8 @@ class GroupRepo:
         return int(row["last_entry"]) if row else 0
 
     async def save(self, group: AlertGroup, entry_id: int | None = None) -> AlertGroup:
-        data = group.model_dump_json(exclude={"id"})
+        # Annotations may quote a PEM or a token: the store keeps them masked (bot.redact).
+        data = json.dumps(redact.deep(group.model_dump(mode="json", exclude={"id"})))
         if group.id == 0:
             group.id = await self.store.execute(
                 "INSERT INTO alert_groups(group_key, state, root_id, last_entry, data) VALUES (?,?,?,?,?)",

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.approvals.actions import Outcome, Plan, Risk
+from bot.redact import redact
 from bot.approvals.models import IllegalTransition, Proposal, Rule, State, allowed
 from bot.store import Store
 
@@ -223,6 +224,8 @@ class ProposalRepo:
     @staticmethod
     async def _audit(db: Any, now: datetime, pid: int | None, event: str, actor: str, action: str,
                      detail: dict[str, Any]) -> None:
+        # A refused request's detail quotes what was typed, a pasted key share included.
+        detail = redact.deep(json.loads(json.dumps(detail, default=str)))
         await db.execute(
             "INSERT INTO approval_audit (at, proposal_id, event, actor, action, detail) VALUES (?,?,?,?,?,?)",
             (now.isoformat(), pid, event, actor, action, json.dumps(detail, default=str)))

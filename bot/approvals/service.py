@@ -25,6 +25,7 @@ from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
 from bot.approvals.actions import ACTIONS, Action, ActionEnv, Outcome, param_problems
+from bot.redact import remember
 from bot.approvals.models import Proposal, State
 from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
@@ -419,7 +420,7 @@ class ApprovalService:
                 return web.json_response({"error": "request too large"}, status=413)
             try:
                 body = json.loads(await request.read())
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
                 return web.json_response({"error": "not JSON"}, status=400)
             if not isinstance(body, dict):
                 return web.json_response({"error": "not a dialog submission"}, status=400)
@@ -443,6 +444,7 @@ class ApprovalService:
             return {"error": "This dialog is not valid any more; run the command again."}
         if secret is None or not secret.get_secret_value().strip():
             return {"errors": {SHARE_FIELD: "Paste your share."}}
+        remember(secret.get_secret_value())  # masked in every post and log line from now on
         username = await self.chat.username(user_id)
         async with self._lock(pid):
             p = await self.repo.get(pid)

@@ -19,6 +19,7 @@ from bot.chat.long_messages import MAX_POST_RUNES, shortened, summary_with_note
 from bot.chat.models import Post, PostRef, Reaction
 from bot.chat.queue import Send, WriteQueue
 from bot.config import MattermostConfig
+from bot.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class MattermostChat:
         """Post (or reply in thread ``root_id``). Longer than 16383 runes: the head of the
         message with a note, and the full text attached as a file, in the same place.
         ``urgent`` posts go ahead of the other queued writes (in their own arrival order)."""
+        message = redact(message)  # the one door every post goes through
         if len(message) <= MAX_POST_RUNES:
             data = await self.queue.submit_call(
                 self._create_post(channel_id, message, root_id, props, None), what="create post",
@@ -218,7 +220,7 @@ class MattermostChat:
 
     async def edit(self, post_id: str, message: str) -> None:
         """Replace a post's text (shortened with a note when over the limit)."""
-        text = shortened(message)
+        text = shortened(redact(message))
         await self.queue.submit_call(
             lambda: self._driver.posts.patch_post(post_id, message=text), what="edit post")
 
@@ -229,6 +231,7 @@ class MattermostChat:
 
     async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
         """Open an interactive dialog. Jumps the queue: trigger ids expire within seconds."""
+        dialog = redact.deep(dialog)
         await self.queue.submit_call(
             lambda: self._driver.integration_actions.open_interactive_dialog(trigger_id, url, dialog),
             what="open dialog", urgent=True)

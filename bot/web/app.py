@@ -11,6 +11,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from bot.metrics import DISCARD, Metrics, reject_reason
 from bot.service import Bot
 from bot.store import Store
+from bot.web.guard import guard
 from bot.web.slash import slash_handler
 
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the reason
@@ -19,7 +20,7 @@ ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the re
 def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = None,
                  alertmanager: Callable[[web.Request], Any] | None = None,
                  metrics: Metrics = DISCARD, store: Store | None = None) -> web.Application:
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[guard])
     slash = slash_handler(bot, slash_tokens)
 
     async def counted_slash(request: web.Request) -> web.StreamResponse:

@@ -54,7 +54,9 @@ def slash_handler(bot: Bot, tokens: list[str]):
         with correlate(new_id("cmd")):
             # Argument values stay out of the log: someone may paste a secret by mistake.
             words = data.text.split()
-            log.info("/%s %s %s by @%s", data.command.lstrip("/") or "sop", words[0] if words else "",
+            head = words[0].lower() if words else ""
+            known = head in bot.registry.sops or head in bot.subcommands or head in ("help", "list", "search")
+            log.info("/%s %s %s by @%s", data.command.lstrip("/") or "sop", head if known else "(unknown)",
                      " ".join(w.partition("=")[0] + "=…" for w in words[1:] if "=" in w), data.user_name)
             reply = await bot.command(inv)  # background work started here inherits the id
         return web.json_response(reply.model_dump())
