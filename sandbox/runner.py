@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from sandbox.alertmanager.app import AlertmanagerState
+from sandbox.alertmanager.app import make_app as make_alertmanager_app
 from sandbox.kube.server import make_app as make_kube_app
 from sandbox.kube.server import write_kubeconfig
 from sandbox.kube.tls import create_server_tls
@@ -93,6 +95,8 @@ class Sandbox:
         self.mattermost = MattermostState(command_url=f"{self.bot_url}/mattermost/command")
         self._kube = _Listener(make_kube_app(self.platform.kube, self.kube_token))
         self._mm = _Listener(make_mattermost_app(self.mattermost))
+        self.alertmanager = AlertmanagerState(self.platform)  # fires what the state implies
+        self._am = _Listener(make_alertmanager_app(self.alertmanager))
         self._vault = [_Listener(make_vault_app(self.platform.vault, i))
                        for i in range(len(self.platform.vault.replicas))]
 
@@ -104,6 +108,10 @@ class Sandbox:
     @property
     def mattermost_url(self) -> str:
         return self._mm.url
+
+    @property
+    def alertmanager_url(self) -> str:
+        return self._am.url
 
     @property
     def vault_addrs(self) -> list[str]:
@@ -141,6 +149,7 @@ class Sandbox:
         self._kube.ssl_context = self._kube_tls.ssl_context()
         await self._kube.start()
         await self._mm.start()
+        await self._am.start()
         self.mattermost.site_url = self.mattermost_url
         for listener in self._vault:
             await listener.start()
@@ -150,7 +159,7 @@ class Sandbox:
 
     async def stop(self) -> None:
         await self.mattermost.hub.close_all()
-        for listener in [self._kube, self._mm, *self._vault]:
+        for listener in [self._kube, self._mm, self._am, *self._vault]:
             await listener.stop()
         close = getattr(self.mattermost, "aclose", None)
         if close is not None:
@@ -182,7 +191,7 @@ class Sandbox:
             "kubernetes": {"kubeconfig": str(self.kubeconfig)},
             "vault": {"addrs": self.vault_addrs, "names": self.platform.vault_names(),
                       "token": self.platform.vault.root_token},
-            "alertmanager": {"webhook_token": self.alertmanager_token},
+            "alertmanager": {"url": self.alertmanager_url, "webhook_token": self.alertmanager_token},
             "runbook": {"path": str(RUNBOOK)},
             "store": {"path": str(self.workdir / "sopbot.db")},  # type: ignore[operator]
             "remediation": {"enabled": True, "approvers": ["alice"]},
@@ -209,6 +218,7 @@ class Sandbox:
             "SLASH_TOKEN": self.mattermost.slash_token,
             "BOT_URL": self.bot_url,
             "ALERTMANAGER_TOKEN": self.alertmanager_token,
+            "ALERTMANAGER_URL": self.alertmanager_url,
         }
 
     def _write_files(self) -> None:
@@ -229,6 +239,7 @@ class Sandbox:
             f"  Vault       {', '.join(self.vault_addrs)}",
             f"              curl {self.vault_addrs[0]}/v1/sys/seal-status",
             f"  Mattermost  {self.mattermost_url}  (team 'platform', channel 'sop-alerts')",
+            f"  Alertmanager {self.alertmanager_url}  curl {self.alertmanager_url}/api/v2/alerts",
             f"  Bot config  {w}/sopbot.yaml      sopbot run --config {w}/sopbot.yaml",
             f"  Shell       . {w}/env",
             "  Run /sop as alice once the bot runs:",
