@@ -18,6 +18,7 @@ from typing import TextIO
 import httpx
 
 from bot.runtime import Runtime
+from bot.terminal import terminal_text
 from sandbox.runner import Sandbox
 
 BANNER = """SOP Bot demo — a simulated RKE2 platform ({scenarios}) and the bot, on 127.0.0.1.
@@ -31,7 +32,7 @@ You are @alice in ~sop-alerts. Try:  /sop list   /sop vault-status   /sop help 5
 def _print_post(post, user: str, out: TextIO, edited: bool = False) -> None:
     indent = "    ↳ " if post.root_id else ""
     mark = " (edited)" if edited else ""
-    lines = post.message.splitlines() or [""]
+    lines = terminal_text(post.message).splitlines() or [""]
     out.write(f"{indent}@{user}{mark}: {lines[0]}\n")
     pad = " " * len(indent) + "  "
     for line in lines[1:]:
@@ -201,7 +202,8 @@ async def _chat(sandbox: Sandbox, runtime: Runtime, scenarios: list[str], script
                     continue
                 shown = chat.ephemerals_shown.get(user, 0)
                 for eph in sandbox.mattermost.ephemerals_for(user)[shown:]:
-                    out.write(f"  (only visible to you) {eph.message}\n")
+                    text = terminal_text(eph.message).replace("\n", "\n      ")
+                    out.write(f"  (only visible to you) {text}\n")
                 chat.ephemerals_shown[user] = len(sandbox.mattermost.ephemerals_for(user))
                 await runtime.bot.drain()  # type: ignore[union-attr]
                 chat.show_new()

@@ -20,11 +20,14 @@ def test_demo_shows_the_thread_a_person_would_see():
     done = subprocess.run([*SOPBOT, "demo"], input=typed, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "| `vault-status` | 5.1 | P1 |" in out  # /sop list, ephemeral
+    assert "| `vault-status`        | 5.1     | P1       |" in out  # /sop list, ephemeral, aligned
     # The default demo platform has two sealed replicas; after /scenario all three are.
-    assert out.count("@sop-bot: :red_circle: @alice ran `/sop vault-status`") == 2
-    assert "| :red_circle: | vault-1 | sealed, unseal progress 0/3" in out
-    assert "| :red_circle: | vault-0 | sealed, unseal progress 0/3" in out
+    # Shown as a terminal shows it: emoji, not shortcodes; no Markdown markup.
+    assert out.count("@sop-bot: 🔴 @alice ran `/sop vault-status`") == 2
+    assert "| 🔴 | vault-1 | sealed, unseal progress 0/3" in out
+    assert "| 🔴 | vault-0 | sealed, unseal progress 0/3" in out
+    for markup in (":red_circle:", "**", "\\(", "|:-:|", "####"):
+        assert markup not in out
     assert "Vault Sealed After Restart" in out  # /sop help 5.1 quotes the runbook
 
 
@@ -73,9 +76,9 @@ def test_demo_walks_through_an_approval():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "**Dry run** (Kubernetes server-side `dryRun=All`)" in out
+    assert "Dry run (Kubernetes server-side `dryRun=All`)" in out
     assert "@bob is not an approver for restart" in out
-    assert "Proposal #1 `restart` **succeeded**" in out
+    assert "Proposal #1 `restart` succeeded" in out
 
 
 async def test_check_config_masks_secrets_and_says_what_answers(sandbox, tmp_path: Path):
