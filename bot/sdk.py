@@ -36,6 +36,10 @@ from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient, resource_path
 from bot.clients.prometheus import PrometheusClient, Sample, promql_string
 from bot.clients.alertmanager import SilenceMatcher
+# What an SRE reads beyond objects (HandlerContext.logs/log_hits/events/node_usage/pod_usage).
+from bot.clients.events import Event
+from bot.clients.logscan import LogHit, LogPattern, redact
+from bot.clients.resource_metrics import Usage, quantity
 # Object conditions, timestamps, per-SOP check settings, health-check areas.
 from bot.health import HealthCheck, check_settings, compose, condition, find_condition, parse_time
 # Cluster data quoted in chat stays inert (no mentions, links or markup injected by object names).
@@ -52,7 +56,7 @@ __all__ = [
     "Finding", "Status", "Severity", "SuggestedAction",
     # sources
     "HandlerContext", "SourceError", "KubeClient", "resource_path", "PrometheusClient", "Sample",
-    "promql_string", "SilenceMatcher",
+    "promql_string", "SilenceMatcher", "Event", "LogPattern", "LogHit", "redact", "Usage", "quantity",
     # helpers
     "condition", "find_condition", "parse_time", "check_settings", "HealthCheck", "compose",
     "cell", "code", "text",

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Finding, HandlerContext, NoParams, Severity, Status, SuggestedAction,
+from bot.sdk import (Finding, HandlerContext, KubeClient, NoParams, Severity, Status, SuggestedAction,
                      check_settings, condition, parse_time, sop)
 
 CM = "cert-manager.io/v1"
@@ -31,7 +31,8 @@ class CertChecks(BaseModel):
     max_listed: int = Field(20, ge=1)
 
 
-@sop("cert-health", title="Certificates Ready, none expiring; ClusterIssuers Ready", section="4.1",
+@sop("cert-health", title="Certificates Ready, none expiring; ClusterIssuers Ready",
+     sections=("4.1", "4.2", "11.7"),
      severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady",
                                    "CertNotReady", "ClusterIssuerNotReady"))
 async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
@@ -51,6 +52,7 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                             f"{_first_line((cond or {}).get('message', ''))}",
                                     details=(cond or {}).get("message", ""), next_step=ISSUER_STEP))
     not_ready = []
+    unready_refs: list[tuple[str, str]] = []
     expiring: list[tuple[datetime, str]] = []
     soonest: tuple[datetime, str] | None = None
     for cert in certs:
@@ -60,6 +62,7 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         if cond is None or cond.get("status") != "True":
             not_ready.append(f"{ref}: {(cond or {}).get('reason', 'no Ready condition')} — "
                              f"{_first_line((cond or {}).get('message', ''))}")
+            unready_refs.append((meta.get("namespace", ""), meta["name"]))
         status = cert.get("status") or {}
         not_after = parse_time(status.get("notAfter"))
         if not_after is None:
@@ -75,6 +78,9 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                 target="certificates not Ready",
                                 summary=f"{len(not_ready)} of {len(certs)}: {_refs(not_ready)}",
                                 details="\n".join(not_ready[:cfg.max_listed]), next_step=NOT_READY_STEP))
+        # 4.1's "describe the CertificateRequest": its condition names the cause, the Certificate only the symptom.
+        findings.extend(await _request_causes(kube, unready_refs[:cfg.max_listed],
+                                              Status.crit if len(not_ready) == len(certs) else Status.warn))
     expiring.sort()
     for not_after, ref in expiring[:cfg.max_listed]:
         days = (not_after - now).total_seconds() / 86400
@@ -93,6 +99,49 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     if soonest is not None:
         head += f"; soonest expiry {soonest[1]} in {(soonest[0] - now).total_seconds() / 86400:.0f} days"
     findings.insert(0, Finding(status=Status.ok, target="certificates", summary=head))
+    return findings
+
+
+# The runbook's listed causes (4.1), recognised in the CertificateRequest's condition message.
+REQUEST_CAUSES = (
+    (re.compile(r"not allowed by this role", re.I), "the Vault PKI role does not allow the requested DNS name",
+     "4.1 step 3: vault read pki_int/roles/<DOMAIN_DOT>; allowed_domains/allow_subdomains must cover the name"),
+    (re.compile(r"Vault is sealed", re.I), "Vault is sealed", "5.1: unseal Vault, then 5.2 step 5"),
+    (re.compile(r"permission denied|service account.*(expired|invalid)|token.*expired", re.I),
+     "cert-manager cannot log in to Vault (ServiceAccount token or Kubernetes auth role)",
+     "4.1 step 4 / 5.5: check the vault-issuer token and Vault's Kubernetes auth role"),
+)
+
+
+async def _request_causes(kube: KubeClient, refs: list[tuple[str, str]], status: Status) -> list[Finding]:
+    """For each not-Ready Certificate, its newest CertificateRequest's failing condition, named
+    as a runbook cause when it matches one."""
+    findings: list[Finding] = []
+    by_ns: dict[str, list[str]] = {}
+    for ns, name in refs:
+        by_ns.setdefault(ns, []).append(name)
+    for ns, names in by_ns.items():
+        requests = await kube.list(CM, "certificaterequests", ns)
+        for name in names:
+            mine = [r for r in requests
+                    if (r["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") == name]
+            if not mine:
+                continue
+            newest = max(mine, key=lambda r: int((r["metadata"].get("annotations") or {})
+                                                 .get("cert-manager.io/certificate-revision", "0") or 0))
+            failing = next((c for c in (newest.get("status") or {}).get("conditions") or []
+                            if (c.get("type") in ("Denied", "InvalidRequest") and c.get("status") == "True")
+                            or (c.get("type") == "Ready" and c.get("status") == "False")), None)
+            if failing is None:
+                continue
+            message = failing.get("message", "")
+            cause, step = next(((c, st) for rx, c, st in REQUEST_CAUSES if rx.search(message)),
+                               ("CertificateRequest failing", NOT_READY_STEP))
+            findings.append(Finding(
+                status=status, target=f"certificate/{ns}/{name}",
+                summary=f"{cause}: certificaterequest/{newest['metadata']['name']} "
+                        f"{failing.get('type')}={failing.get('status')} ({failing.get('reason', '')}): {_first_line(message)}",
+                details=message, next_step=step))
     return findings
 
 

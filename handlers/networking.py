@@ -3,6 +3,8 @@ IngressRoutes (3.4)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.sdk import (Finding, HandlerContext, NoParams, Severity, SourceError, Status,
@@ -10,8 +12,12 @@ from bot.sdk import (Finding, HandlerContext, NoParams, Severity, SourceError, S
 
 GATEWAY = "gateway.networking.k8s.io/v1"
 TRAEFIK = "traefik.io/v1alpha1"
+CILIUM_ALPHA = "cilium.io/v2alpha1"
 LB_STEP = ("3.3: kubectl get svc -n kube-system rke2-traefik; is there a CiliumLoadBalancerIPPool "
            "covering the IP (kubectl get ciliumloadbalancerippool), is it exhausted; cilium-operator logs")
+LB_POOL_STEP = ("3.3: create the CiliumLoadBalancerIPPool (default-pool) covering the Traefik IP "
+                "(kubectl get ciliumloadbalancerippool)")
+LB_EXHAUSTED_STEP = "3.3 step 2: expand the pool: kubectl edit CiliumLoadBalancerIPPool default-pool (add CIDR blocks)"
 LB_WRONG_STEP = "3.3 step 1: the Traefik service's loadBalancerIP must match the pool and DNS (HelmChartConfig rke2-traefik)"
 GATEWAY_STEP = ("3.4 step 1: listeners must use Traefik's entrypoint ports 8000/8443, not 80/443 "
                 "(kubectl describe gateway -n {ns} {name})")
@@ -56,13 +62,55 @@ async def traefik_lb(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         return [Finding(status=Status.crit, target=target, summary=f"type {kind}, not LoadBalancer",
                         next_step="3.3 step 3: check the HelmChartConfig rke2-traefik (service type)")]
     if not ips:
-        return [Finding(status=Status.crit, target=target, summary="EXTERNAL-IP <pending>: no address assigned",
-                        next_step=LB_STEP)]
+        cause, step = await _lb_cause(ctx, svc)
+        return [Finding(status=Status.crit, target=target, summary=f"EXTERNAL-IP <pending>: {cause}",
+                        next_step=step)]
     if cfg.expected_ip and cfg.expected_ip not in ips:
         return [Finding(status=Status.warn, target=target,
                         summary=f"external IP {', '.join(map(str, ips))}, expected {cfg.expected_ip}",
                         next_step=LB_WRONG_STEP)]
     return [Finding(status=Status.ok, target=target, summary=f"external IP {', '.join(map(str, ips))}")]
+
+
+async def _lb_cause(ctx: HandlerContext, svc: dict) -> tuple[str, str]:
+    """3.3's root causes, from the IP pools and the service: no pool, pool exhausted, or the
+    requested loadBalancerIP outside every pool; the service's newest warning event as evidence."""
+    kube = ctx.require_kube()
+    meta = svc["metadata"]
+    events, failed = await ctx.attempt(ctx.events(meta.get("namespace"), kind="Service", name=meta["name"],
+                                                  warnings_only=True), "events")
+    said = f' (event {events[0].reason}: "{events[0].message}")' if events else ""
+    try:
+        pools = [p for p in await kube.list(CILIUM_ALPHA, "ciliumloadbalancerippools")
+                 if not (p.get("spec") or {}).get("disabled")]
+    except SourceError as exc:
+        return f"no address assigned; IP pools not readable ({exc.reason}){said}", LB_STEP
+    if not pools:
+        return f"no CiliumLoadBalancerIPPool defined{said}", LB_POOL_STEP
+    exhausted = [p["metadata"]["name"] for p in pools
+                 if (find_condition((p.get("status") or {}).get("conditions"), "cilium.io/IPsExhausted") or {})
+                 .get("status") == "True"]
+    if exhausted and len(exhausted) == len(pools):
+        return f"IP pool exhausted: {', '.join(exhausted)}{said}", LB_EXHAUSTED_STEP
+    wanted = (svc.get("spec") or {}).get("loadBalancerIP")
+    if wanted and not any(_in_pool(wanted, p) for p in pools):
+        return (f"loadBalancerIP {wanted} is outside every pool ({', '.join(p['metadata']['name'] for p in pools)})"
+                f"{said}", LB_WRONG_STEP)
+    return f"no address assigned{said}" + (f"; {failed.summary}" if failed else ""), LB_STEP
+
+
+def _in_pool(ip: str, pool: dict) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+        for block in (pool.get("spec") or {}).get("blocks") or []:
+            if block.get("cidr") and addr in ipaddress.ip_network(block["cidr"], strict=False):
+                return True
+            if block.get("start") and ipaddress.ip_address(block["start"]) <= addr <= ipaddress.ip_address(
+                    block.get("stop") or block["start"]):
+                return True
+    except ValueError:
+        return False
+    return False
 
 
 @sop("gateway-health", title="Gateways Accepted and Programmed", section="3.4", severity=Severity.P1)

@@ -40,7 +40,7 @@ NO_SCHEMA_KINDS = {"ServiceMonitor", "AlertmanagerConfig"}
 READ = {"get", "list", "watch"}
 
 DIAGNOSTICS = {
-    "": {"nodes", "pods", "services", "endpoints", "events", "namespaces",
+    "": {"nodes", "pods", "pods/log", "services", "endpoints", "events", "namespaces",
          "persistentvolumeclaims", "persistentvolumes"},
     "apps": {"deployments", "daemonsets", "statefulsets", "replicasets"},
     "batch": {"jobs"},
@@ -50,6 +50,7 @@ DIAGNOSTICS = {
     "gateway.networking.k8s.io": {"gateways", "httproutes"},
     "traefik.io": {"ingressroutes", "tlsstores"},
     "cilium.io": {"ciliuml2announcementpolicies", "ciliumloadbalancerippools"},
+    "metrics.k8s.io": {"nodes", "pods"},
     "argoproj.io": {"applications", "rollouts"},
 }
 
