@@ -56,6 +56,8 @@ class Subcommand:
     summary: str
     # Returns the immediate reply; may schedule work in the background itself.
     run: Callable[[Invocation, list[str]], Awaitable[Reply]]
+    # Posts its results in the invoking channel: refused up front when the bot cannot post there.
+    posts: bool = False
 
 
 class CommandError(ValueError):

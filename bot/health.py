@@ -575,7 +575,8 @@ class HealthService:
                               f"the report will appear in this channel.")
 
         return Subcommand(name="health", usage="health [schedule]",
-                          summary="the daily health check (runbook 11.1) now, with what changed", run=run)
+                          summary="the daily health check (runbook 11.1) now, with what changed", run=run,
+                          posts=True)
 
 
 def lease_namespace(config: "HealthCheckConfig") -> str:

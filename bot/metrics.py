@@ -118,6 +118,16 @@ class RuntimeCollector(Collector):
         if events is not None:
             yield _counter("sopbot_websocket_reconnects", "Websocket connections made after a drop",
                            events.reconnects)
+        backlog = getattr(rt, "backlog", None)
+        if backlog is not None:
+            last = backlog.last
+            yield _gauge("sopbot_backlog_alert_notifications", "Accepted alert notifications not yet "
+                         "processed (Mattermost down or slow: retried until the horizon)",
+                         last["alert_notifications"])
+            yield _gauge("sopbot_backlog_chat_posts", "Accepted posts and edits not yet delivered "
+                         "to Mattermost (the outbox)", last["chat_posts"])
+            yield _gauge("sopbot_backlog_oldest_seconds", "Age of the oldest undelivered piece of "
+                         "accepted work", last["oldest_s"])
         bot = getattr(rt, "bot", None)
         if bot is not None:
             yield _gauge("sopbot_background_tasks", "SOP runs and replies still in flight", bot.busy)

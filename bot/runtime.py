@@ -15,8 +15,10 @@ from aiohttp import web
 from bot.alerts.service import AlertService
 from bot.alerts.threads import ReportHook
 from bot.approvals.service import ApprovalService, start_approvals
+from bot.backlog import Backlog
 from bot.backoff import Backoff
 from bot.chat import ChatError, EventSupervisor, MattermostChat, ReactionEvent
+from bot.chat.outbox import DurableChat, Outbox
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
@@ -153,6 +155,8 @@ class Runtime:
         self.health: HealthService | None = None
         self.approvals: ApprovalService | None = None
         self.leadership: Leadership | None = None  # one replica reconciles and escalates alerts
+        self.outbox: Outbox | None = None  # posts the bot promised, delivered after an outage
+        self.backlog: Backlog | None = None  # what /readyz and the metrics show of both
         self.metrics = Metrics()  # served at /metrics; one registry per runtime
         self._starting: web.AppRunner | None = None  # /healthz, /readyz until the bot is up
         self.starting_reason = "starting"
@@ -180,6 +184,12 @@ class Runtime:
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
         self.store = await Store.open(s.store.path)
+        self.outbox = Outbox(self.store, self.chat, backoff=Backoff.from_config(s.mattermost))
+        await self.outbox.start()
+        # Slash-command threads, reports, health reports, proposals and action outcomes go
+        # through the outbox; alerts have their own durable inbox and post directly.
+        durable = DurableChat(self.chat, self.outbox)
+        self.bot.chat = durable
         bot = self.bot
         self.alerts = await start_alerts(
             s, self.store, self.chat, bot, self.metrics,
@@ -188,17 +198,19 @@ class Runtime:
             on_report=lambda: [h for h in bot.on_report if h != self._observe_report])
         self.on_reaction.append(self.alerts.on_reaction)  # acknowledgements
         # /sop health and the scheduled daily health check (runbook 11.1)
-        self.health = await start_health(s, self.store, self.chat, self.bot, self.metrics)
+        self.health = await start_health(s, self.store, durable, self.bot, self.metrics)
         self.leadership = leadership(s, self.bot, self.health)
         self.leadership.start()
         # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
-        self.approvals = await start_approvals(s, self.store, self.chat, self.bot, alerts=self.alerts,
+        self.approvals = await start_approvals(s, self.store, durable, self.bot, alerts=self.alerts,  # type: ignore[arg-type]
                                                metrics=self.metrics)
         self.on_reaction.append(self.approvals.on_reaction)
         self.on_reconnect.append(self.approvals.resync)  # reactions made while disconnected
         self.on_stop.append(self.approvals.stop)
+        self.on_stop.append(self.outbox.stop)  # after everything that posts, before chat.close
+        self.backlog = Backlog(inbox=self.alerts.inbox, outbox=self.outbox)
         app = make_web_app(self.bot, tokens, ready=self._ready, alertmanager=self.alerts.handler(),
-                           metrics=self.metrics, store=self.store)
+                           metrics=self.metrics, store=self.store, backlog=self.backlog.snapshot)
         app.router.add_post("/mattermost/dialog", self.approvals.dialog_handler())  # unseal shares
         self.runner = web.AppRunner(app, handle_signals=False)
         await self.runner.setup()
@@ -279,6 +291,8 @@ class Runtime:
             await self.alerts.stop()
         if self.leadership is not None:
             await self.leadership.stop()
+        if self.outbox is not None:
+            self.outbox.stopping()  # SOP runs do not wait on a Mattermost that is down
         if self.bot is not None:
             await self._drain_bot()
         for hook in self.on_stop:

@@ -67,6 +67,11 @@ class Bot:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
+    async def channel_problem(self, channel_id: str) -> str | None:
+        """Why the bot could not post in the channel (``MattermostChat.channel_problem``), or None."""
+        check = getattr(self.chat, "channel_problem", None)
+        return await check(channel_id) if check is not None else None
+
     # -- commands --------------------------------------------------------------------------
     async def command(self, inv: Invocation) -> Reply:
         """The immediate answer to ``/sop …``; SOP runs continue in the background."""
@@ -85,7 +90,11 @@ class Bot:
                     raise CommandError(f"say what to look for: `/{self.trigger} search certificate expired`")
                 return Reply(text=search_text(self.registry, self.runbook, " ".join(rest), self.trigger))
             if head in self.subcommands:
-                return await self.subcommands[head].run(inv, rest)
+                sub = self.subcommands[head]
+                problem = await self.channel_problem(inv.channel_id) if sub.posts else None
+                if problem is not None:  # no thread could follow: say why instead of promising one
+                    return Reply(text=f"Cannot run `/{self.trigger} {sub.name}` here: {problem}.")
+                return await sub.run(inv, rest)
             request = resolve(self.registry, head, rest)
         except UnknownSOP as exc:
             return Reply(text=unknown_text(exc, self.trigger))
@@ -93,6 +102,9 @@ class Bot:
             return Reply(text=bad_args_text(exc, self.trigger))
         except CommandError as exc:
             return Reply(text=str(exc))
+        problem = await self.channel_problem(inv.channel_id)
+        if problem is not None:  # no thread could follow: say why instead of promising one
+            return Reply(text=f"Cannot run `{request.sop.id}` here: {problem}.")
         key = ("sop", inv.channel_id, request.sop.id,
                json.dumps(request.params.model_dump(mode="json"), sort_keys=True))  # type: ignore[attr-defined]
         refused = self.start_run(inv, key, f"`/{self.trigger} {request.sop.id}`",

@@ -84,8 +84,9 @@ class ApprovalService:
         t = self.bot.trigger
         return [
             Subcommand("fix", "fix <action> [key=value …]",
-                       "propose a remediation for approval (`/" + t + " fix` lists them)", self._cmd_fix),
-            Subcommand("propose", "propose <action> [key=value …]", "same as fix", self._cmd_fix),
+                       "propose a remediation for approval (`/" + t + " fix` lists them)", self._cmd_fix,
+                       posts=True),
+            Subcommand("propose", "propose <action> [key=value …]", "same as fix", self._cmd_fix, posts=True),
             Subcommand("audit", "audit [N]", "the last N remediation audit entries", self._cmd_audit),
             Subcommand("share", "share <proposal>",
                        "hand your secret share (Vault unseal key) privately to an approved proposal",

@@ -5,6 +5,7 @@ out with the same retry policy. Nothing here knows what an SOP is."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from mattermostautodriver import AsyncTypedDriver
+from mattermostautodriver.exceptions import MattermostError
 
 from bot.chat.errors import ChatError
 from bot.chat.long_messages import MAX_POST_RUNES, shortened, summary_with_note
@@ -71,6 +73,7 @@ class MattermostChat:
         self.team_id: str | None = None
         self._channels: dict[str, str] = {}
         self._usernames: dict[str, str] = {}
+        self._postable: set[str] = set()  # channels the bot was found a member of
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +144,25 @@ class MattermostChat:
                 raise
             self._channels[name] = data["id"]
         return self._channels[name]
+
+    async def channel_problem(self, channel_id: str, timeout_s: float = 2.0) -> str | None:
+        """Why the bot cannot post in ``channel_id`` (not a member, no such channel), or None.
+        One quick request, no retries: a slash command must be answered within seconds, and
+        when Mattermost is merely slow or down the outbox delivers later."""
+        if channel_id in self._postable:
+            return None
+        try:
+            await asyncio.wait_for(self._driver.channels.get_channel_member(channel_id, self.bot_user_id),
+                                   timeout_s)
+        except MattermostError as exc:
+            if exc.status_code in (403, 404):  # 403 for a channel it may not even read
+                return (f"the bot is not a member of this channel (add it with "
+                        f"`/invite @{self.bot_username or 'the-bot'}`), or the channel does not exist")
+            return None
+        except Exception:  # slow, down or unreachable: not the channel's fault
+            return None
+        self._postable.add(channel_id)
+        return None
 
     async def username(self, user_id: str) -> str:
         """A user's username (without @); cached."""

@@ -19,7 +19,8 @@ ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the re
 
 def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = None,
                  alertmanager: Callable[[web.Request], Any] | None = None,
-                 metrics: Metrics = DISCARD, store: Store | None = None) -> web.Application:
+                 metrics: Metrics = DISCARD, store: Store | None = None,
+                 backlog: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[guard])
     slash = slash_handler(bot, slash_tokens)
 
@@ -46,16 +47,26 @@ def make_web_app(bot: Bot, slash_tokens: list[str], ready: ReadyCheck | None = N
         reason = await ready() if ready else None
         if reason is None and store is not None:  # a store that cannot commit answers webhooks 503
             reason = await store.problem()
+        # Accepted work Mattermost has not taken yet (bot.backlog): shown, not a reason to be
+        # unready, since accepting more webhooks and commands is exactly what still works.
+        extra = {"backlog": await backlog()} if backlog is not None else {}
         if reason:
-            return web.json_response({"status": "not ready", "reason": reason}, status=503)
-        return web.json_response({"status": "ready"})
+            return web.json_response({"status": "not ready", "reason": reason, **extra}, status=503)
+        return web.json_response({"status": "ready", **extra})
 
     app.router.add_post("/mattermost/command", counted_slash)
     if alertmanager is not None:  # bot.alerts.service.AlertService.handler()
         app.router.add_post("/alertmanager", counted_alertmanager)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    export = make_aiohttp_handler(metrics.registry)
+
+    async def metrics_handler(request: web.Request) -> web.StreamResponse:
+        if backlog is not None:
+            await backlog()  # refreshes the snapshot the sopbot_backlog_* gauges read
+        return await export(request)
+
+    app.router.add_get("/metrics", metrics_handler)
     return app
 
 
