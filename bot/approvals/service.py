@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from pydantic import SecretStr, ValidationError
 
 from bot.approvals.actions import ACTIONS, Action, ActionEnv, Outcome, param_problems
 from bot.redact import remember
+from bot.safe_text import cell, mention
 from bot.approvals.models import Proposal, State
 from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
@@ -390,7 +392,8 @@ class ApprovalService:
         return pid if ok else None
 
     async def _cmd_share(self, inv: Invocation, words: list[str]) -> Reply:
-        if len(words) != 1 or not words[0].lstrip("#").isdigit():
+        # ASCII digits only, and few: isdigit() takes "²", and 30 digits overflow SQLite.
+        if len(words) != 1 or not re.fullmatch(r"#?[0-9]{1,9}", words[0]):
             raise CommandError(f"say which proposal: `/{self.bot.trigger} share <proposal number>`")
         pid = int(words[0].lstrip("#"))
         p = await self.repo.get(pid)
@@ -476,7 +479,7 @@ class ApprovalService:
     async def _cmd_audit(self, inv: Invocation, words: list[str]) -> Reply:
         n = 10
         if words:
-            if not words[0].isdigit() or not 1 <= int(words[0]) <= 100:
+            if not re.fullmatch(r"[0-9]{1,3}", words[0]) or not 1 <= int(words[0]) <= 100:
                 raise CommandError(f"`/{self.bot.trigger} audit [N]` with N from 1 to 100")
             n = int(words[0])
         entries = await self.repo.audit(n)
@@ -486,8 +489,8 @@ class ApprovalService:
                 "| time (UTC) | proposal | event | by | action | detail |", "|:--|:--|:--|:--|:--|:--|"]
         for e in entries:
             pid = f"#{e['proposal_id']}" if e["proposal_id"] else "—"
-            rows.append(f"| {e['at'][:19].replace('T', ' ')} | {pid} | {e['event']} | @{e['actor']} | "
-                        f"{e['action']} | {_detail(e['detail'])} |")
+            rows.append(f"| {e['at'][:19].replace('T', ' ')} | {pid} | {cell(e['event'])} | "
+                        f"{mention(e['actor'])} | {cell(e['action'])} | {cell(_detail(e['detail']))} |")
         return Reply(text="\n".join(rows))
 
     # -- chat helpers -------------------------------------------------------------------------
