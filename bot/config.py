@@ -199,6 +199,27 @@ class RemediationConfig(Section):
                                    description="who may hand an unseal share (empty: approvers)")
 
 
+class AuthorizationRuleConfig(Section):
+    """Who may run which commands where. A rule with no users and no groups is for everyone in
+    the team; with no channels, for the bot's channels (mattermost, alert and health channels)."""
+
+    commands: list[str] = Field(default_factory=lambda: ["*"],
+                                description="SOP ids and subcommands (health, fix, share, …); * for all")
+    users: list[str] = Field(default_factory=list, description="Mattermost usernames (empty: everyone)")
+    groups: list[str] = Field(default_factory=list, description="names of remediation.groups")
+    channels: list[str] = Field(default_factory=list,
+                                description="channel names (empty: the bot's channels; * for any)")
+
+
+class AuthorizationConfig(Section):
+    rules: list[AuthorizationRuleConfig] = Field(
+        default_factory=lambda: [AuthorizationRuleConfig()],
+        description="a command runs when any rule allows it; default: everyone, every SOP, the bot's channels")
+    audit_readers: list[str] = Field(default_factory=list,
+                                     description="who may read /sop audit (empty: the remediation approvers)")
+    audit_reader_groups: list[str] = Field(default_factory=list, description="groups who may read /sop audit")
+
+
 class HealthScheduleConfig(Section):
     """One scheduled health report. ``cron`` is standard crontab: weekday 0/7 = Sunday,
     1 = Monday (not APScheduler 3's from_crontab numbering, where 0 = Monday); names work too."""
@@ -267,6 +288,7 @@ class Settings(BaseSettings):
     remediation: RemediationConfig = Field(default_factory=RemediationConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     health: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    authorization: AuthorizationConfig = Field(default_factory=AuthorizationConfig)
     # Per-SOP check settings handed to handlers (expected node count, LB IP...).
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-SOP check settings, e.g. node-health: {expected_nodes: 6}")
 

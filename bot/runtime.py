@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.alerts.service import AlertService
+from bot.authz import Authorizer
 from bot.alerts.threads import ReportHook
 from bot.approvals.service import ApprovalService, start_approvals
 from bot.backlog import Backlog
@@ -179,6 +180,10 @@ class Runtime:
                        trigger=s.slash.trigger, limiter=CommandLimiter(s.slash.rate_limit),
                        permalink=lambda pid: f"{s.mattermost.url}/{s.mattermost.team}/pl/{pid}")
         self.bot.on_report.append(self._observe_report)
+        if hasattr(self.chat, "channel_id"):  # who may run what where (authorization config)
+            self.bot.authorize = Authorizer(
+                s, self.chat.channel_id,
+                lambda head: head in registry.sops or head in self.bot.subcommands).check  # type: ignore[union-attr]
         self.metrics.watch(self)
         tokens = [t.get_secret_value() for t in s.slash.tokens]
         if not tokens:

@@ -37,6 +37,8 @@ class Bot:
         self.trigger = trigger
         self.handler_timeout_s = handler_timeout_s
         self.subcommands: dict[str, Subcommand] = {}
+        # (invocation, command head) → None or the refusal (bot.authz); unset: no checks.
+        self.authorize: Callable[[Invocation, str], Awaitable[str | None]] | None = None
         # Called with (report, channel_id, thread root id, requester) after a report is posted;
         # approvals turns the findings' suggested actions into proposals there.
         self.on_report: list[Callable[[Report, str, str, str], Awaitable[None]]] = []
@@ -79,6 +81,10 @@ class Bot:
         if not words:
             return Reply(text=help_text(self.registry, self.runbook, "", self.trigger, self.subcommands))
         head, rest = words[0].lower(), words[1:]
+        if self.authorize is not None and head not in ("help", "list", "search"):
+            refusal = await self.authorize(inv, head)
+            if refusal is not None:
+                return Reply(text=refusal)  # ephemeral, once: nothing is posted in the channel
         try:
             if head == "help":
                 return Reply(text=help_text(self.registry, self.runbook, " ".join(rest[:1]),
