@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Backoff:
     base_s: float = 2.0
-    max_s: float = 300.0
+    max_s: float = 60.0
     horizon_s: float = 24 * 3600.0
     rng: Callable[[], float] = field(default=random.random, compare=False)
 

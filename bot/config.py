@@ -37,7 +37,7 @@ class MattermostConfig(Section):
     websocket: bool = Field(True, description="follow reactions over the websocket")
     # Accepted work (alert notifications, threads, reports) outlives a Mattermost outage.
     retry_base_s: float = Field(2.0, gt=0, description="first wait before retrying work Mattermost did not take; doubles each time")
-    retry_max_s: float = Field(300.0, gt=0, description="longest wait between such retries")
+    retry_max_s: float = Field(60.0, gt=0, description="longest wait between such retries")
     retry_horizon_h: float = Field(24.0, gt=0, description="hours accepted work is retried before it is given up")
 
     @field_validator("url")

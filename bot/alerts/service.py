@@ -196,6 +196,9 @@ class AlertService:
 
             await self.threads.process(payload, entry.id, diagnosing=diagnosing)
             await self.inbox.done(entry.id)
+            if self._retry_at:  # Mattermost may be back: what waits for a retry goes now
+                now = time.monotonic()
+                self._retry_at = {i: min(t, now) for i, t in self._retry_at.items()}
         except Exception as exc:
             log.exception("processing alert notification %d failed", entry.id)
             try:
