@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -19,14 +20,18 @@ import httpx
 
 from bot.runtime import Runtime
 from bot.terminal import terminal_text
+from sandbox.alertmanager.rules import firing
 from sandbox.runner import Sandbox
+from sandbox.scenarios import SCENARIOS
 
 BANNER = """SOP Bot demo — a simulated RKE2 platform ({scenarios}) and the bot, on 127.0.0.1.
 You are @alice in ~sop-alerts. Try:  /sop list   /sop vault-status   /sop help 5.1
   /sop search certificate expired   /sop health   /sop fix
-  /scenario <name> (break something)   /as <alice|bob> (switch user)
-  /approve, /reject (react on the newest proposal)   /quit
+  /scenario [name] (list, or break something)   /as [alice|bob] (switch user)
+  /approve [N], /reject [N] (react on proposal #N, default the newest)   /quit
+Anything not starting with / is posted to the channel as a message.
 """
+PROPOSAL = re.compile(r"Proposal #(\d+)\b")
 
 
 def _print_post(post, user: str, out: TextIO, edited: bool = False) -> None:
@@ -62,13 +67,24 @@ class TerminalChat:
         self.out.flush()
 
 
-async def _react_on_proposal(sandbox: Sandbox, runtime: Runtime, user: str, command: str,
+async def _react_on_proposal(sandbox: Sandbox, runtime: Runtime, user: str, line: str,
                              out: TextIO) -> None:
-    """React as ``user`` on the newest post the bot offered reactions on (a proposal)."""
+    """React as ``user`` on proposal #N (``/approve N``), or the newest post the bot offered
+    reactions on."""
+    command, *rest = line.split()
     state = sandbox.mattermost
     bot_id = state.user("sop-bot").id
     offered = [p for p in state.posts_in(sandbox.channel_id)
                if any(r.user_id == bot_id for r in state.reactions_on(p.id))]
+    if rest:
+        number = rest[0].lstrip("#")
+        found = [p for p in offered if (m := PROPOSAL.search(p.message)) and m.group(1) == number]
+        if len(rest) > 1 or not found:
+            known = ", ".join(f"#{m.group(1)}" for p in offered if (m := PROPOSAL.search(p.message)))
+            out.write(f"  (demo: no proposal #{number}; proposals: {known or 'none yet'})\n"
+                      if len(rest) == 1 else f"  (demo: usage: {command} [N])\n")
+            return
+        offered = found
     if not offered:
         out.write("  (demo: no proposal to react on yet)\n")
         return
@@ -81,6 +97,34 @@ async def _react_on_proposal(sandbox: Sandbox, runtime: Runtime, user: str, comm
         await runtime.bot.drain()  # type: ignore[union-attr]
         if not runtime.bot.busy:  # type: ignore[union-attr]
             break
+
+
+PEOPLE = ("alice", "bob")
+
+
+async def _scenario(sandbox: Sandbox, runtime: Runtime, names: list[str]) -> str:
+    """``/scenario``: the list; ``/scenario NAME…``: break the platform and say what diagnoses it."""
+    if not names:
+        width = max(len(n) for n in SCENARIOS)
+        rows = "".join(f"    {n:<{width}}  {sc.description}\n" for n, sc in SCENARIOS.items())
+        return f"  (sandbox: scenarios, applied with /scenario NAME:)\n{rows}"
+    registry = runtime.bot.registry  # type: ignore[union-attr]
+    before = {a.labels["alertname"] for a in firing(sandbox.platform)}
+    try:
+        await sandbox.apply(*names)
+    except ValueError as exc:
+        return f"  (sandbox: {exc})\n"
+    # The SOPs of the scenario's runbook section, else those handling the alerts it set off.
+    alerted = [sop for a in firing(sandbox.platform) if a.labels["alertname"] not in before
+               for sop in registry.for_alert(a.labels["alertname"])]
+    lines = []
+    for name in names:
+        section = SCENARIOS[name].section
+        sops = (registry.for_section(section) if section else []) or alerted
+        diagnose = " or ".join(dict.fromkeys(f"/sop {s.id}" for s in sops)) or "/sop health"
+        lines.append(f"  (sandbox: applied {name}: {SCENARIOS[name].description}; "
+                     f"diagnose it with {diagnose})\n")
+    return "".join(lines)
 
 
 def _line_reader(stream: TextIO) -> Callable[[], Awaitable[str]]:
@@ -176,29 +220,33 @@ async def _chat(sandbox: Sandbox, runtime: Runtime, scenarios: list[str], script
                     out.write(f"{user}> {line}\n")
                 if line in ("/quit", "/exit"):
                     break
-                if line.startswith("/as "):
-                    who = line.split()[1].lstrip("@")
-                    if who in ("alice", "bob"):
+                head, *words = line.split()
+                if head == "/as":
+                    who = words[0].lstrip("@") if len(words) == 1 else ""
+                    if who in PEOPLE:
                         user = who
+                        out.write(f"  (demo: you are now @{user})\n")
                     else:
-                        out.write("  (demo: the people here are alice and bob)\n")
+                        out.write(f"  (demo: you are @{user}; /as alice (an approver) or /as bob (not))\n")
                     continue
-                if line in ("/approve", "/reject"):
+                if head in ("/approve", "/reject"):
                     await _react_on_proposal(sandbox, runtime, user, line, out)
                     chat.show_new()
                     continue
-                if line.startswith("/scenario"):
-                    names = line.split()[1:]
-                    try:
-                        await sandbox.apply(*names)
-                        out.write(f"  (sandbox: applied {', '.join(names)})\n")
-                    except ValueError as exc:
-                        out.write(f"  (sandbox: {exc})\n")
+                if head == "/scenario":
+                    out.write(await _scenario(sandbox, runtime, words))
+                    continue
+                if not line.startswith("/"):  # a chat message, as typed in Mattermost
+                    await http.post("/api/v4/posts", headers=headers,
+                                    json={"channel_id": sandbox.channel_id, "message": line})
+                    await runtime.bot.drain()  # type: ignore[union-attr]
+                    chat.show_new()
                     continue
                 resp = await http.post("/api/v4/commands/execute", headers=headers,
                                        json={"channel_id": sandbox.channel_id, "command": line})
                 if resp.status_code >= 400:
-                    out.write(f"  (Mattermost: {resp.json().get('message', resp.text)})\n")
+                    out.write(f"  (Mattermost: {resp.json().get('message', resp.text)}; the demo's own "
+                              "commands are /as, /approve, /reject, /scenario, /quit)\n")
                     continue
                 shown = chat.ephemerals_shown.get(user, 0)
                 for eph in sandbox.mattermost.ephemerals_for(user)[shown:]:
