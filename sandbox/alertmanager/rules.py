@@ -35,7 +35,7 @@ def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def _alert(name: str, severity: str, summary: str, **labels: str) -> Firing:
+def _alert(name: str, severity: str, summary: str, /, **labels: str) -> Firing:
     return Firing({"alertname": name, "severity": severity, **labels},
                   {"summary": summary, "runbook_url": f"{RUNBOOK}/{name.lower()}"})
 

@@ -70,3 +70,17 @@ def test_the_generated_bot_config_reads_the_sandbox_alertmanager(sandbox):
     assert cfg["alertmanager"]["url"] == sandbox.alertmanager_url
     env = (sandbox.workdir / "env").read_text()
     assert f"export ALERTMANAGER_URL={sandbox.alertmanager_url}" in env
+
+
+def test_every_scenario_at_once_fires_the_alerts_of_its_failures():
+    from sandbox.alertmanager.rules import firing
+    from sandbox.scenarios import SCENARIOS, apply_scenarios
+    from sandbox.world import build_platform
+
+    platform = build_platform()
+    apply_scenarios(platform, [n for n in SCENARIOS if n != "healthy"])
+    fired = {a.labels["alertname"] for a in firing(platform)}
+    assert fired >= {"VaultDown", "VaultSealed", "NodeDiskPressure", "KubeNodeNotReady",
+                     "KubePodCrashLooping", "KubePodNotReady", "KubePersistentVolumeClaimPending",
+                     "TraefikLoadBalancerPending", "ClusterIssuerNotReady", "CertManagerCertNotReady",
+                     "CertManagerCertExpirySoon", "CNPGClusterNotHealthy", "Watchdog"}
