@@ -31,7 +31,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     from bot.registry import load_handlers
 
     registry = load_handlers()
+    if args.coverage:
+        return _list_coverage(args, registry)
     print(catalog_markdown(registry) if args.markdown else catalog_text(registry))
+    return 0
+
+
+def _list_coverage(args: argparse.Namespace, registry: object) -> int:
+    from bot.approvals.actions import ACTIONS
+    from bot.coverage import coverage, coverage_markdown, coverage_text, load_scenarios
+    from bot.runbook import Runbook
+
+    path = args.runbook or _settings(args).runbook.path
+    if path is None:
+        print("sopbot: no runbook to measure: give --runbook PATH or configure runbook.path", file=sys.stderr)
+        return 64
+    try:
+        runbook = Runbook.load(Path(path))
+    except OSError as exc:
+        print(f"sopbot: cannot read the runbook {path}: {exc.strerror}", file=sys.stderr)
+        return 66  # EX_NOINPUT
+    rows = coverage(registry, runbook, ACTIONS, load_scenarios())  # type: ignore[arg-type]
+    print(coverage_markdown(rows) if args.markdown else coverage_text(rows))
     return 0
 
 
@@ -167,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="serve: slash commands, webhooks, schedules")).set_defaults(
         func=cmd_run)
-    p = sub.add_parser("list", help="the SOPs the bot can run")
+    p = with_config(sub.add_parser("list", help="the SOPs the bot can run, or the runbook's coverage"))
     p.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
+    p.add_argument("--coverage", action="store_true",
+                   help="every runbook entry with its SOPs, alerts, actions, scenarios, guidance only")
+    p.add_argument("--runbook", type=Path, metavar="PATH", help="runbook to measure (default: runbook.path)")
     p.set_defaults(func=cmd_list)
     p = with_config(sub.add_parser(
         "diagnose", help="run one SOP and print the report (exit 0 ok, 1 warn, 2 crit, 3 unknown)"))

@@ -39,7 +39,8 @@ class NodeChecks(BaseModel):
     max_age_days: float | None = Field(30, gt=0, description="nodes older than this are due for rotation")
 
 
-@sop("node-health", title="Nodes: Ready, pressure, cordoned, versions, pool labels", section="2.2",
+@sop("node-health", title="Nodes: Ready, pressure, cordoned, versions, pool labels",
+     sections=("2.2", "2.6", "9.5/nodes", "11.3"),
      severity=Severity.P2, alerts=("KubeNodeNotReady", "KubeletVersionSkew", "NodeDiskPressure",
                                    "NodeDiskCritical"))
 async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:

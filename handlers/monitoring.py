@@ -24,7 +24,7 @@ class AlertChecks(BaseModel):
                               description="alertnames that always fire by design")
 
 
-@sop("firing-alerts", title="Firing alerts by severity", section="7.4", severity=Severity.P3,
+@sop("firing-alerts", title="Firing alerts by severity", section="11.1", severity=Severity.P3,
      alerts=("LokiDown", "AlloyDown"))
 async def firing_alerts(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Alerts firing in Alertmanager (active, not silenced or inhibited), counted by severity
@@ -72,7 +72,7 @@ class PrometheusStorageChecks(BaseModel):
     crit_used_percent: float = Field(95, gt=0, le=100)
 
 
-@sop("prometheus-storage", title="Prometheus volume space and OOM restarts", section="7.4",
+@sop("prometheus-storage", title="Prometheus volume space and OOM restarts", section="7.4/prometheus",
      severity=Severity.P2, alerts=("PrometheusStorageAlmostFull",))
 async def prometheus_storage(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Used space of Prometheus's volume (kubelet volume stats) against the warn/crit thresholds,

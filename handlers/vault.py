@@ -25,8 +25,10 @@ class VaultStatusParams(SOPParams):
     replica: K8sName | None = Field(None, description="vault-N, one replica only")
 
 
-@sop("vault-status", title="Vault seal and Raft leader status", section="5.1",
-     severity=Severity.P1, alerts=("VaultSealed", "VaultLeaderLost", "VaultDown"))
+@sop("vault-status", title="Vault seal and Raft leader status", sections=("5.1", "5.2", "5.3"),
+     severity=Severity.P1, alerts=("VaultSealed", "VaultLeaderLost", "VaultDown"),
+     causes=("replica sealed after a restart", "replica not initialized (must rejoin Raft)",
+             "replica unreachable", "no Raft leader elected"))
 async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[Finding]:
     """Seal state, unseal progress, HA mode and leader of every Vault replica (runbook 5.1–5.3)."""
     pool = ctx.vault
@@ -138,7 +140,7 @@ class PkiChecks(BaseModel):
     warn_days: float = Field(365, gt=0, description="a CA closer than this to notAfter: warn")
 
 
-@sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role present", section="5.4",
+@sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role present", sections=("5.4", "4.3"),
      severity=Severity.P1)
 async def vault_pki(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Each PKI mount cert-manager uses is mounted, has its intermediate CA imported and unexpired

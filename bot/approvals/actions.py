@@ -103,6 +103,7 @@ class Action(ABC, Generic[P]):
     name: ClassVar[str]
     title: ClassVar[str]
     section: ClassVar[str] = ""
+    step: ClassVar[str] = ""  # the Resolution step of ``section`` it carries out, e.g. "step 1: restart CoreDNS"
     risk: ClassVar[Risk] = Risk.low
     params: ClassVar[type[ActionParams]]
     changes: ClassVar[str] = ""  # one line: what kind of change, e.g. "patches a Deployment"

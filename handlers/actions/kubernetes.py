@@ -46,6 +46,7 @@ class RolloutRestart(Action[RestartParams]):
     name = "restart"
     title = "Rollout restart a Deployment, DaemonSet or StatefulSet"
     section = "3.1"
+    step = "Resolution 2: restart the Cilium DaemonSet"
     risk = Risk.low
     params = RestartParams
     changes = "patches the pod template's restartedAt annotation (pods are replaced one by one)"
@@ -96,6 +97,7 @@ class ScaleDeployment(Action[ScaleParams]):
     name = "scale"
     title = "Scale a Deployment"
     section = "3.6"
+    step = "Resolution 2: scale CoreDNS up under load"
     risk = Risk.low
     params = ScaleParams
     changes = "patches deployments/scale spec.replicas"
@@ -154,6 +156,7 @@ class DeletePods(Action[DeletePodsParams]):
     name = "delete-pods"
     title = "Delete pods so their controller recreates them"
     section = "3.1"
+    step = "Resolution 4 (nuclear option): delete the Cilium pods"
     risk = Risk.low
     params = DeletePodsParams
     changes = "deletes pods"
@@ -247,6 +250,7 @@ class _SetUnschedulable(Action[NodeParams]):
 class Cordon(_SetUnschedulable):
     name = "cordon"
     title = "Cordon a node (stop scheduling new pods)"
+    step = "Cordon"
     changes = "patches spec.unschedulable of a node"
 
 
@@ -254,6 +258,7 @@ class Cordon(_SetUnschedulable):
 class Uncordon(_SetUnschedulable):
     name = "uncordon"
     title = "Uncordon a node (resume scheduling)"
+    step = "Uncordon"
     changes = "patches spec.unschedulable of a node"
     unschedulable = False
     verb = "uncordon"
@@ -277,6 +282,7 @@ class DrainNode(Action[NodeParams]):
     name = "drain"
     title = "Drain a node through the Eviction API"
     section = "11.3"
+    step = "Drain"
     risk = Risk.high
     params = NodeParams
     changes = "cordons the node and evicts its pods (PodDisruptionBudgets honoured)"
@@ -410,6 +416,7 @@ class LabelNodes(Action[LabelParams]):
     name = "label-nodes"
     title = "Label unlabeled nodes with workload-type by hostname pattern"
     section = "2.6"
+    step = "Resolution: manual fix, label nodes by hostname pattern"
     risk = Risk.low
     params = LabelParams
     changes = "adds the workload-type label to nodes that lack it"
@@ -462,6 +469,7 @@ class ReissueCertificate(Action[ReissueParams]):
     name = "reissue-certificate"
     title = "Force a certificate re-issue by deleting its TLS Secret"
     section = "11.7"
+    step = "Manual Certificate Renewal: delete the TLS secret"
     risk = Risk.low
     params = ReissueParams
     changes = "deletes the Certificate's TLS Secret; cert-manager issues a new one"

@@ -56,6 +56,7 @@ class UnsealVault(Action[UnsealParams]):
     name = "vault-unseal"
     title = "Unseal the sealed Vault replicas"
     section = "5.2"
+    step = "Step 3: unseal each sealed replica with 3 of 5 keys"
     risk = Risk.high
     params = UnsealParams
     changes = "submits unseal key shares to sealed Vault replicas (PUT sys/unseal)"
