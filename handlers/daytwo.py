@@ -3,6 +3,7 @@ chapters' checks (``compose("daily", ...)``); the pod check of its script lives 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Finding, HandlerContext, HealthCheck, NoParams, Severity, Status,
+from bot.sdk import (Finding, HandlerContext, HealthCheck, LogPattern, NoParams, Severity, Status,
                      check_settings, compose, condition, parse_time, sop)
 
 # Where the runbook covers a namespace's workloads (chapter 7 per service, 5 Vault, ...).
@@ -54,7 +55,8 @@ class _Group:
     causes: dict[str, int] = field(default_factory=dict)
 
 
-@sop("pod-health", title="Pods not Running/Succeeded, by namespace and reason", section="11.1",
+@sop("pod-health", title="Pods not Running/Succeeded, by namespace and reason",
+     sections=("11.1", "1", "2.5", "3.6", "7.1/image", "7.6/session"),
      severity=Severity.P3, alerts=("KubePodCrashLooping", "KubePodNotReady"))
 async def pod_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every pod Running or Succeeded (completed Jobs are fine); the others grouped by namespace
@@ -92,12 +94,43 @@ async def pod_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                 details="\n".join(g.pods[:cfg.max_listed])
                                 + (f"\n… and {len(g.pods) - cfg.max_listed} more" if len(g.pods) > cfg.max_listed else ""),
                                 next_step=_step(reason, cause, ns, section)))
+    findings.extend(await _crash_evidence(ctx, groups))
     bad = sum(len(g.pods) for g in groups.values())
     findings.insert(0, Finding(status=Status.worst([f.status for f in findings]), target="pods",
                                summary=f"{bad} of {total} pods not Running/Succeeded in "
                                        f"{len({ns for ns, _ in groups})} namespace(s)",
                                next_step="11.1: work through the groups below, each names its runbook section"))
     return findings
+
+
+# What the runbook's "kubectl logs --previous" step looks for; the first match names the cause.
+CRASH_PATTERNS = (
+    LogPattern(regex=r"s3aws|minio.*(connection refused|no such host|i/o timeout)",
+               cause="MinIO backend unavailable (7.1)"),
+    LogPattern(regex=r"plugin/loop: Loop .* detected", cause="CoreDNS forwarding loop (3.6)"),
+    LogPattern(regex=r"\b(panic|fatal|FATAL|ERROR|level=error)\b", cause=""),
+)
+MAX_CRASH_LOGS = 3  # log reads per run: only for crash-looping pods, a few at most
+
+
+async def _crash_evidence(ctx: HandlerContext, groups: dict[tuple[str, str], _Group]) -> list[Finding]:
+    """The last error lines of the previous instance of one pod per CrashLoopBackOff group: why
+    it died, quoted (redacted), instead of only that it did."""
+    picks = [(ns, g.pods[0].split(" ", 1)[0]) for (ns, reason), g in sorted(groups.items())
+             if reason.removeprefix("Init:") == "CrashLoopBackOff"][:MAX_CRASH_LOGS]
+
+    async def one(ns: str, pod: str) -> Finding | None:
+        hits, failed = await ctx.attempt(ctx.log_hits(ns, pod, CRASH_PATTERNS, previous=True, tail=100, quote=1),
+                                         f"pod/{ns}/{pod} log")
+        if failed is not None or not hits:
+            return failed
+        hit = hits[0]
+        cause = hit.pattern.cause or "last error before the crash"
+        return Finding(status=Status.warn, target=f"pod/{ns}/{pod} log",
+                       summary=f"{cause}: {hit.lines[-1]}", details="\n".join(hit.lines),
+                       next_step=SERVICE_STEP.format(section=NAMESPACE_SECTION.get(ns, "1"), ns=ns))
+    found = await asyncio.gather(*(one(ns, pod) for ns, pod in picks))
+    return [f for f in found if f is not None]
 
 
 def _problem(pod: dict[str, Any], now: datetime, grace_min: float) -> tuple[str, str, str, int] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from datetime import timedelta
 
 from bot.sdk import Finding, HandlerContext, NoParams, Severity, Status, sop
 
 PENDING_STEP = ("8.1: kubectl describe pvc -n {ns} {name} (Events: ProvisioningFailed?) and the "
                 "Harvester storage capacity")
+MAX_DESCRIBED = 5  # claims whose events are read per run (only Pending ones)
 LOST_STEP = "8.1/8.4: the claim's volume is gone (Lost): check the Longhorn volume in Harvester"
 
 
@@ -29,6 +32,16 @@ async def pvc_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                 status=Status.crit if phase == "Lost" else Status.warn, target=f"pvc/{ns}/{name}",
                 summary=f"{phase} ({size}, storage class {sc})",
                 next_step=(LOST_STEP if phase == "Lost" else PENDING_STEP).format(ns=ns, name=name)))
+    # 8.1's "describe pvc": the provisioner's warning event says why the claim does not bind.
+    pending = [f for f in findings if f.summary.startswith("Pending")][:MAX_DESCRIBED]
+    for f, (said, failed) in zip(pending, await asyncio.gather(*(
+            ctx.attempt(ctx.events(f.target.split("/")[1], kind="PersistentVolumeClaim", name=f.target.split("/")[2],
+                                   window=timedelta(hours=24), warnings_only=True), "events") for f in pending))):
+        if said:
+            f.summary += f": {said[0].reason}: {said[0].message}"
+            f.details = "\n".join(f"{e.reason} (x{e.count}, {e.component}): {e.message}" for e in said)
+        elif failed is not None:
+            f.details = f"events not readable: {failed.summary}"
     bound = phases.get("Bound", 0)
     findings.insert(0, Finding(status=Status.ok, target="pvcs",
                                summary=f"{bound}/{len(claims)} PVCs Bound"

@@ -45,7 +45,9 @@ async def test_new_resolved_and_still_open_across_reports(tmp_path, alertmanager
     crash = next(p for p in changes.still_open if p.key == "pod-health|harbor CrashLoopBackOff")
     assert crash.first_seen == first.started_at
     root = health_markdown(second)[0]
-    assert "1 new, 2 resolved, 2 still open" in root  # still open: the group and the pods count
+    # still open: the group, the pods count and the registry's crash log line (MinIO unreachable)
+    assert "1 new, 2 resolved, 3 still open" in root
+    assert any(p.key.startswith("pod-health|pod/harbor/harbor-registry-") for p in changes.still_open)
     assert "harbor CrashLoopBackOff: 1 pod(s) CrashLoopBackOff" in root and "open for 2 days" in root
     assert ":white_check_mark: PVCs: pvc/uptime-kuma/uptime-kuma" in root
 
