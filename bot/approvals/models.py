@@ -29,6 +29,7 @@ class State(str, Enum):
     expired = "expired"
     stale = "stale"
     interrupted = "interrupted"
+    withdrawn = "withdrawn"  # its alert resolved before anyone approved it
 
     @property
     def final(self) -> bool:
@@ -37,7 +38,7 @@ class State(str, Enum):
 
 # The only moves the store accepts.
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.proposed: frozenset({State.approved, State.rejected, State.expired}),
+    State.proposed: frozenset({State.approved, State.rejected, State.expired, State.withdrawn}),
     State.approved: frozenset({State.running, State.stale, State.interrupted}),
     State.running: frozenset({State.succeeded, State.failed, State.interrupted}),
 }

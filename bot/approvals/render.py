@@ -16,7 +16,7 @@ _STATE_ICON = {
     State.proposed: ":hourglass_flowing_sand:", State.approved: ":arrow_forward:",
     State.running: ":gear:", State.succeeded: ":white_check_mark:", State.failed: ":red_circle:",
     State.rejected: ":no_entry_sign:", State.expired: ":alarm_clock:", State.stale: ":warning:",
-    State.interrupted: ":warning:",
+    State.interrupted: ":warning:", State.withdrawn: ":leftwards_arrow_with_hook:",
 }
 
 
@@ -83,6 +83,8 @@ def status_line(p: Proposal) -> str:
         return f"running, approved by {who} at {hhmm(p.decided_at)}{extra}"
     if p.state is State.rejected:
         return f"rejected by {mention(p.rejected_by)} at {hhmm(p.decided_at)}"
+    if p.state is State.withdrawn:
+        return f"withdrawn: {text(p.outcome.summary) if p.outcome else 'the alert resolved'}"
     if p.state is State.expired:
         return f"expired at {hhmm(p.expires_at)} without {p.rule.quorum} approval(s) ({who})"
     return (f"**{p.state.value}**{outcome} — approved by {who} at {hhmm(p.decided_at)}, "

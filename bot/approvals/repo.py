@@ -133,7 +133,7 @@ class ProposalRepo:
             raise IllegalTransition(f"{old.value} → {new.value}")
         sets = ["state=?"]
         args: list[Any] = [new.value]
-        if new in (State.approved, State.rejected, State.expired):
+        if new in (State.approved, State.rejected, State.expired, State.withdrawn):
             sets.append("decided_at=?")
             args.append(now.isoformat())
         if new.final:

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,8 @@ def utcnow() -> datetime:
 class ApprovalService:
     def __init__(self, *, config: "RemediationConfig", store: "Store", chat: "MattermostChat",
                  bot: "Bot", dialog_url: str | None = None, clock: Clock = utcnow,
-                 thread_alerts: Callable[[str], Any] | None = None):
+                 thread_alerts: Callable[[str], Any] | None = None,
+                 thread_resolved: Callable[[str], Awaitable[datetime | None]] | None = None):
         self.config = config
         self.repo = ProposalRepo(store)
         self.chat = chat
@@ -65,6 +66,8 @@ class ApprovalService:
         self.dialog_url = dialog_url
         self.clock = clock
         self.thread_alerts = thread_alerts
+        # root id → when the alert thread's groups all resolved (None: still firing / no alert)
+        self.thread_resolved = thread_resolved
         self._locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Signs dialog state: a submission must come from a dialog this process opened.
@@ -244,6 +247,8 @@ class ApprovalService:
             if now >= p.expires_at:
                 await self._expire(p, now)
                 return
+            if added and emoji == APPROVE and await self.withdraw_if_resolved(p):
+                return  # the alert it was for is gone: approving now would act on nothing
             if not p.rule.may_approve(username):
                 if added and await self.repo.notice_once(pid, username, "not-approver"):
                     await self.repo.record(now, pid, "unauthorised-reaction", username, p.action,
@@ -278,9 +283,29 @@ class ApprovalService:
             await self._reply(p, f"Proposal #{p.id} expired at {hhmm(p.expires_at)} without its "
                                  f"{p.rule.quorum} approval(s); nothing was changed.")
 
+    async def withdraw_if_resolved(self, p: Proposal) -> bool:
+        """A proposal made for an alert that has resolved since is withdrawn, not approvable."""
+        if self.thread_resolved is None or not p.root_id:
+            return False
+        at = await self.thread_resolved(p.root_id)
+        if at is None:
+            return False
+        summary = f"the alert resolved at {hhmm(at)}"
+        if await self.repo.transition(p.id, State.proposed, State.withdrawn, now=self.clock(),
+                                      actor="sop-bot", detail={"why": summary},
+                                      outcome=Outcome(ok=False, summary=summary)):
+            await self._refresh(p.id)
+            await self._reply(p, f"Proposal #{p.id} withdrawn: {summary}; nothing was changed.")
+            return True
+        return False
+
     async def sweep(self) -> None:
         now = self.clock()
         for p in await self.repo.in_states(State.proposed):
+            async with self._lock(p.id):
+                fresh = await self.repo.get(p.id)
+                if fresh is not None and fresh.state is State.proposed and await self.withdraw_if_resolved(fresh):
+                    continue
             if now >= p.expires_at:
                 async with self._lock(p.id):
                     fresh = await self.repo.get(p.id)
@@ -538,9 +563,16 @@ async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat",
         async def thread_alerts(root_id: str) -> list[dict[str, str]]:
             groups = await alerts.repo.by_root_all(root_id)
             return [dict(a.labels) for g in groups for a in g.firing]
+
+        async def thread_resolved(root_id: str) -> datetime | None:
+            groups = await alerts.repo.by_root_all(root_id)
+            if not groups or any(g.state.value == "open" for g in groups):
+                return None
+            return max((g.resolved_at or g.opened_at) for g in groups)
     service = ApprovalService(config=settings.remediation, store=store, chat=chat, bot=bot,
                               dialog_url=f"{public.rstrip('/')}/mattermost/dialog" if public else None,
-                              clock=clock, thread_alerts=thread_alerts)
+                              clock=clock, thread_alerts=thread_alerts,
+                              thread_resolved=thread_resolved if alerts is not None else None)
     if metrics is not None:  # bot.metrics.Metrics: approvals and remediations by outcome
         service.repo.on_change = metrics.proposal_changed
     cfg = settings.remediation

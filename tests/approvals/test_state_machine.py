@@ -39,10 +39,11 @@ async def new(repo: ProposalRepo, quorum: int = 1) -> int:
 def test_only_the_documented_moves_are_legal():
     finals = [s for s in State if s.final]
     assert set(finals) == {State.succeeded, State.failed, State.rejected, State.expired, State.stale,
-                           State.interrupted}
+                           State.interrupted, State.withdrawn}
     for s in finals:
         assert not any(allowed(s, t) for t in State)  # final states stay final
     assert allowed(State.proposed, State.approved) and not allowed(State.proposed, State.running)
+    assert allowed(State.proposed, State.withdrawn) and not allowed(State.approved, State.withdrawn)
     assert not allowed(State.approved, State.proposed) and not allowed(State.running, State.approved)
     assert set(TRANSITIONS) == {State.proposed, State.approved, State.running}
 
