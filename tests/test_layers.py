@@ -63,3 +63,25 @@ def test_handler_packages_load_by_entry_point():
     registry = load_handlers()
     assert registry is REGISTRY and "vault-status" in registry.sops
     assert {s.chapter for s in registry} >= {"vault", "cluster", "networking", "certificates"}
+
+
+def test_a_teams_own_package_is_loaded_by_its_entry_point(tmp_path, monkeypatch):
+    # What `pip install team-sops` leaves on sys.path: the package and its dist-info.
+    (tmp_path / "team_sops").mkdir()
+    (tmp_path / "team_sops" / "__init__.py").write_text(
+        "from bot.sdk import Finding, HandlerContext, NoParams, Severity, Status, sop\n\n"
+        "@sop('team-api', title='Team API', sections=('7.9/analysis',), severity=Severity.P3)\n"
+        "async def team_api(ctx: HandlerContext, params: NoParams) -> list[Finding]:\n"
+        "    return [Finding(status=Status.ok, summary='fine')]\n")
+    info = tmp_path / "team_sops-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: team-sops\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[sopbot.handlers]\nteam = team_sops\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        registry = load_handlers()
+        assert registry.get("team-api").sections == ("7.9/analysis",)
+        assert "vault-status" in registry.sops  # the built-in package still loads
+    finally:
+        REGISTRY.sops.pop("team-api", None)
+        sys.modules.pop("team_sops", None)
