@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
@@ -117,6 +118,9 @@ class _Item(Generic[T]):
     job: Job[T]
     what: str
     future: asyncio.Future[T]
+    # The submitter's context (its correlation id): the worker runs the job in it, so a
+    # failure is logged under the command that queued it, not the one that started the worker.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class WriteQueue:
@@ -226,7 +230,8 @@ class WriteQueue:
                 continue
             self._running = 1
             try:
-                result = await item.job(self._send)
+                result = await asyncio.get_running_loop().create_task(
+                    item.job(self._send), name="chat-write", context=item.context)
             except asyncio.CancelledError:
                 if not item.future.done():
                     item.future.set_exception(ChatError(item.what, "the chat adapter was closed"))
