@@ -57,7 +57,7 @@ def _list_coverage(args: argparse.Namespace, registry: object) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from bot.commands import CommandError, resolve
+    from bot.commands import CommandError, likely, resolve
     from bot.engine import run_sop
     from bot.registry import BadArguments, UnknownSOP, load_handlers
     from bot.render import report_text
@@ -68,7 +68,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     try:
         request = resolve(registry, args.sop_id, args.args)
     except UnknownSOP as exc:
-        hint = f" Did you mean: {', '.join(exc.suggestions)}?" if exc.suggestions else ""
+        meant = likely(exc.sop_id, exc.suggestions)
+        hint = f" Did you mean: {', '.join(meant)}?" if meant else ""
         print(f"sopbot: no SOP {exc.sop_id!r}.{hint} ('sopbot list' shows them all)", file=sys.stderr)
         return 64
     except (BadArguments, CommandError) as exc:

@@ -6,6 +6,7 @@ Other features add subcommands (``health``, ``audit``) through ``Subcommand`` en
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class Subcommand:
     run: Callable[[Invocation, list[str]], Awaitable[Reply]]
     # Posts its results in the invoking channel: refused up front when the bot cannot post there.
     posts: bool = False
+    # Runbook entries it runs as a whole (``health``: 11.1), named before the SOPs of a part.
+    sections: tuple[str, ...] = ()
 
 
 class CommandError(ValueError):
@@ -77,10 +80,12 @@ def parse_args(tokens: list[str]) -> dict[str, str]:
     return args
 
 
-def resolve(registry: Registry, sop_id: str, tokens: list[str]) -> RunRequest:
-    """Raises UnknownSOP, BadArguments or CommandError with a message fit to show."""
+def resolve(registry: Registry, sop_id: str, tokens: list[str], ctx: object | None = None) -> RunRequest:
+    """Raises UnknownSOP, BadArguments or CommandError with a message fit to show. With ``ctx``
+    (the HandlerContext) an argument naming nothing that exists is a BadArguments too."""
     item = registry.get(sop_id)
-    return RunRequest(sop=item, params=item.parse_args(parse_args(tokens)))
+    context = {"ctx": ctx} if ctx is not None else None
+    return RunRequest(sop=item, params=item.parse_args(parse_args(tokens), context=context))
 
 
 def _short(text: str, n: int = 40) -> str:
@@ -127,8 +132,9 @@ def help_text(registry: Registry, runbook: Runbook | None, topic: str, trigger: 
                  else [f"**Runbook {topic}**"])
         if section is not None:
             lines += _section_digest(section, trigger)
-        if sops:
-            lines.append("Automated by: " + ", ".join(f"`/{trigger} {s.id}`" for s in sops))
+        runs = _runners(registry, subcommands, section.number if section else topic, trigger)
+        if runs:
+            lines.append("Automated by: " + ", ".join(runs))
         return "\n".join(lines)
     raise UnknownSOP(topic, registry.closest(topic))
 
@@ -175,7 +181,15 @@ def list_text(registry: Registry, trigger: str) -> str:
     return f"{len(registry)} SOPs (`/{trigger} help <ID>` for one):\n" + "\n".join(rows)
 
 
-def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger: str) -> str:
+def _runners(registry: Registry, subcommands: dict[str, Subcommand] | None, number: str,
+             trigger: str) -> list[str]:
+    """The commands that run runbook entry ``number``: a subcommand running it whole first."""
+    whole = [f"`/{trigger} {s.name}`" for s in (subcommands or {}).values() if number in s.sections]
+    return whole + [f"`/{trigger} {s.id}`" for s in registry.for_section(number)]
+
+
+def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger: str,
+                subcommands: dict[str, Subcommand] | None = None) -> str:
     if runbook is None:
         raise CommandError("no runbook configured (runbook.path), so there is nothing to search")
     hits = runbook.search(words)
@@ -183,15 +197,28 @@ def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger
         return f"No runbook section matches {code(_short(words, 80))}."
     lines = [f"Runbook sections for {code(_short(words, 80))}:"]
     for section, _score in hits:
-        sops = registry.for_section(section.number)
-        auto = (" — run " + ", ".join(f"`/{trigger} {s.id}`" for s in sops)) if sops else ""
+        runs = _runners(registry, subcommands, section.number, trigger)
+        auto = (" — run " + ", ".join(runs)) if runs else ""
         lines.append(f"- {section_ref(section.number, runbook)} {section.title}{auto}")
     return "\n".join(lines)
 
 
+def likely(asked: str, suggestions: list[str]) -> list[str]:
+    """The suggestions close enough to be what was meant (a typo, a prefix, a shared word), not
+    any id that merely shares letters: ``triage`` is not ``traefik-lb``."""
+    asked = asked.lower()
+    return [s for s in suggestions
+            if asked in s or difflib.SequenceMatcher(None, asked, s).ratio() >= 0.75
+            or any(len(w) > 3 and w in s.split("-") for w in re.split(r"[-_\s]+", asked))]
+
+
 def unknown_text(exc: UnknownSOP, trigger: str) -> str:
-    hint = (" Did you mean " + ", ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else ""
-    return f"No SOP {code(_short(exc.sop_id))}.{hint} `/{trigger} list` shows them all."
+    meant = likely(exc.sop_id, exc.suggestions)
+    if meant:
+        hint = " Did you mean " + ", ".join(f"`{s}`" for s in meant) + "?"
+        return f"No SOP {code(_short(exc.sop_id))}.{hint} `/{trigger} list` shows them all."
+    return (f"No SOP or command {code(_short(exc.sop_id))}. `/{trigger} help` lists the commands, "
+            f"`/{trigger} list` the SOPs.")
 
 
 def bad_args_text(exc: BadArguments, trigger: str) -> str:

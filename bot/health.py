@@ -576,7 +576,7 @@ class HealthService:
 
         return Subcommand(name="health", usage="health [schedule]",
                           summary="the daily health check (runbook 11.1) now, with what changed", run=run,
-                          posts=True)
+                          posts=True, sections=("11.1",))
 
 
 def lease_namespace(config: "HealthCheckConfig") -> str:

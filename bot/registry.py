@@ -95,9 +95,11 @@ class SOP:
         """Whether ``number`` ("7", "7.2", "7.2/oidc") is, contains or is part of a declared entry."""
         return any(_related(d, number) for d in self.sections or (self.section,))
 
-    def parse_args(self, raw: dict[str, str]) -> SOPParams:
+    def parse_args(self, raw: dict[str, str], context: dict[str, Any] | None = None) -> SOPParams:
+        """``context`` ({"ctx": HandlerContext}) lets a model check an argument names something
+        that exists (a configured replica) and refuse it at once, before any thread."""
         try:
-            return self.params.model_validate(raw)
+            return self.params.model_validate(raw, context=context)
         except ValidationError as exc:
             raise BadArguments(self, _problems(exc)) from None
 
@@ -128,6 +130,8 @@ def _problems(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "is not a parameter of this SOP"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "string_pattern_mismatch":
             msg = _PATTERN_HINTS.get((err.get("ctx") or {}).get("pattern", ""),
                                      "has characters that are not allowed here")

@@ -94,14 +94,15 @@ class Bot:
             if head == "search":
                 if not rest:
                     raise CommandError(f"say what to look for: `/{self.trigger} search certificate expired`")
-                return Reply(text=search_text(self.registry, self.runbook, " ".join(rest), self.trigger))
+                return Reply(text=search_text(self.registry, self.runbook, " ".join(rest), self.trigger,
+                                              self.subcommands))
             if head in self.subcommands:
                 sub = self.subcommands[head]
                 problem = await self.channel_problem(inv.channel_id) if sub.posts else None
                 if problem is not None:  # no thread could follow: say why instead of promising one
                     return Reply(text=f"Cannot run `/{self.trigger} {sub.name}` here: {problem}.")
                 return await sub.run(inv, rest)
-            request = resolve(self.registry, head, rest)
+            request = resolve(self.registry, head, rest, self.ctx)
         except UnknownSOP as exc:
             return Reply(text=unknown_text(exc, self.trigger))
         except BadArguments as exc:
@@ -150,14 +151,28 @@ class Bot:
         sop = request.sop
         head = (f"{mention(inv.user_name)} ran {code(f'/{self.trigger} ' + ' '.join(inv.text.split()))} — "
                 f"**{text(sop.title)}** ({section_ref(sop.section, self.runbook)}, {sop.severity.value})")
-        root = await self.chat.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
-        if run is not None:
-            run.root_id = root.id
-        report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
-        await self.chat.post(inv.channel_id, report_markdown(report, self.runbook), root_id=root.id)
-        await self.chat.edit(root.id, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
+        outbox = getattr(self.chat, "outbox", None)  # bot.chat.outbox.DurableChat
+        if outbox is None:
+            root = await self.chat.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
+            if run is not None:
+                run.root_id = root.id
+            report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
+            await self.chat.post(inv.channel_id, report_markdown(report, self.runbook), root_id=root.id)
+            await self.chat.edit(root.id, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
+            root_id = root.id
+        else:
+            # The whole thread is committed as it is produced, without waiting for Mattermost:
+            # the SOP runs during an outage, and a restart before recovery still delivers it.
+            root_key = await outbox.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
+            report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
+            await outbox.post(inv.channel_id, report_markdown(report, self.runbook), root_key=root_key)
+            edit = await outbox.edit(root_key, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
+            await outbox.wait(edit)  # the thread's last entry: all of it is delivered, in order
+            root_id = await outbox.wait(root_key)  # proposals go in the thread
+            if run is not None:
+                run.root_id = root_id
         for hook in self.on_report:
             try:
-                await hook(report, inv.channel_id, root.id, inv.user_name)
+                await hook(report, inv.channel_id, root_id, inv.user_name)
             except Exception:
                 log.exception("report hook failed for %s", sop.id)

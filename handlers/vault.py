@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from bot.sdk import (Finding, HandlerContext, K8sName, NoParams, Severity, SOPParams, SourceError,
                      Status, SuggestedAction, check_settings, sop)
@@ -23,6 +23,16 @@ DOWN_STEP = "5.1: check the Vault pod of the unreachable replica (kubectl get po
 
 class VaultStatusParams(SOPParams):
     replica: K8sName | None = Field(None, description="vault-N, one replica only")
+
+    @field_validator("replica")
+    @classmethod
+    def _configured(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Checked against the configured replicas when the bot validates a command: a name that
+        # is not one of them is the caller's mistake, answered at once, not an UNKNOWN thread.
+        pool = getattr((info.context or {}).get("ctx"), "vault", None)
+        if v is not None and pool is not None and pool.names and v not in pool.names:
+            raise ValueError(f"no replica {v}; the replicas are {', '.join(pool.names)}")
+        return v
 
 
 @sop("vault-status", title="Vault seal and Raft leader status", sections=("5.1", "5.2", "5.3"),
