@@ -105,6 +105,8 @@ class Action(ABC, Generic[P]):
     section: ClassVar[str] = ""
     step: ClassVar[str] = ""  # the Resolution step of ``section`` it carries out, e.g. "step 1: restart CoreDNS"
     risk: ClassVar[Risk] = Risk.low
+    # When risk_for depends on the params: the rule in words, shown instead of the static risk.
+    risk_rule: ClassVar[str] = ""
     params: ClassVar[type[ActionParams]]
     changes: ClassVar[str] = ""  # one line: what kind of change, e.g. "patches a Deployment"
 

@@ -136,7 +136,7 @@ class ApprovalService:
         lines = ["Remediation actions (`/" + self.bot.trigger + " fix <action> key=value …`):"]
         for a in sorted(ACTIONS.values(), key=lambda a: a.name):
             sec = f" (runbook {a.section})" if a.section else ""
-            lines.append(f"- `{a.name} {a.usage()}` — {a.title}{sec}, risk {a.risk.value}")
+            lines.append(f"- `{a.name} {a.usage()}` — {a.title}{sec}, risk {a.risk_rule or a.risk.value}")
         return "\n".join(lines)
 
     async def on_report(self, report: "Report", channel_id: str, root_id: str, requester: str) -> None:

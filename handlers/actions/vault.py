@@ -58,6 +58,7 @@ class UnsealVault(Action[UnsealParams]):
     section = "5.2"
     step = "Step 3: unseal each sealed replica with 3 of 5 keys"
     risk = Risk.high
+    risk_rule = "low with source=holders, high with source=secret (the bot reads every share)"
     params = UnsealParams
     changes = "submits unseal key shares to sealed Vault replicas (PUT sys/unseal)"
 
