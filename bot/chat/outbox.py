@@ -95,6 +95,7 @@ class Outbox:
 
     async def start(self) -> None:
         await self.store.migrate(*MIGRATION)
+        await self.prune()
         self._task = asyncio.create_task(self._deliver_forever(), name="chat-outbox")
 
     def stopping(self) -> None:
@@ -163,6 +164,13 @@ class Outbox:
         self._waiters.setdefault(key, []).append(fut)
         self._wake.set()  # the entry may have been settled already: the worker checks waiters
         return await fut
+
+    async def prune(self, older_than_s: float = 7 * 86400) -> int:
+        """Forget settled entries after a while (their text is already dropped); pending never."""
+        async with self.store.transaction() as db:
+            cur = await db.execute("DELETE FROM chat_outbox WHERE state!='pending' AND created_at < ?",
+                                   (self.clock() - older_than_s,))
+            return cur.rowcount or 0
 
     # -- backlog ---------------------------------------------------------------------------
     async def pending_count(self) -> int:

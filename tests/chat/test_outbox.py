@@ -161,3 +161,20 @@ async def test_work_older_than_the_horizon_is_given_up(store):
 async def _until(probe: Any, value: Any) -> None:
     while await probe() != value:
         await asyncio.sleep(0.01)
+
+
+async def test_settled_entries_are_pruned_after_a_week_pending_ones_never(store):
+    chat = ScriptedChat()
+    now = [10_000_000.0]
+    outbox = Outbox(store, chat, backoff=FAST, clock=lambda: now[0])
+    await outbox.start()
+    try:
+        sent = await outbox.post("ch", "sent")
+        await asyncio.wait_for(outbox.wait(sent), 5)
+        chat.down = True
+        await outbox.post("ch", "waiting")
+        now[0] += 8 * 86400
+        assert await outbox.prune() == 1
+        assert await outbox.pending_count() == 1
+    finally:
+        await outbox.stop(timeout_s=0)
