@@ -22,8 +22,7 @@ class CNPGChecks(BaseModel):
 
 
 @sop("cnpg-health", title="CNPG clusters Ready with all instances", section="6.1",
-     severity=Severity.P2, alerts=("CNPGClusterNotHealthy", "PostgreSQLDown",
-                                   "ReplicationLag", "HighConnections"))
+     severity=Severity.P2, alerts=("CNPGClusterNotHealthy", "PostgreSQLDown"))
 async def cnpg_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every CloudNativePG Cluster Ready=True with its expected instances ready (runbook 11.1, 6.1)."""
     cfg = check_settings(ctx, "cnpg-health", CNPGChecks)

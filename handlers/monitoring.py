@@ -24,8 +24,7 @@ class AlertChecks(BaseModel):
                               description="alertnames that always fire by design")
 
 
-@sop("firing-alerts", title="Firing alerts by severity", section="11.1", severity=Severity.P3,
-     alerts=("LokiDown", "AlloyDown"))
+@sop("firing-alerts", title="Firing alerts by severity", section="11.1", severity=Severity.P3)
 async def firing_alerts(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Alerts firing in Alertmanager (active, not silenced or inhibited), counted by severity
     (runbook 11.1 "Prometheus Alerts", 7.4)."""

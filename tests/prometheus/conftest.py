@@ -129,12 +129,68 @@ class Kubelet:
         return web.Response(text=text, content_type="text/plain")
 
 
+@dataclass
+class Cnpg:
+    """The CNPG instances' exporter (one target here, with a pod label per series as the
+    PodMonitor's relabelling gives): replication lag, backends and max_connections."""
+
+    port: int = field(default_factory=free_port)
+    lag_s: dict[str, float] = field(default_factory=dict)  # pod -> seconds (replicas only)
+    backends: dict[str, int] = field(default_factory=dict)
+    max_connections: int = 100
+    scrapes: int = 0
+
+    def healthy(self) -> None:
+        self.lag_s = {"keycloak-pg-2": 0.4, "keycloak-pg-3": 0.6}
+        self.backends = {"keycloak-pg-1": 23, "keycloak-pg-2": 4, "keycloak-pg-3": 4}
+        self.max_connections = 100
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        base = 'namespace="database",cluster="keycloak-pg"'
+        lines = ["# TYPE cnpg_pg_replication_lag gauge",
+                 *(f'cnpg_pg_replication_lag{{{base},pod="{p}"}} {v}' for p, v in self.lag_s.items()),
+                 "# TYPE cnpg_backends_total gauge",
+                 *(f'cnpg_backends_total{{{base},pod="{p}",datname="keycloak",usename="app",state="active"}} {n}'
+                   for p, n in self.backends.items()),
+                 "# TYPE cnpg_pg_settings_setting gauge",
+                 *(f'cnpg_pg_settings_setting{{{base},pod="{p}",name="max_connections"}} {self.max_connections}'
+                   for p in self.backends)]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+@dataclass
+class Target:
+    """A service's own /metrics (Loki, one Alloy per node): ``up`` false answers 503, so
+    Prometheus records up == 0 as for a dead pod."""
+
+    name: str
+    port: int = field(default_factory=free_port)
+    up: bool = True
+    scrapes: int = 0
+
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        if not self.up:
+            return web.Response(status=503, text="not ready")
+        return web.Response(text=f'# TYPE build_info gauge\nbuild_info{{service="{self.name}"}} 1\n',
+                            content_type="text/plain")
+
+
 class Exporter:
     """The targets, served by aiohttp on an event loop of their own in a thread."""
 
     def __init__(self) -> None:
         self.members = [EtcdMember(f"cp-{i}") for i in range(1, 4)]
         self.kubelet = Kubelet()
+        self.cnpg = Cnpg()
+        self.cnpg.healthy()
+        self.loki = Target("loki")
+        self.alloy = [Target(f"alloy-{i}") for i in range(3)]
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="exporter", daemon=True)
         self._runners: list[web.AppRunner] = []
@@ -152,6 +208,10 @@ class Exporter:
         app.router.add_get("/metrics", self.kubelet.metrics)
         app.router.add_get("/ksm", self.kubelet.ksm)
         await self._site(app, self.kubelet.port)
+        for target in (self.cnpg, self.loki, *self.alloy):
+            app = web.Application()
+            app.router.add_get("/metrics", target.metrics)
+            await self._site(app, target.port)
 
     async def _site(self, app: web.Application, port: int) -> None:
         runner = web.AppRunner(app, access_log=None)
@@ -188,6 +248,9 @@ class PrometheusServer:
                 {"job_name": "kubelet", "static_configs": [{"targets": [f"127.0.0.1:{k}"]}]},
                 {"job_name": "kube-state-metrics", "metrics_path": "/ksm",
                  "static_configs": [{"targets": [f"127.0.0.1:{k}"]}]},
+                {"job_name": "cnpg", "static_configs": [{"targets": [f"127.0.0.1:{self.exporter.cnpg.port}"]}]},
+                {"job_name": "loki", "static_configs": [{"targets": [self.exporter.loki.instance]}]},
+                {"job_name": "alloy", "static_configs": [{"targets": [a.instance for a in self.exporter.alloy]}]},
             ],
         }
 
@@ -231,6 +294,9 @@ class Platform:
         self.prometheus = prometheus
         self.members = exporter.members
         self.kubelet = exporter.kubelet
+        self.cnpg = exporter.cnpg
+        self.loki = exporter.loki
+        self.alloy = exporter.alloy
 
     @property
     def url(self) -> str:
@@ -240,11 +306,14 @@ class Platform:
         for m in self.members:
             m.healthy()
         self.kubelet.available, self.kubelet.oom_killed = 70 * GIB, False
+        self.cnpg.healthy()
+        for t in (self.loki, *self.alloy):
+            t.up = True
 
     async def settle(self, scrapes: int = 5, timeout_s: float = 30.0) -> None:
         """Wait until every target has been scraped ``scrapes`` more times: the state set before
         is then in Prometheus, and fills the tests' rate window (RATE_WINDOW)."""
-        targets = [*self.members, self.kubelet]
+        targets = [*self.members, self.kubelet, self.cnpg, self.loki, *self.alloy]
         want = [t.scrapes + scrapes for t in targets]
         deadline = time.monotonic() + timeout_s
         while any(t.scrapes < w for t, w in zip(targets, want)):

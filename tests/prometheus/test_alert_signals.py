@@ -1,0 +1,81 @@
+"""ReplicationLag, HighConnections (runbook 6.2, 6.6), LokiDown and AlloyDown (7.4): the SOPs
+mapped to them read the same signal the alert does, evaluated by a real Prometheus."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.clients.prometheus import PrometheusClient
+from bot.context import HandlerContext
+from bot.engine import run_sop
+from bot.models import Report, Status
+from bot.registry import REGISTRY, load_handlers
+
+from .conftest import Platform
+
+load_handlers()
+
+
+async def diagnose(platform: Platform, sop_id: str) -> Report:
+    # growth over the last few scrapes (production: 5m)
+    ctx = HandlerContext(prometheus=PrometheusClient(platform.url, timeout_s=5),
+                         checks={"cnpg-signals": {"growth_window": "3s"}})
+    try:
+        return await run_sop(REGISTRY.get(sop_id), ctx)
+    finally:
+        await ctx.close()
+
+
+def problems(report: Report) -> dict[str, tuple[Status, str]]:
+    return {f.target: (f.status, f.summary) for f in report.findings if f.status is not Status.ok}
+
+
+@pytest.mark.parametrize("alert,sop_id", [("ReplicationLag", "cnpg-signals"), ("HighConnections", "cnpg-signals"),
+                                          ("LokiDown", "logging-signals"), ("AlloyDown", "logging-signals")])
+def test_each_alert_maps_to_the_sop_reading_its_signal(alert: str, sop_id: str) -> None:
+    assert [s.id for s in REGISTRY.for_alert(alert)] == [sop_id]
+
+
+async def test_healthy_signals_are_ok(platform: Platform) -> None:
+    platform.healthy()
+    await platform.settle(scrapes=2)
+    db = await diagnose(platform, "cnpg-signals")
+    assert db.status is Status.ok, db.findings
+    assert db.findings[0].summary == "2 instance(s): max replication lag 1 s, max connection use 23%"
+    logging = await diagnose(platform, "logging-signals")
+    assert [(f.target, f.summary) for f in logging.findings] == [
+        ("job/loki", "1 target(s) up"), ("job/alloy", "3 target(s) up")]
+
+
+async def test_growing_lag_and_connections_near_the_limit(platform: Platform) -> None:
+    platform.healthy()
+    platform.cnpg.backends["keycloak-pg-1"] = 92
+    for lag in (40, 60, 80, 100, 120):  # a replica falling behind, scrape after scrape
+        platform.cnpg.lag_s["keycloak-pg-3"] = lag
+        await platform.settle(scrapes=1)
+    report = await diagnose(platform, "cnpg-signals")
+    found = problems(report)
+    assert found["pod/database/keycloak-pg-3"][0] is Status.warn
+    assert found["pod/database/keycloak-pg-3"][1].startswith("replication lag 120 s (and growing;")
+    assert found["pod/database/keycloak-pg-1"] == (
+        Status.warn, "92% of max_connections in use (HighConnections above 80%)")
+    platform.cnpg.lag_s["keycloak-pg-3"] = 400  # past the runbook's 5 minutes
+    await platform.settle(scrapes=2)
+    assert problems(await diagnose(platform, "cnpg-signals"))["pod/database/keycloak-pg-3"][0] is Status.crit
+
+
+async def test_loki_down_and_one_alloy_down(platform: Platform) -> None:
+    platform.healthy()
+    platform.loki.up = False
+    platform.alloy[1].up = False
+    await platform.settle(scrapes=2)
+    found = problems(await diagnose(platform, "logging-signals"))
+    assert found["job/loki"] == (Status.crit, f"LokiDown: 1 of 1 target(s) down: {platform.loki.instance}")
+    assert found["job/alloy"] == (Status.warn, f"AlloyDown: 1 of 3 target(s) down: {platform.alloy[1].instance}")
+    platform.healthy()
+    await platform.settle(scrapes=2)
+
+
+async def test_without_prometheus_the_signal_is_unknown() -> None:
+    report = await run_sop(REGISTRY.get("logging-signals"), HandlerContext())
+    assert report.status is Status.unknown and "prometheus.url" in report.findings[0].summary
