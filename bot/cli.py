@@ -180,7 +180,9 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sopbot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sopbot", description="SOP Bot: serve, list, diagnose from a terminal, check the config, "
+        "run the sandbox or the demo. 'sopbot COMMAND --help' for one command.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -197,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = with_config(sub.add_parser(
         "diagnose", help="run one SOP and print the report (exit 0 ok, 1 warn, 2 crit, 3 unknown)"))
-    p.add_argument("sop_id")
-    p.add_argument("args", nargs="*", metavar="key=value")
+    p.add_argument("sop_id", help="the SOP to run ('sopbot list' shows them)")
+    p.add_argument("args", nargs="*", metavar="key=value", help="the SOP's arguments, e.g. replica=vault-1")
     p.set_defaults(func=cmd_diagnose)
     p = with_config(sub.add_parser(
         "healthcheck", help="the daily health check now (exit 0 all good, 1 warnings/unknown, 2 critical)"))
@@ -209,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("check-config", help="print the effective config (secrets masked) "
                                "and check Mattermost, Kubernetes and Vault answer")).set_defaults(
         func=cmd_check_config)
-    p = sub.add_parser("sandbox", help="a simulated platform on 127.0.0.1 (Kubernetes, Vault, Mattermost)")
+    p = sub.add_parser("sandbox", help="a simulated platform on 127.0.0.1 (Kubernetes, Vault, Mattermost, "
+                       "Alertmanager)")
     p.add_argument("--scenario", action="append", metavar="NAME", help="failure scenario (repeatable)")
     p.add_argument("--size", type=int, default=1, help="scale the cluster up (benchmarks)")
-    p.add_argument("--workdir", type=Path, default=Path("sandbox-work"))
+    p.add_argument("--workdir", type=Path, default=Path("sandbox-work"),
+                   help="where to write kubeconfig, sopbot.yaml and env (default: ./sandbox-work, kept)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("docs", help="regenerate docs/configuration.md and docs/sop-catalog.md from the code")
@@ -220,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, help="docs directory (default: the repository's docs/)")
     p.set_defaults(func=cmd_docs)
     p = sub.add_parser("demo", help="sandbox + bot + a terminal chat to type /sop commands in")
-    p.add_argument("--scenario", action="append", metavar="NAME")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="failure scenario to start with (repeatable; default vault-partially-sealed; "
+                        "'sopbot sandbox --list' shows them)")
     p.add_argument("--script", type=Path, help="read commands from this file instead of the terminal")
     p.add_argument("--workdir", type=Path,
                    help="keep the sandbox's files (kubeconfig, sopbot.yaml, env, database) here; "

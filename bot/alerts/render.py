@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from bot.alerts.models import AlertGroup, AlertState, GroupState
@@ -88,7 +88,7 @@ def root_message(group: AlertGroup, *, sections: list[str], sop_ids: list[str],
         f"#### {emoji} **{head}** {', '.join(code(n) for n in names[:5])}"
         f"{' …' if len(names) > 5 else ''}",
         f"**{sev.value}** ({sev.label}, respond within {sev.response_time}) · {counts} · "
-        f"since {group.opened_at:%Y-%m-%d %H:%M} UTC",
+        f"since {_since(min((a.starts_at for a in firing or alerts), default=group.opened_at))}",
     ]
     # A summary common to the group, or the only alert's: one alert's text would mislead for many.
     summary = group.common_annotations.get("summary") or (
@@ -134,7 +134,12 @@ def _row(a: AlertState) -> str:
         icon = ":white_check_mark:"
     source = link("source", a.generator_url) if safe_url(a.generator_url) else ""
     return (f"| {icon} | {_cell(a.alertname)} | {labels_markdown(a.labels)} | "
-            f"{a.starts_at:%H:%M:%S} | {source} |")
+            f"{_since(a.starts_at)} | {source} |")
+
+
+def _since(at: datetime) -> str:
+    """When an alert started (its startsAt), the one format used in the header and the rows."""
+    return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def diagnosis_message(report: Report, runbook: Runbook | None, problems: list[str]) -> str:
