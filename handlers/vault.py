@@ -219,3 +219,82 @@ def _chain_findings(target: str, pem: str, cfg: PkiChecks) -> list[Finding]:
             out.append(Finding(status=Status.warn, target=f"{target} CA",
                                summary=f"{cn!r} expires in {days:.0f} days ({when})", next_step=INTERMEDIATE_STEP))
     return out
+
+
+# -- 5.5 Kubernetes auth (and 4.2's "Kubernetes auth not configured in Vault") ----------------
+K8S_AUTH_ENABLE_STEP = "5.5 step 1: enable and configure the auth method (vault auth enable kubernetes; vault write auth/kubernetes/config …)"
+K8S_AUTH_CONFIG_STEP = ("5.5 step 1: refresh the Kubernetes auth config (kubernetes_host = the kubernetes "
+                        "service's ClusterIP, kubernetes_ca_cert = the cluster CA)")
+K8S_AUTH_ROLE_STEP = ("5.5 step 2: recreate the role (vault write auth/kubernetes/role/{role} "
+                      "bound_service_account_names={sa} bound_service_account_namespaces={ns} policies=cert-manager)")
+K8S_SA_STEP = "4.2: the ServiceAccount {sa} is missing in {ns}: re-apply cert-manager's Vault issuer manifests"
+
+
+class K8sAuthChecks(BaseModel):
+    """``checks.vault-k8s-auth`` in the config: the login cert-manager's ClusterIssuer uses."""
+
+    model_config = ConfigDict(extra="forbid")
+    mount: str = "kubernetes"
+    role: str = "cert-manager-issuer"
+    service_account: str = "vault-issuer"
+    namespace: str = "cert-manager"
+
+
+@sop("vault-k8s-auth", title="Vault Kubernetes auth for cert-manager: method, config, role, ServiceAccount",
+     sections=("5.5", "4.2"), severity=Severity.P2,
+     causes=("Kubernetes auth not configured in Vault", "role missing or binding mismatch",
+             "ServiceAccount vault-issuer missing"))
+async def vault_k8s_auth(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """The Kubernetes auth method is enabled and configured, cert-manager's role exists and binds
+    its ServiceAccount, and that ServiceAccount exists (runbook 5.5, 4.2). Read-only: no login."""
+    cfg = check_settings(ctx, "vault-k8s-auth", K8sAuthChecks)
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return [Finding(status=Status.unknown, target="vault", summary="no Vault replica addresses configured")]
+    if not pool.has_token:
+        return [Finding(status=Status.unknown, target="vault", summary="no Vault token configured (vault.token): "
+                                                                       "auth config and roles need one")]
+    mount = cfg.mount.strip("/")
+    target = f"auth/{mount}"
+    try:
+        methods = await pool.auth_mounts()
+        if methods.get(mount + "/") != "kubernetes":
+            return [Finding(status=Status.crit, target=target,
+                            summary=f"Kubernetes auth not configured in Vault: no kubernetes auth method at {mount}/",
+                            next_step=K8S_AUTH_ENABLE_STEP)]
+        config, role = await asyncio.gather(pool.read_data(f"auth/{mount}/config"),
+                                            pool.read_data(f"auth/{mount}/role/{cfg.role}"))
+    except SourceError as exc:
+        return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
+    findings: list[Finding] = []
+    if not config or not config.get("kubernetes_host"):
+        findings.append(Finding(status=Status.crit, target=f"{target}/config",
+                                summary="Kubernetes auth has no kubernetes_host configured",
+                                next_step=K8S_AUTH_CONFIG_STEP))
+    step = K8S_AUTH_ROLE_STEP.format(role=cfg.role, sa=cfg.service_account, ns=cfg.namespace)
+    if role is None:
+        findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
+                                summary=f"Vault Kubernetes auth role {cfg.role} does not exist: cert-manager's "
+                                        "login is denied (permission denied)", next_step=step))
+    else:
+        names, spaces = role.get("bound_service_account_names") or [], role.get("bound_service_account_namespaces") or []
+        if not ({cfg.service_account, "*"} & set(names) and {cfg.namespace, "*"} & set(spaces)):
+            findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
+                                    summary=f"role binding mismatch: binds {names} in {spaces}, not "
+                                            f"{cfg.namespace}/{cfg.service_account}", next_step=step))
+    if ctx.kube is not None:
+        try:
+            await ctx.kube.get("v1", "serviceaccounts", cfg.service_account, cfg.namespace)
+        except SourceError as exc:
+            if exc.status == 404:
+                findings.append(Finding(status=Status.crit, target=f"serviceaccount/{cfg.namespace}/{cfg.service_account}",
+                                        summary="ServiceAccount missing: cert-manager has no token to log in with",
+                                        next_step=K8S_SA_STEP.format(sa=cfg.service_account, ns=cfg.namespace)))
+            else:
+                findings.append(Finding(status=Status.unknown, target=f"serviceaccount/{cfg.namespace}/"
+                                        f"{cfg.service_account}", summary=exc.reason))
+    if not any(f.status is not Status.ok for f in findings):
+        findings.append(Finding(status=Status.ok, target=target,
+                                summary=f"configured ({(config or {}).get('kubernetes_host')}); role {cfg.role} binds "
+                                        f"{cfg.namespace}/{cfg.service_account}"))
+    return findings

@@ -392,7 +392,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              section="4.1", status="warn", cause="common name harbor.example.com not allowed by this role"),
     Scenario("issuer-not-ready", "ClusterIssuer vault-issuer Ready=False: Kubernetes auth permission denied (4.2, 5.5)",
              _issuer_not_ready,
-             section="4.2", status="crit", cause="Code: 403. Errors: * permission denied"),
+             section="4.2", status="crit", cause="Vault Kubernetes auth role cert-manager-issuer does not exist"),
     Scenario("cert-expiring", "keycloak's certificate expires in 10 days, renewal overdue (11.7)", _cert_expiring,
              section="11.7", status="warn", cause="expires in 10 days"),
     Scenario("pod-crashloop", "harbor-registry in CrashLoopBackOff, 14 restarts, last exit Error (7.1)", _pod_crashloop,

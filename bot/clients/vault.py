@@ -98,6 +98,18 @@ class VaultPool:
             raise
         return [str(k) for k in ((data or {}).get("data") or {}).get("keys") or []]
 
+    async def auth_mounts(self) -> dict[str, str]:
+        """``sys/auth``: auth method path (``kubernetes/``) → type (needs a token)."""
+        data = await self.first(lambda c: c.sys.list_auth_methods())
+        table = data.get("data", data) if isinstance(data, dict) else {}
+        return {path: str(m.get("type", "")) for path, m in table.items()
+                if isinstance(m, dict) and "type" in m}
+
+    async def read_data(self, path: str) -> dict[str, Any] | None:
+        """A logical read's ``data`` (``auth/kubernetes/config``, ``…/role/<name>``); None on 404."""
+        answer = await self.first(lambda c: c.read(path))
+        return (answer or {}).get("data") if answer is not None else None
+
     async def unseal(self, addr: str, key: str) -> dict[str, Any]:
         # The key never appears in an exception text we raise: SourceError is built from the
         # server's answer only.

@@ -40,7 +40,7 @@ NO_SCHEMA_KINDS = {"ServiceMonitor", "AlertmanagerConfig"}
 READ = {"get", "list", "watch"}
 
 DIAGNOSTICS = {
-    "": {"nodes", "pods", "pods/log", "services", "endpoints", "events", "namespaces",
+    "": {"nodes", "pods", "pods/log", "services", "serviceaccounts", "endpoints", "events", "namespaces",
          "persistentvolumeclaims", "persistentvolumes"},
     "apps": {"deployments", "daemonsets", "statefulsets", "replicasets"},
     "batch": {"jobs"},
