@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bot.sdk import (Finding, HandlerContext, K8sName, NoParams, Severity, SOPParams, SourceError,
+from bot.sdk import (Finding, HandlerContext, K8sName, LogPattern, NoParams, Severity, SOPParams, SourceError,
                      Status, SuggestedAction, check_settings, sop)
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
@@ -67,6 +67,7 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
         if unsealed and not leaders:
             findings.append(Finding(status=Status.warn, target="raft",
                                     summary="no replica reports a Raft leader", next_step=LEADER_STEP))
+            findings.extend(await _raft_log_evidence(ctx, [pool.name_of(a) for a in addrs]))
         elif leaders:
             findings.append(Finding(status=Status.ok, target="raft", summary=f"leader {leaders[0]}"))
         if pool.has_token and leaders:
@@ -75,6 +76,31 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
                 if leaders[0] in pool.names else addrs[0]
             findings.append(await _raft_peers(pool, [leader_addr]))
     return findings
+
+
+# 5.3: "read the raft/leader lines of the Vault logs"; the first match names the cause.
+RAFT_PATTERNS = (
+    LogPattern(regex=r"storage\.raft: failed to make requestVote RPC.*:8201.*(i/o timeout|connection refused|no route)",
+               cause="Raft peers cannot reach each other on port 8201"),
+    LogPattern(regex=r"storage\.raft: .*(Election timeout|heartbeat timeout)", cause="Raft elections keep timing out"),
+)
+VAULT_NAMESPACE = "vault"
+
+
+async def _raft_log_evidence(ctx: HandlerContext, pods: list[str]) -> list[Finding]:
+    """The raft lines of one replica's log (pods are named like the replicas), only read when no
+    leader is elected; a log that cannot be read is an unknown finding, not a failed SOP."""
+    if ctx.kube is None:
+        return []
+    for pod in pods:
+        hits, failed = await ctx.attempt(ctx.log_hits(VAULT_NAMESPACE, pod, RAFT_PATTERNS, tail=200, quote=1),
+                                         f"pod/{VAULT_NAMESPACE}/{pod} log")
+        if failed is not None:
+            return [failed]
+        if hits:
+            return [Finding(status=Status.warn, target=f"pod/{VAULT_NAMESPACE}/{pod} log",
+                            summary=f"{hits[0].pattern.cause}: {hits[0].lines[-1]}", next_step=LEADER_STEP)]
+    return []
 
 
 async def _replica(pool: Any, addr: str) -> tuple[Finding, dict[str, Any] | None]:

@@ -366,7 +366,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _vault_partially_sealed,
              section="5.2", status="crit", cause="1 of 3 replicas unsealed and reachable"),
     Scenario("vault-no-leader", "all replicas unsealed but Raft elects no leader: every node standby (5.3)", _vault_no_leader,
-             section="5.3", status="warn", cause="no replica reports a Raft leader"),
+             section="5.3", status="warn", cause="Raft peers cannot reach each other on port 8201"),
     Scenario("vault-replica-down", "vault-2 unreachable (connection refused), its pod in CrashLoopBackOff (5.1)",
              _vault_replica_down,
              section="5.1", status="crit", cause="vault-2 | unreachable"),

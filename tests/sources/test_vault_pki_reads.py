@@ -49,3 +49,23 @@ async def test_missing_role_list_is_empty_and_missing_mount_is_404(vault) -> Non
     with pytest.raises(SourceError) as err:
         await pool.pki_ca_chain("pki_int")
     assert err.value.status == 404 and "no handler for route" in err.value.reason
+
+
+async def test_auth_methods_config_and_role_reads(vault) -> None:
+    cluster, pool = vault
+    assert (await pool.auth_mounts())["kubernetes/"] == "kubernetes"
+    config = await pool.read_data("auth/kubernetes/config")
+    assert config is not None and config["kubernetes_host"] == "https://10.43.0.1:443"
+    role = await pool.read_data("auth/kubernetes/role/cert-manager-issuer")
+    assert role is not None and role["bound_service_account_names"] == ["vault-issuer"]
+    cluster.k8s_roles.clear()
+    assert await pool.read_data("auth/kubernetes/role/cert-manager-issuer") is None  # Vault's 404
+
+
+async def test_without_a_token_auth_reads_are_denied_and_pki_reads_are_public(vault) -> None:
+    _, pool = vault
+    anonymous = VaultPool(pool.addrs, timeout_s=3)
+    with pytest.raises(SourceError) as err:
+        await anonymous.auth_mounts()
+    assert err.value.status == 403 and "permission denied" in err.value.reason.lower()
+    assert "BEGIN CERTIFICATE" in await anonymous.pki_ca_chain("pki_int")  # unauthenticated in Vault
