@@ -149,11 +149,14 @@ class Runbook:
         return f"{self.url}#{section.anchor}"
 
     def search(self, query: str, limit: int = 5) -> list[tuple[Section, float]]:
-        """Rank sections by TF-IDF over title (weighted 3x) and body."""
+        """Rank sections and sub-problems by TF-IDF over title (weighted 3x) and text; a section
+        with sub-problems counts with its own text only, so "OIDC" finds 7.2/oidc itself."""
         terms = _tokens(query)
         if not terms:
             return []
-        docs = {n: Counter(_tokens(s.title) * 3 + _tokens(s.body)) for n, s in self.sections.items()}
+        units = {n: s for n, s in self.sections.items()}
+        units.update({sub.number: sub for s in self.sections.values() for sub in s.subs})
+        docs = {n: Counter(_tokens(s.title) * 3 + _tokens(s.own if s.subs else s.body)) for n, s in units.items()}
         total = len(docs)
         scores: list[tuple[Section, float]] = []
         for number, counts in docs.items():
@@ -164,10 +167,11 @@ class Runbook:
                     df = sum(1 for c in docs.values() if c[term])
                     score += (counts[term] / length) ** 0.5 * math.log(1 + total / df)
             # A phrase found verbatim counts most: "certificate has expired".
-            if query.lower().strip() in self.sections[number].body.lower():
+            unit = units[number]
+            if query.lower().strip() in (unit.own if unit.subs else unit.body).lower():
                 score *= 2
             if score > 0:
-                scores.append((self.sections[number], score))
+                scores.append((unit, score))
         scores.sort(key=lambda p: -p[1])
         return scores[:limit]
 

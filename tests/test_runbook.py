@@ -63,3 +63,9 @@ def test_entries_are_leaves_and_sub_problems_but_not_procedure_steps():
     numbers = [e.number for e in rb().entries()]
     assert numbers == ["4.1", "5.1", "5.2", "5.3", "3.2", "7.2/oidc", "7.2/infinispan", "10.2", "11.3"]
     assert rb().get("11.3").subs == [] and "Evict what runs there" in rb().get("11.3").own
+
+
+def test_search_finds_a_sub_problem_itself():
+    hits = rb().search("single sign-on redirects")
+    assert hits[0][0].number == "7.2/oidc"
+    assert "7.2" not in [s.number for s, _ in hits]  # the parent has no text of its own to match
