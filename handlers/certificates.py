@@ -34,7 +34,9 @@ class CertChecks(BaseModel):
 @sop("cert-health", title="Certificates Ready, none expiring; ClusterIssuers Ready",
      sections=("4.1", "4.2", "11.7"),
      severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady",
-                                   "CertNotReady", "ClusterIssuerNotReady"))
+                                   "CertNotReady", "ClusterIssuerNotReady"),
+     causes=("the Vault PKI role does not allow the requested DNS name", "Vault is sealed",
+             "cert-manager cannot log in to Vault", "ClusterIssuer not ready", "renewal overdue"))
 async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Certificate Ready=True, none expiring in < 30 days without having been renewed
     (soonest first), every ClusterIssuer Ready (runbook 11.1, 4.1, 4.2, 11.7)."""

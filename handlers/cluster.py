@@ -42,7 +42,9 @@ class NodeChecks(BaseModel):
 @sop("node-health", title="Nodes: Ready, pressure, cordoned, versions, pool labels",
      sections=("2.2", "2.6", "9.5/nodes", "11.3"),
      severity=Severity.P2, alerts=("KubeNodeNotReady", "KubeletVersionSkew", "NodeDiskPressure",
-                                   "NodeDiskCritical"))
+                                   "NodeDiskCritical"),
+     causes=("disk, memory or PID pressure", "node cordoned (maintenance not finished)",
+             "kubelet versions differ (rolling upgrade stuck)", "workers without workload-type"))
 async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every node Ready with no pressure condition, the expected count, none cordoned, one
     kubelet version, every worker labelled with its pool (runbook 11.1, 2.2, 2.6, 9.5)."""

@@ -44,7 +44,8 @@ class IngressRouteChecks(BaseModel):
 
 
 @sop("traefik-lb", title="Traefik LoadBalancer external IP", section="3.3", severity=Severity.P2,
-     alerts=("TraefikLoadBalancerPending",))
+     alerts=("TraefikLoadBalancerPending",),
+     causes=("no CiliumLoadBalancerIPPool", "IP pool exhausted", "loadBalancerIP outside every pool"))
 async def traefik_lb(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """The rke2-traefik LoadBalancer has its external IP, 203.0.113.202 by default (runbook 11.1, 3.3)."""
     cfg = check_settings(ctx, "traefik-lb", TraefikChecks)

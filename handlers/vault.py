@@ -177,7 +177,8 @@ class PkiChecks(BaseModel):
 
 
 @sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role present", sections=("5.4", "4.3"),
-     severity=Severity.P1)
+     severity=Severity.P1, causes=("PKI engine not mounted", "intermediate CA missing or expired",
+                                   "no signing role"))
 async def vault_pki(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Each PKI mount cert-manager uses is mounted, has its intermediate CA imported and unexpired
     (notAfter of every CA in ``ca_chain``) and at least one signing role (runbook 5.4, 4.3)."""
