@@ -57,7 +57,10 @@ class AlertService:
                                      reopen_window_s=config.reopen_window_s,
                                      rediagnose_after_s=config.rediagnose_after_s,
                                      permalink=permalink, clock=clock, storm=self.storm,
-                                     on_report=on_report, diagnose_concurrency=concurrency)
+                                     on_report=on_report, diagnose_concurrency=concurrency,
+                                     replies_per_group=config.replies_per_group,
+                                     reply_window_s=config.reply_window_s,
+                                     flap_window_s=config.flap_window_s)
         self.escalator = Escalator(repo=self.repo, threads=self.threads, chat=chat,
                                    config=config.escalation, clock=clock)
         self.reconciler = (Reconciler(repo=self.repo, threads=self.threads, chat=chat,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from bot.alerts.models import AlertGroup, GroupState
 from bot.alerts.render import _cell
 from bot.alerts.repo import GroupRepo
+from bot.alerts.storm_diag import StormDiagnoses
 from bot.ports import Chat
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class StormControl:
         self.storms = 0
         self._lock = asyncio.Lock()
         self._rows: dict[int, dict[str, StormRow]] = {}
+        self.diagnoses = StormDiagnoses(chat, debounce_s)  # one per (SOP, target) per storm
 
     # -- placement -----------------------------------------------------------------------------
     async def place(self, group: AlertGroup, now: datetime) -> bool:
@@ -132,6 +134,7 @@ class StormControl:
         await self._queue.join()
         if self._flush is not None:
             await self._flush
+        await self.diagnoses.join()
 
     async def stop(self) -> None:
         for t in self._workers:
@@ -139,6 +142,7 @@ class StormControl:
         if self._flush is not None:
             self._flush.cancel()
         await asyncio.gather(*self._workers, *( [self._flush] if self._flush else []), return_exceptions=True)
+        await self.diagnoses.stop()
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from bot.alerts.damping import Flaps, ReplyBudget
 from bot.alerts.models import AlertGroup, AlertState, AlertStatus, GroupState, WebhookPayload
-from bot.alerts.render import (cannot_run_message, changed_message, diagnosis_message,
+from bot.safe_text import code
+from bot.alerts.render import (_cell, cannot_run_message, changed_message, diagnosis_message,
                                reopened_message, resolved_message, root_message, unmapped_message)
 from bot.alerts.repo import GroupRepo, PriorDiagnosis
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
+from bot.alerts.storm_diag import StormDiagnoses
 from bot.models import Finding, Report
 from bot.ports import Chat
 from bot.registry import SOP, SOPParams
@@ -57,7 +60,8 @@ class ThreadManager:
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
                  storm: StormPlacer | None = None,
                  on_report: Callable[[], Iterable[ReportHook]] = lambda: (),
-                 diagnose_concurrency: int = 8):
+                 diagnose_concurrency: int = 8, replies_per_group: int = 10,
+                 reply_window_s: float = 600.0, flap_window_s: float = 600.0):
         self.repo = repo
         self.chat = chat
         self.router = router
@@ -72,6 +76,9 @@ class ThreadManager:
         self.on_report = on_report  # read at each call: features add hooks after start
         self._locks: dict[str, asyncio.Lock] = {}
         self._diagnose_slots = asyncio.Semaphore(diagnose_concurrency)
+        self.budget = ReplyBudget(replies_per_group, reply_window_s)
+        self.flaps = Flaps(flap_window_s)
+        self._held: dict[int, list[str]] = {}  # group id → diagnoses the reply cap held back
 
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)
@@ -167,6 +174,7 @@ class ThreadManager:
         # A new episode: it needs acknowledging again.
         group.acked_by = group.acked_at = group.escalated_at = None
         group.opened_at = now
+        self.flaps.reopened(group.group_key, now.timestamp())
         if group.root_id and group.storm_id is None:
             await self.chat.post(group.channel_id, reopened_message(after), root_id=group.root_id)
 
@@ -198,7 +206,24 @@ class ThreadManager:
         sops = _unique(s.id for d in decisions for s in d.sops)
         sections = _unique([s.section for d in decisions for s in d.sops]
                            + [d.suggestions[0].number for d in decisions if not d.sops and d.suggestions])
-        return root_message(group, sections=sections[:3], sop_ids=sops, runbook=self.runbook, now=self.clock())
+        message = root_message(group, sections=sections[:3], sop_ids=sops, runbook=self.runbook, now=self.clock())
+        return message + self._folded(group, decisions)
+
+    def _folded(self, group: AlertGroup, decisions: list[Decision]) -> str:
+        """What the reply cap kept out of the thread, so the root still shows it."""
+        lines: list[str] = []
+        names = sorted({a.alertname for a, d in zip(group.alerts.values(), decisions) if not d.sops})
+        if len(names) > self.budget.limit:
+            listed = ", ".join(code(n) for n in names[:20])
+            lines.append(f":grey_question: **No SOP matches {len(names)} alert names** (a reply for at most "
+                         f"{self.budget.limit} per {self.budget.window_s:g} s): {listed}"
+                         + (f" and {len(names) - 20} more" if len(names) > 20 else ""))
+        held = self._held.get(group.id)
+        if held:
+            lines.append(f":hourglass: **{len(held)} diagnoses held back** by the reply cap (they run with a "
+                         f"later notification): " + ", ".join(code(h) for h in held[:10])
+                         + (f" and {len(held) - 10} more" if len(held) > 10 else ""))
+        return "".join("\n" + line for line in lines)
 
     async def _refresh_root(self, group: AlertGroup) -> None:
         if group.storm_id is not None:
@@ -246,28 +271,109 @@ class ThreadManager:
                 d = diagnosis_for(sop, a.labels)
                 jobs.setdefault(d.key, d)
         now = self.clock()
-        for alertname, decision in unmapped.items():
-            if await self.repo.diagnosis(group.id, "", alertname) is None:
-                await self._post_once(f"alert-unmapped:{group.id}:{_digest(alertname)}", group.channel_id,
-                                      unmapped_message(alertname, decision.suggestions, self.runbook,
-                                                       decision.problem), root_id=group.root_id)
-                await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
+        storm = getattr(self.storm, "diagnoses", None) if group.storm_id is not None else None
+        if isinstance(storm, StormDiagnoses):
+            await self._diagnose_in_storm(storm, group, jobs, unmapped, now)
+            return
+        ts = now.timestamp()
+        # A group that fired again after resolving keeps its diagnosis for the flap window.
+        fresh_s = max(self.rediagnose_after_s, self.flaps.window_s) \
+            if self.flaps.flapping(group.group_key, ts) else self.rediagnose_after_s
         todo: list[tuple[Diagnosis, PriorDiagnosis | None]] = []
+        held: list[str] = []
+        left = self.budget.left(group.id, ts)
         for key, d in jobs.items():
             prior = await self.repo.diagnosis(group.id, *key)
-            if prior is not None and now.timestamp() - prior.ran_at < self.rediagnose_after_s:
-                continue  # HA duplicates and retries: the diagnosis is fresh
+            if prior is not None and ts - prior.ran_at < fresh_s:
+                continue  # HA duplicates, retries and flaps: the diagnosis is fresh
+            if prior is None and left <= 0:
+                held.append(f"{d.sop.id} {d.target}".strip())  # not run: its reply could not be posted
+                continue
+            left -= prior is None
             todo.append((d, prior))
+        todo.sort(key=lambda t: t[1] is not None)  # first diagnoses before re-diagnoses: the cap
         reports = await asyncio.gather(*(self._run(d) for d, _ in todo))
         for (d, prior), report in zip(todo, reports):
             await self._post_diagnosis(group, d, prior, report, now)
+        for alertname, decision in unmapped.items():
+            if await self.repo.diagnosis(group.id, "", alertname) is None:
+                if self.budget.spend(group.id, ts):
+                    await self._post_once(f"alert-unmapped:{group.id}:{_digest(alertname)}", group.channel_id,
+                                          unmapped_message(alertname, decision.suggestions, self.runbook,
+                                                           decision.problem), root_id=group.root_id)
+                # Over the cap: folded into the root's list of unmatched names, never replied later.
+                await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
+        if held != self._held.get(group.id, []):
+            if held:
+                self._held[group.id] = held
+            else:
+                self._held.pop(group.id, None)
+            await self._refresh_root(group)
+
+    async def _diagnose_in_storm(self, storm: StormDiagnoses, group: AlertGroup,
+                                 jobs: dict[tuple[str, str], Diagnosis], unmapped: dict[str, Decision],
+                                 now: datetime) -> None:
+        """One diagnosis per (SOP, target) per storm: the first group runs and posts it, the
+        others are listed on that post and keep its result as their own."""
+        assert group.storm_id is not None and group.root_id is not None
+        label = " ".join(f"{k}={v}" for k, v in sorted(group.group_labels.items())) or group.group_key
+        work: list[tuple[tuple[str, str], Callable[[], Awaitable[str]]]] = []
+        for key, d in jobs.items():
+            if await self.repo.diagnosis(group.id, *key) is None:
+                work.append((key, lambda d=d: self._storm_first(group, d, now)))
+        for alertname, decision in unmapped.items():
+            if await self.repo.diagnosis(group.id, "", alertname) is None:
+                work.append((("", alertname), lambda n=alertname, dec=decision: self._storm_unmapped(group, n, dec)))
+        for key, first_run in work:
+            shared, first = storm.claim(group.storm_id, key)
+            if first:
+                try:
+                    shared.message = await first_run()
+                    # The repo now has this group's record: the others copy it.
+                    prior = await self.repo.diagnosis(group.id, *key)
+                    if prior is not None:
+                        shared.digest, shared.findings = prior.digest, prior.findings
+                    shared.post_id = await self._storm_post_id(group, key)
+                    shared.groups.append(label)
+                finally:
+                    shared.done.set()  # failed (no post id): the next group claims it again
+                continue
+            await shared.done.wait()
+            if not shared.ok:
+                continue  # the first attempt failed: a later notification claims it again
+            await self.repo.save_diagnosis(group.id, *key, shared.digest or "-", shared.findings, now)
+            storm.covered(group.storm_id, key, shared, label)
+
+    def _storm_key(self, group: AlertGroup, key: tuple[str, str]) -> str:
+        return f"storm-diag:{group.storm_id}:{_digest(key[0] + chr(0) + key[1])}"
+
+    async def _storm_post_id(self, group: AlertGroup, key: tuple[str, str]) -> str | None:
+        intent = await self.repo.intent(self._storm_key(group, key))
+        return intent.post_id if intent is not None else None
+
+    async def _storm_first(self, group: AlertGroup, d: Diagnosis, now: datetime) -> str:
+        report = await self._run(d)
+        message = (cannot_run_message(d.sop.id, d.sop.title, d.problems) if report is None
+                   else diagnosis_message(report, self.runbook, d.problems))
+        await self._post_diagnosis(group, d, None, report, now, key=self._storm_key(group, d.key),
+                                   override=message)
+        return message
+
+    async def _storm_unmapped(self, group: AlertGroup, alertname: str, decision: Decision) -> str:
+        message = unmapped_message(alertname, decision.suggestions, self.runbook, decision.problem)
+        await self._post_once(self._storm_key(group, ("", alertname)), group.channel_id, message,
+                              root_id=group.root_id)
+        await self.repo.save_diagnosis(group.id, "", alertname, "-", [], self.clock())
+        return message
 
     async def _run(self, d: Diagnosis) -> Report | None:
         return None if d.params is None else await self.run(d.sop, d.params)
 
     async def _post_diagnosis(self, group: AlertGroup, d: Diagnosis,
                               prior: PriorDiagnosis | None,
-                              report: Report | None, now: datetime) -> None:
+                              report: Report | None, now: datetime, *, key: str | None = None,
+                              override: str | None = None) -> None:
+        """``key``/``override``: a storm-wide diagnosis, posted under the storm's key."""
         assert group.root_id is not None
         if report is None:
             digest, findings = "not-run", []
@@ -282,10 +388,14 @@ class ThreadManager:
                 message = ""
             else:
                 message = self._changes(report, prior.findings)
+        if override is not None:
+            message = override
+        elif message and not self.budget.spend(group.id, now.timestamp()):
+            return  # over the reply cap: not saved, so a later notification compares and posts it
         if message:  # first diagnosis, or only what changed; nothing when it is the same
             # The prior's time tells this reply from the diagnosis's earlier ones.
-            key = (f"alert-diag:{group.id}:{_digest(d.sop.id + chr(0) + d.target)}:"
-                   f"{int(prior.ran_at * 1000) if prior else 0}")
+            key = key or (f"alert-diag:{group.id}:{_digest(d.sop.id + chr(0) + d.target)}:"
+                          f"{int(prior.ran_at * 1000) if prior else 0}")
             await self._post_once(key, group.channel_id, message, root_id=group.root_id)
         await self.repo.save_diagnosis(group.id, d.sop.id, d.target, digest, findings, now)
         if prior is None and report is not None:
