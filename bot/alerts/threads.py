@@ -287,7 +287,8 @@ class ThreadManager:
             if prior is not None and ts - prior.ran_at < fresh_s:
                 continue  # HA duplicates, retries and flaps: the diagnosis is fresh
             if prior is None and left <= 0:
-                held.append(f"{d.sop.id} {d.target}".strip())  # not run: its reply could not be posted
+                # Not run: its reply could not be posted. Named as one would run it by hand.
+                held.append(d.sop.id if d.target == "-" else f"{d.sop.id} {d.target}")
                 continue
             left -= prior is None
             todo.append((d, prior))
