@@ -111,7 +111,7 @@ async def test_planted_canaries_appear_in_no_post_file_log_line_or_store_row(san
                                      Path(settings.store.path))) == ["bot token in log"]
 
 
-def test_redaction_masks_known_and_shaped_secrets_and_leaves_ordinary_text():
+async def test_redaction_masks_known_and_shaped_secrets_and_leaves_ordinary_text():
     redact.remember("configured-secret-123456")
     assert redact("x configured-secret-123456 y") == "x ********** y"
     assert "eyJ" not in redact("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlMTIz")
