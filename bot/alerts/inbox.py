@@ -44,7 +44,7 @@ class Inbox:
 
     async def add(self, body: str) -> int:
         """Commit one webhook body; the caller answers 2xx only after this returns."""
-        return await self.store.execute(
+        return await self.store.execute_urgent(  # the answer waits on this commit only
             "INSERT INTO alert_inbox(received_at, body) VALUES (?, ?)", (time.time(), body))
 
     async def pending(self, after_id: int = 0, limit: int = 500) -> list[Entry]:

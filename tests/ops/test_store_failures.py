@@ -70,16 +70,18 @@ async def test_a_store_that_cannot_commit_makes_readyz_not_ready_and_webhooks_50
             assert (await http.get("/readyz")).status_code == 200
             # The disk is full: SQLite may not grow the database by a single page.
             pages = (await bot.store.fetchone("PRAGMA page_count"))[0]
-            await bot.store.db.execute(f"PRAGMA max_page_count={pages}")
+            for db in bot.store.connections:  # a per-connection setting
+                await (await db.execute(f"PRAGMA max_page_count={pages}")).fetchall()
             resp = await http.post("/alertmanager", json=body, headers=headers)
             assert resp.status_code == 503  # Alertmanager retries it
             ready = await http.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json() == {"status": "not ready",
-                                    "reason": "the store cannot commit: database or disk is full"}
+            assert ready.json()["status"] == "not ready"
+            assert ready.json()["reason"] == "the store cannot commit: database or disk is full"
             assert (await http.get("/healthz")).status_code == 200  # alive: not a restart
             # Space again: ready once the failure is older than the window, webhooks accepted.
-            await bot.store.db.execute(f"PRAGMA max_page_count={pages + 100_000}")
+            for db in bot.store.connections:
+                await (await db.execute(f"PRAGMA max_page_count={pages + 100_000}")).fetchall()
             await asyncio.sleep(1.1)
             assert (await http.get("/readyz")).status_code == 200
             assert (await http.post("/alertmanager", json=body, headers=headers)).status_code == 200

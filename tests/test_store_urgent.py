@@ -1,0 +1,86 @@
+"""The webhook's commit (Inbox.add, Store.execute_urgent) waits on its own commit only: not
+behind the background transactions queued before it, nor behind a slow read the background
+work sent to the store, and concurrent ones share commits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot.alerts.inbox import Inbox
+from bot.store import Store
+
+SLOW_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+             "SELECT count(*) FROM c")
+
+
+async def test_a_webhook_commit_goes_ahead_of_queued_background_transactions(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.db")
+    inbox = Inbox(store)
+    await inbox.migrate()
+    await store.execute("CREATE TABLE work (n INTEGER)")
+    done: list[str] = []
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holding() -> None:  # a background transaction in progress
+        async with store.transaction() as db:
+            held.set()
+            await release.wait()
+            await db.execute("INSERT INTO work VALUES (0)")
+        done.append("held")
+
+    async def background(n: int) -> None:
+        await store.execute("INSERT INTO work VALUES (?)", (n,))
+        done.append(f"bg{n}")
+
+    async def webhook() -> None:
+        await inbox.add('{"version": "4"}')
+        done.append("webhook")
+
+    first = asyncio.create_task(holding())
+    await held.wait()
+    queued = [asyncio.create_task(background(n)) for n in range(1, 21)]
+    await asyncio.sleep(0.05)  # all 20 are waiting for the store
+    answer = asyncio.create_task(webhook())
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, answer, *queued)
+    assert done[:2] == ["held", "webhook"]  # after the one in progress, before the 20 queued
+    assert [e.id for e in await inbox.pending()] == [1]
+    assert (await store.fetchone("SELECT COUNT(*) AS n FROM work"))["n"] == 21
+    await store.close()
+
+
+async def test_a_webhook_commit_does_not_wait_for_a_slow_background_read(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.db")
+    inbox = Inbox(store)
+    await inbox.migrate()
+    order: list[str] = []
+
+    async def read() -> None:
+        await store.fetchone(SLOW_READ)
+        order.append("read")
+
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0.05)  # the read is running in the store's thread
+    entry_ids = await asyncio.gather(*(inbox.add(f'{{"n": {i}}}') for i in range(30)))
+    order.append("webhooks")
+    await reading
+    assert order == ["webhooks", "read"]
+    assert sorted(entry_ids) == list(range(1, 31)) and len(set(entry_ids)) == 30
+    assert [e.body for e in await inbox.pending()] == [f'{{"n": {i}}}' for i in range(30)]
+    await store.close()
+
+
+async def test_a_failing_urgent_write_fails_its_callers_and_the_store_goes_on(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.db")
+    inbox = Inbox(store)
+    await inbox.migrate()
+    await store.execute("DROP TABLE alert_inbox")
+    results = await asyncio.gather(inbox.add("{}"), inbox.add("{}"), return_exceptions=True)
+    assert all(isinstance(r, Exception) and "no such table" in str(r) for r in results)
+    await store.execute("CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY, received_at REAL, body TEXT, "
+                        "state TEXT DEFAULT 'pending', attempts INTEGER DEFAULT 0, error TEXT DEFAULT '')")
+    assert await inbox.add("{}") == 1
+    await store.close()
