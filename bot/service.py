@@ -164,11 +164,17 @@ class Bot:
             # The whole thread is committed as it is produced, without waiting for Mattermost:
             # the SOP runs during an outage, and a restart before recovery still delivers it.
             root_key = await outbox.post(inv.channel_id, f":hourglass_flowing_sand: {head}")
-            report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
-            await outbox.post(inv.channel_id, report_markdown(report, self.runbook), root_key=root_key)
-            edit = await outbox.edit(root_key, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
-            await outbox.wait(edit)  # the thread's last entry: all of it is delivered, in order
-            root_id = await outbox.wait(root_key)  # proposals go in the thread
+            # Who joins this run while it runs gets the thread's link as soon as it exists.
+            noted = asyncio.create_task(_note_root(run, outbox.wait(root_key))) if run is not None else None
+            try:
+                report = await run_sop(sop, self.ctx, request.params, timeout_s=self.handler_timeout_s)  # type: ignore[arg-type]
+                await outbox.post(inv.channel_id, report_markdown(report, self.runbook), root_key=root_key)
+                edit = await outbox.edit(root_key, f"{EMOJI[report.status]} {head}: **{report.status.value.upper()}**")
+                await outbox.wait(edit)  # the thread's last entry: all of it is delivered, in order
+                root_id = await outbox.wait(root_key)  # proposals go in the thread
+            finally:
+                if noted is not None:
+                    noted.cancel()
             if run is not None:
                 run.root_id = root_id
         for hook in self.on_report:
@@ -176,3 +182,10 @@ class Bot:
                 await hook(report, inv.channel_id, root_id, inv.user_name)
             except Exception:
                 log.exception("report hook failed for %s", sop.id)
+
+
+async def _note_root(run: Run, delivered: Awaitable[str]) -> None:
+    try:
+        run.root_id = await delivered
+    except Exception:  # not delivered (yet): the run itself reports that
+        pass

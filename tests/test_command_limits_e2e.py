@@ -65,9 +65,12 @@ async def test_identical_concurrent_runs_share_one_thread_and_everyone_is_told_w
     assert sum("Running `vault-status`" in t for t in texts) == 1
     joined = [t for t in texts if "already running" in t]
     assert len(joined) == 9
-    # Once the first request's thread exists, a joiner gets its link.
-    await asyncio.sleep(0.5)
-    late = (await run_as(sandbox, "bob", "/sop vault-status")).json()["text"]
+    # Once the first request's thread exists, a joiner gets its link (bounded wait for the post).
+    for _ in range(100):
+        late = (await run_as(sandbox, "bob", "/sop vault-status")).json()["text"]
+        if "/pl/" in late:
+            break
+        await asyncio.sleep(0.1)
     roots = [p for p in bot_posts(sandbox) if not p.root_id]
     assert len(roots) == 1
     assert f"/pl/{roots[0].id}" in late, late
