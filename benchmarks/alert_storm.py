@@ -106,6 +106,9 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
     async with Sandbox(workdir=work / "sandbox") as sb:
         cfg = yaml.safe_load((work / "sandbox" / "sopbot.yaml").read_text())
         cfg["logging"] = {"level": "WARNING"}
+        # No reconciliation: the sandbox has no Alertmanager holding these alerts, so it would
+        # close every thread and hide a group left FIRING after its resolution (the order check).
+        cfg.setdefault("alertmanager", {})["reconcile_interval_s"] = 86400
         rate_limit = cfg["mattermost"].get("rate_limit_per_s", 10.0)
         # The server enforces its limit as a real Mattermost does (10/s, burst 100 by default);
         # count what it refuses: "over the limit" means 429s.
