@@ -205,7 +205,7 @@ def search_text(registry: Registry, runbook: Runbook | None, words: str, trigger
 
 def likely(asked: str, suggestions: list[str]) -> list[str]:
     """The suggestions close enough to be what was meant (a typo, a prefix, a shared word), not
-    any id that merely shares letters: ``triage`` is not ``traefik-lb``."""
+    any id that merely shares letters: ``tribute`` is not ``traefik-lb``."""
     asked = asked.lower()
     return [s for s in suggestions
             if asked in s or difflib.SequenceMatcher(None, asked, s).ratio() >= 0.75

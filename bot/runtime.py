@@ -12,6 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bot.flowchart import problems as flowchart_problems
+from bot.triage import Triage
 from bot.alerts.service import AlertService
 from bot.authz import Authorizer
 from bot.alerts.threads import ReportHook
@@ -86,6 +88,9 @@ async def build_context(settings: Settings) -> HandlerContext:
 async def check_connections(settings: Settings) -> dict[str, str | None]:
     """Each source → None when it answers, else why not."""
     results: dict[str, str | None] = {}
+    book = load_runbook(settings)  # its flowcharts drive /sop triage: a bad one is reported here
+    if book is not None:
+        results["runbook"] = "; ".join(flowchart_problems(book)) or None
     chat = MattermostChat(settings.mattermost)
     try:
         await chat.start()
@@ -205,6 +210,8 @@ class Runtime:
         # /sop health and the scheduled daily health check (runbook 11.1)
         self.health = await start_health(s, self.store, durable, self.bot, self.metrics)
         self.leadership = leadership(s, self.bot, self.health)
+        # /sop triage: the runbook's flowcharts, answered by the handlers' @decision evaluators
+        self.bot.subcommands["triage"] = Triage(self.bot).subcommand()
         self.leadership.start()
         # remediation proposals approved by reaction (/sop fix, audit, share; SOP suggestions)
         self.approvals = await start_approvals(s, self.store, durable, self.bot, alerts=self.alerts,  # type: ignore[arg-type]

@@ -44,6 +44,8 @@ from bot.clients.resource_metrics import Usage, quantity
 from bot.health import HealthCheck, check_settings, compose, condition, find_condition, parse_time
 # Cluster data quoted in chat stays inert (no mentions, links or markup injected by object names).
 from bot.safe_text import cell, code, text
+# Flowchart decisions answered from evidence (/sop triage walks the runbook's flowcharts).
+from bot.triage import Answer, decision
 # Remediation actions (proposed from findings, approved by reaction).
 from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
                                    SecretProgress, SecretPrompt, fingerprint, remediation_action)
@@ -60,6 +62,8 @@ __all__ = [
     # helpers
     "condition", "find_condition", "parse_time", "check_settings", "HealthCheck", "compose",
     "cell", "code", "text",
+    # flowchart decisions
+    "decision", "Answer",
     # actions
     "Action", "ActionEnv", "ActionParams", "Outcome", "Plan", "Risk", "SecretPrompt",
     "SecretProgress", "fingerprint", "remediation_action",

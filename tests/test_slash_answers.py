@@ -16,7 +16,7 @@ async def test_search_maps_the_daily_health_check_to_sop_health(sandbox, bot):
 
 
 async def test_an_unknown_word_points_to_help_not_to_an_unrelated_sop(sandbox, bot):
-    text = (await run_as(sandbox, "alice", "/sop triage")).json()["text"]
+    text = (await run_as(sandbox, "alice", "/sop tribute")).json()["text"]
     assert "traefik" not in text
     assert "`/sop help` lists the commands" in text
     text = (await run_as(sandbox, "alice", "/sop vault-stauts")).json()["text"]
