@@ -201,7 +201,8 @@ class Triage:
                 return Reply(text=f"Cannot triage: {why}.")
             chart, start = found
             key = ("triage", inv.channel_id, chart.section, start.id)
-            refused = self.bot.start_run(inv, key, f"`/{trigger} triage {words}`".replace(" `", "`"),
+            label = "`/" + " ".join([trigger, "triage", *args]) + "`"
+            refused = self.bot.start_run(inv, key, label,
                                          lambda run: self.thread(inv, chart, start, run), name="triage")
             if refused is not None:
                 return refused

@@ -44,3 +44,37 @@ async def test_check_config_reports_a_malformed_flowchart(sandbox, tmp_path):
     assert "decision SEAL (Vault sealed?) has 1 branch(es)" in bad["runbook"]
     good = await check_connections(sandbox.settings())
     assert good["runbook"] is None
+
+
+async def _no(ctx):
+    return None
+
+
+@pytest.mark.asyncio
+async def test_evaluators_register_once_and_a_failing_one_stops_the_walk():
+    from bot.triage import Answer, decision, walk
+
+    registry: dict = {}
+
+    @decision("Vault sealed?", registry=registry)
+    async def broken(ctx):
+        raise RuntimeError("vault client gone")
+
+    with pytest.raises(ValueError, match="two evaluators"):
+        decision("vault  SEALED", registry=registry)(_no)
+    with pytest.raises(TypeError, match="must be async"):
+        decision("Other?", registry=registry)(lambda ctx: Answer("x", ""))
+    chart = parse('graph TD\n  Q{"Vault sealed?"} -->|"Sealed"| A["Unseal - Section 5.1"]\n'
+                  '  Q -->|"Unsealed"| B["Certs - Section 4"]\n', "4")
+    result = await walk(chart, chart.root, ctx=None, evaluators=registry)
+    assert result.leaf is None and result.steps[0].branch is None
+    assert result.steps[0].evidence == "the evaluator failed: RuntimeError: vault client gone"
+    assert result.question.startswith("**Vault sealed?** — the evidence fits no branch")
+    by_id: dict = {}
+
+    @decision("Q", registry=by_id)  # by node id
+    async def sealed(ctx):
+        return Answer("sealed", "3 of 3 sealed")
+
+    result = await walk(chart, chart.root, ctx=None, evaluators=by_id)
+    assert result.leaf.id == "A" and result.steps[0].branch == "Sealed"
