@@ -4,10 +4,8 @@ a channel the bot cannot post in is named in the answer instead of a promised th
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,23 +14,12 @@ from bot.chat import MattermostChat
 from bot.chat.queue import WriteQueue
 from bot.runtime import Runtime
 from sandbox.runner import Sandbox
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 OUTAGE = 10**9  # faults injected: "until cleared"
 
 
-async def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def start_bot(sb: Sandbox) -> Runtime:

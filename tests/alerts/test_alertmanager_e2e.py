@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,10 @@ import pytest
 from bot.clients.alertmanager import SilenceMatcher
 from bot.runtime import Runtime
 from sandbox.runner import Sandbox
+from tests.waiting import wait_until
 from tests.alerts.real_alertmanager import RealAlertmanager
 
 
-async def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """Poll ``check`` (sync or async) until truthy; fail naming ``what`` after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class World:

@@ -4,8 +4,7 @@ group's notifications are applied in the order received (a resolution is never l
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,13 @@ from bot.chat import MattermostChat
 from bot.chat.queue import WriteQueue
 from bot.runtime import Runtime
 from sandbox.runner import Sandbox
+from tests.waiting import wait_until
 from tests.alerts.support import alert, payload
 
 pytestmark = pytest.mark.asyncio
 OLD_MAX_ATTEMPTS = 5  # what the inbox allowed before: an outage outlasting it dropped alerts
 
 
-async def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
