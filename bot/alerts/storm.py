@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.alerts.debounce import Debounced
 from bot.alerts.models import AlertGroup, GroupState
 from bot.alerts.render import _cell
 from bot.alerts.repo import GroupRepo
@@ -40,8 +41,8 @@ class StormControl:
         self._seq = itertools.count()
         self._workers: list[asyncio.Task[None]] = []
         self._n_workers = workers
-        self._flush: asyncio.Task[None] | None = None
-        self._dirty: set[tuple[int, str]] = set()
+        # Many changes within debounce_s become one edit per storm thread.
+        self._edits: Debounced[tuple[int, str]] = Debounced(debounce_s, self._edit, "storm thread edit")
         self.storms = 0
         self._lock = asyncio.Lock()
         self._rows: dict[int, dict[str, StormRow]] = {}
@@ -92,21 +93,12 @@ class StormControl:
             self._rows[group.storm_id] = {g.group_key: StormRow.of(g)
                                           for g in await self.repo.in_storm(group.storm_id)}
         self._rows[group.storm_id][group.group_key] = StormRow.of(group)
-        self._dirty.add((group.storm_id, group.root_id))
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.create_task(self._edit_later())
+        self._edits.mark((group.storm_id, group.root_id))
 
-    async def _edit_later(self) -> None:
-        # Many changes within debounce_s become one edit per storm thread.
-        while self._dirty:
-            await asyncio.sleep(self.debounce_s)
-            dirty, self._dirty = self._dirty, set()
-            for storm_id, root_id in sorted(dirty):
-                try:
-                    rows = list(self._rows.get(storm_id, {}).values())
-                    await self.chat.edit(root_id, storm_message(rows, self.threshold, self.window))
-                except Exception:
-                    log.exception("storm thread edit failed")
+    async def _edit(self, item: tuple[int, str]) -> None:
+        storm_id, root_id = item
+        rows = list(self._rows.get(storm_id, {}).values())
+        await self.chat.edit(root_id, storm_message(rows, self.threshold, self.window))
 
     # -- diagnoses, most severe first -------------------------------------------------------------
     def diagnose_later(self, group: AlertGroup, work: Work) -> None:
@@ -132,16 +124,14 @@ class StormControl:
 
     async def join(self) -> None:
         await self._queue.join()
-        if self._flush is not None:
-            await self._flush
+        await self._edits.join()
         await self.diagnoses.join()
 
     async def stop(self) -> None:
         for t in self._workers:
             t.cancel()
-        if self._flush is not None:
-            self._flush.cancel()
-        await asyncio.gather(*self._workers, *( [self._flush] if self._flush else []), return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self._edits.stop()
         await self.diagnoses.stop()
 
 

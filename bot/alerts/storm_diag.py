@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.alerts.debounce import Debounced
 from bot.alerts.render import _cell
 from bot.ports import Chat
 
@@ -48,8 +49,8 @@ class StormDiagnoses:
         self.chat = chat
         self.debounce_s = debounce_s
         self._shared: dict[int, dict[tuple[str, str], Shared]] = {}
-        self._dirty: set[tuple[int, tuple[str, str]]] = set()
-        self._flush: asyncio.Task[None] | None = None
+        self._edits: Debounced[tuple[int, tuple[str, str]]] = Debounced(
+            debounce_s, self._edit, "storm diagnosis edit")
         self.reused = 0  # diagnoses not run again because the storm has them (metrics, tests)
 
     def claim(self, storm_id: int, key: tuple[str, str]) -> tuple[Shared, bool]:
@@ -71,28 +72,16 @@ class StormDiagnoses:
             return
         shared.groups.append(group)
         self.reused += 1
-        self._dirty.add((storm_id, key))
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.create_task(self._edit_later())
+        self._edits.mark((storm_id, key))
 
-    async def _edit_later(self) -> None:
-        while self._dirty:
-            await asyncio.sleep(self.debounce_s)
-            dirty, self._dirty = self._dirty, set()
-            for storm_id, key in sorted(dirty):
-                shared = self._shared.get(storm_id, {}).get(key)
-                if shared is None or shared.post_id is None:
-                    continue
-                try:
-                    await self.chat.edit(shared.post_id, covering_message(shared.message, shared.groups))
-                except Exception:
-                    log.exception("storm diagnosis edit failed")
+    async def _edit(self, item: tuple[int, tuple[str, str]]) -> None:
+        storm_id, key = item
+        shared = self._shared.get(storm_id, {}).get(key)
+        if shared is not None and shared.post_id is not None:
+            await self.chat.edit(shared.post_id, covering_message(shared.message, shared.groups))
 
     async def join(self) -> None:
-        while self._flush is not None and not self._flush.done():
-            await self._flush
+        await self._edits.join()
 
     async def stop(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            await asyncio.gather(self._flush, return_exceptions=True)
+        await self._edits.stop()
