@@ -4,8 +4,6 @@ also apply to a running sandbox. ``apply_scenarios(platform, ["vault-sealed", ..
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from sandbox.kube.store import Obj
@@ -13,51 +11,10 @@ from sandbox.platform import (CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, GATEWAY, P
                               add_taint, iso, now, set_certificate_ready, set_condition,
                               set_issuer_ready, set_node_condition, set_pod_unschedulable,
                               set_pod_waiting, sync_vault_pods)
+from sandbox.scenario_model import (VAULT_URL, Scenario, _first_pod, _scheduling_message, _vault_api_error,
+                                    _worker)
+from sandbox.scenario_sets import CHAPTER_SCENARIOS
 from sandbox.world import OLD_KUBELET_VERSION
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What a scenario breaks, and what a correct diagnosis says about it: the SOPs covering the
-    runbook ``section`` report ``status`` (worst finding) and name ``cause`` (a phrase of the root
-    cause as the bot words it, with its evidence) — tests/test_scenario_diagnoses.py holds them to it."""
-
-    name: str
-    description: str
-    apply: Callable[[Platform], None]
-    section: str = ""
-    status: str = "ok"  # ok | warn | crit (bot.models.Status values; the sandbox imports no bot code)
-    cause: str = ""
-
-
-VAULT_URL = "http://vault.vault.svc.cluster.local:8200"
-
-
-def _vault_api_error(path: str, method: str, code: int, error: str) -> str:
-    """How the Vault Go client words a failed call, as cert-manager quotes it."""
-    return (f"Error making API request.\n\nURL: {method} {VAULT_URL}/v1/{path}\n"
-            f"Code: {code}. Errors:\n\n* {error}")
-
-
-def _first_pod(p: Platform, namespace: str, labels: dict[str, str]) -> Obj:
-    pods = p.pods(namespace, labels)
-    if not pods:
-        raise LookupError(f"no pod in {namespace} with {labels}")
-    return pods[0]
-
-
-def _worker(p: Platform, pool: str) -> str:
-    return p.workers(pool)[0]["metadata"]["name"]
-
-
-def _scheduling_message(p: Platform, reason: str) -> str:
-    """The scheduler's FailedScheduling wording, counted over the real nodes."""
-    nodes = p.kube.list(CORE, "Node")
-    cps = sum("node-role.kubernetes.io/control-plane" in n["metadata"]["labels"] for n in nodes)
-    rest = len(nodes) - cps
-    return (f"0/{len(nodes)} nodes are available: {rest} {reason}, {cps} node(s) had untolerated taint "
-            f"{{node-role.kubernetes.io/control-plane: }}. preemption: 0/{len(nodes)} nodes are available: "
-            f"{rest} No preemption victims found for incoming pod, {cps} Preemption is not helpful for scheduling.")
 
 
 # -- Vault (runbook ch. 5) ---------------------------------------------------------------------
@@ -358,7 +315,7 @@ def _cnpg_failover(p: Platform) -> None:
               component="cloudnative-pg")
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+_LISTED: tuple[Scenario, ...] = (
     Scenario("healthy", "nothing broken: the runbook's healthy baseline", lambda p: None),
     Scenario("vault-sealed", "all three Vault replicas sealed, pods 0/1 Ready, ClusterIssuer failing (5.1)", _vault_sealed,
              section="5.1", status="crit", cause="sealed, unseal progress 0/3"),
@@ -413,7 +370,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("gateway-not-accepted", "keycloak Gateway listens on 443, not 8443: Accepted=False, route detached (3.4)",
              _gateway_not_accepted,
              section="3.4", status="crit", cause="no matching entryPoint for port 443"),
-)}
+    *CHAPTER_SCENARIOS,
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in _LISTED}
+
+
+if len(SCENARIOS) != len(_LISTED):
+    raise ValueError("duplicate scenario name across sandbox.scenarios and sandbox.scenario_sets")
 
 
 def apply_scenarios(platform: Platform, names: list[str] | tuple[str, ...]) -> None:
