@@ -33,6 +33,9 @@ class Answer:
 
     branch: str | None
     evidence: str
+    # Other wordings of the same branch ("Single pod/service" for "One pod or service"), so one
+    # evaluator answers the sandbox's flowchart and the team's whichever words their edges use.
+    also: tuple[str, ...] = ()
 
 
 Evaluator = Callable[["HandlerContext"], Awaitable[Answer]]
@@ -113,7 +116,8 @@ async def walk(chart: Flowchart, start: Node, ctx: "HandlerContext",
             log.warning("evaluator for %s failed", node.id, exc_info=True)
             answer = Answer(None, f"the evaluator failed: {exc.__class__.__name__}: {exc}")
         step.evidence = answer.evidence
-        chosen = [e for e in edges if answer.branch is not None and _norm(e.label) == _norm(answer.branch)]
+        wanted = {_norm(b) for b in (answer.branch, *answer.also) if b} if answer.branch else set()
+        chosen = [e for e in edges if _norm(e.label) in wanted]
         if not chosen:
             said = f" (it answered {answer.branch!r})" if answer.branch else ""
             result.question = (f"**{node.label}** — the evidence fits no branch{said}; "

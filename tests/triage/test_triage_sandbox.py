@@ -159,7 +159,9 @@ async def test_one_failing_pod_reaches_its_status_branch(sandbox, bot):
     shown = path_of(thread)
     assert "**What is affected?** → **One pod or service**" in shown
     assert "**Pod status?** → **CrashLoopBackOff** — harbor/harbor-registry" in shown
-    assert ":checkered_flag: **Read the previous logs - Section 7.1**" in shown
+    assert ("**Why did it crash?** → **Connection refused** — harbor/harbor-registry-" in shown
+            and "dial tcp 10.43.87.12:9000: connect: connection refused" in shown)
+    assert ":checkered_flag: **Check the services it depends on - Section 1**" in shown
     assert "pod-health" in sops_run(thread)
 
 
