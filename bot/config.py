@@ -99,6 +99,38 @@ class VaultConfig(Section):
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
 
 
+class ProbeConfig(Section):
+    """HTTP/TLS probes of the platform's own endpoints (runbook 4.2, 4.5). Targets come from
+    cluster objects or this config, never from chat; an address outside ``allowed_cidrs`` is
+    never connected to."""
+
+    allowed_cidrs: list[str] = Field(default_factory=list,
+                                     description="addresses probes may connect to, e.g. [203.0.113.0/24, 10.43.0.0/16]; empty: no probes")
+    address_map: dict[str, str] = Field(default_factory=dict,
+                                        description="host:port → ip:port the bot connects to instead (a port-forward, the sandbox)")
+    timeout_s: float = Field(5.0, gt=0, description="seconds per probe (connect, handshake, answer)")
+    max_body_bytes: int = Field(65536, gt=0, description="an HTTP probe reads at most this much of the body")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in v:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names it
+        return v
+
+    @field_validator("address_map")
+    @classmethod
+    def _host_ports(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, target in v.items():
+            for item in (key, target):
+                host, _, port = item.rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"{item!r} is not host:port")
+        return v
+
+
 class PrometheusConfig(Section):
     url: str | None = Field(None, description="Prometheus HTTP API base URL")
     timeout_s: float = Field(10.0, gt=0, description="seconds per Prometheus query")
@@ -285,6 +317,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     vault: VaultConfig = Field(default_factory=VaultConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     runbook: RunbookConfig = Field(default_factory=RunbookConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

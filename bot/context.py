@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bot.clients.resource_metrics import Usage
     from bot.models import Finding
     from bot.clients.kube import KubeClient
+    from bot.clients.probe import HttpResult, Prober, TlsResult
     from bot.clients.prometheus import PrometheusClient
     from bot.clients.vault import VaultPool
 
@@ -28,6 +29,8 @@ class HandlerContext:
     vault: "VaultPool | None" = None
     prometheus: "PrometheusClient | None" = None
     alertmanager: Any = None
+    # HTTP/TLS probes of the platform's own endpoints, inside probe.allowed_cidrs (runbook 4.2, 4.5).
+    probe: "Prober | None" = None
     # Free-form check settings from config (expected node count, LB IP...), by SOP id.
     checks: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +76,25 @@ class HandlerContext:
         from bot.clients.resource_metrics import pod_usage
 
         return await pod_usage(self.require_kube(), namespace, label_selector=label_selector)
+
+    def require_probe(self) -> "Prober":
+        if self.probe is None:
+            from bot.clients.errors import SourceError
+
+            raise SourceError("probe", "no probes configured (probe.allowed_cidrs)")
+        return self.probe
+
+    async def tls_probe(self, host: str, port: int = 443, *, sni: str | None = None,
+                        ca_pem: str | None = None) -> "TlsResult":
+        """The chain ``host:port`` serves for ``sni``, verified against ``ca_pem`` when given.
+        ``host`` must come from a cluster object or the config, never from chat."""
+        return await self.require_probe().tls(host, port, sni=sni, ca_pem=ca_pem)
+
+    async def http_probe(self, url: str, *, connect: str | None = None, host_header: str | None = None,
+                         sni: str | None = None, ca_pem: str | None = None) -> "HttpResult":
+        """``GET url`` with a bounded body; ``connect`` sets the TCP address apart from Host/SNI."""
+        return await self.require_probe().http(url, connect=connect, host_header=host_header, sni=sni,
+                                               ca_pem=ca_pem)
 
     @staticmethod
     async def attempt(read: "Awaitable[T]", target: str) -> "tuple[T | None, Finding | None]":

@@ -25,6 +25,7 @@ from bot.chat.outbox import DurableChat, Outbox
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
+from bot.clients.probe import Prober
 from bot.clients.prometheus import PrometheusClient
 from bot.clients.vault import VaultPool
 from bot import logs
@@ -81,6 +82,8 @@ async def build_context(settings: Settings) -> HandlerContext:
         kube_mgmt=await _kube(k.mgmt_kubeconfig, None, "harvester", k.timeout_s, required=False),
         vault=vault,
         prometheus=PrometheusClient(p.url, timeout_s=p.timeout_s) if (p := settings.prometheus).url else None,
+        probe=Prober(pr.allowed_cidrs, pr.address_map, timeout_s=pr.timeout_s, max_body_bytes=pr.max_body_bytes)
+        if (pr := settings.probe).allowed_cidrs else None,
         checks=settings.checks,
     )
 

@@ -40,6 +40,8 @@ from bot.clients.alertmanager import SilenceMatcher
 from bot.clients.events import Event
 from bot.clients.logscan import LogHit, LogPattern, redact
 from bot.clients.resource_metrics import Usage, quantity
+# HTTP/TLS probes of the platform's endpoints (HandlerContext.tls_probe/http_probe).
+from bot.clients.probe import TRAEFIK_DEFAULT_CN, HttpResult, ServedCert, TlsResult, describe as describe_cert
 # Object conditions, timestamps, per-SOP check settings, health-check areas.
 from bot.health import HealthCheck, check_settings, compose, condition, find_condition, parse_time
 # Cluster data quoted in chat stays inert (no mentions, links or markup injected by object names).
@@ -59,6 +61,7 @@ __all__ = [
     # sources
     "HandlerContext", "SourceError", "KubeClient", "resource_path", "PrometheusClient", "Sample",
     "promql_string", "SilenceMatcher", "Event", "LogPattern", "LogHit", "redact", "Usage", "quantity",
+    "TlsResult", "HttpResult", "ServedCert", "TRAEFIK_DEFAULT_CN", "describe_cert",
     # helpers
     "condition", "find_condition", "parse_time", "check_settings", "HealthCheck", "compose",
     "cell", "code", "text",

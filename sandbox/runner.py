@@ -29,8 +29,9 @@ from sandbox.kube.server import write_kubeconfig
 from sandbox.kube.tls import create_server_tls
 from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
-from sandbox.platform import Platform
+from sandbox.platform import LB_IP, Platform
 from sandbox.scenarios import SCENARIOS, apply_scenarios
+from sandbox.tls_endpoints import TraefikTLS
 from sandbox.vault.server import make_app as make_vault_app
 from sandbox.world import build_platform
 
@@ -148,6 +149,9 @@ class Sandbox:
         self._kube_tls = create_server_tls(self.workdir / "kube-tls")
         self._kube.ssl_context = self._kube_tls.ssl_context()
         await self._kube.start()
+        # Traefik's websecure entrypoint behind the LB IP (TLS probes, runbook 4.5).
+        self.traefik = TraefikTLS(self.platform, self.workdir / "traefik-tls")
+        await self.traefik.start()
         await self._mm.start()
         await self._am.start()
         self.mattermost.site_url = self.mattermost_url
@@ -161,6 +165,8 @@ class Sandbox:
         await self.mattermost.hub.close_all()
         for listener in [self._kube, self._mm, self._am, *self._vault]:
             await listener.stop()
+        if getattr(self, "traefik", None) is not None:
+            await self.traefik.stop()
         close = getattr(self.mattermost, "aclose", None)
         if close is not None:
             await close()
@@ -195,7 +201,17 @@ class Sandbox:
             "runbook": {"path": str(RUNBOOK)},
             "store": {"path": str(self.workdir / "sopbot.db")},  # type: ignore[operator]
             "remediation": {"enabled": True, "approvers": ["alice"]},
+            # Probes reach the LB IP and the in-cluster Vault Service through the sandbox's listeners.
+            "probe": self.probe_config(),
+            "checks": {"cert-issuer": {"login_test": True}},
         }
+
+    def probe_config(self) -> dict[str, Any]:
+        vault = self._vault[0].url.split("://", 1)[1]
+        return {"allowed_cidrs": ["203.0.113.0/24", "10.43.0.0/16", f"{HOST}/32"],
+                "address_map": {f"{LB_IP}:443": self.traefik.address,
+                                "vault.vault.svc.cluster.local:8200": vault},
+                "timeout_s": 3.0}
 
     def settings(self, **overrides: Any):  # -> bot.config.Settings
         """A bot ``Settings`` for this sandbox; ``overrides`` replace whole sections."""
