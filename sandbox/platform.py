@@ -5,11 +5,13 @@ resourceVersions bump and watchers see it, which lets scenarios run on a live sa
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sandbox.exporter import Exporter
 from sandbox.kube.store import Obj, ObjectStore
+from sandbox.vault.kube_review import review as review_token
 from sandbox.vault.state import VaultCluster
 
 # apiVersions exactly as the real APIs (and the sandbox API server) serve them.
@@ -26,6 +28,9 @@ CILIUM = "cilium.io/v2"
 ARGO = "argoproj.io/v1alpha1"
 CAPI = "cluster.x-k8s.io/v1beta1"
 HELM = "helm.cattle.io/v1"
+KUBEVIRT = "kubevirt.io/v1"
+LONGHORN = "longhorn.io/v1beta2"
+RANCHER_PROVISIONING = "provisioning.cattle.io/v1"
 
 DOMAIN = "example.com"
 LB_IP = "203.0.113.202"
@@ -44,11 +49,18 @@ class Platform:
     kube: ObjectStore
     vault: VaultCluster
     domain: str = DOMAIN
+    # The Harvester management cluster (VMs, Rancher machines, Longhorn) as a second API server's
+    # store: sandbox/world_mgmt.py builds it; None when a test builds a platform without one.
+    mgmt: ObjectStore | None = None
+    # Exporter metrics (CNPG, mysqld, redis…) served at the sandbox's /metrics (sandbox.exporter).
+    metrics: Exporter = field(default_factory=Exporter)
 
     def __post_init__(self) -> None:
         # Vault's readiness probe and service registration: when a replica is unsealed or
         # sealed through the API, its pod's Ready condition and vault-* labels follow.
         self.vault.observe(lambda _index: sync_vault_pods(self))
+        # Vault's Kubernetes auth reviews login tokens against this cluster's API server.
+        self.vault.token_reviewer = lambda host, ca, jwt: review_token(self.kube, host, ca, jwt)
 
     def vault_names(self) -> list[str]:
         return [r.name for r in self.vault.replicas]

@@ -29,7 +29,9 @@ from sandbox.kube.server import write_kubeconfig
 from sandbox.kube.tls import create_server_tls
 from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
+from sandbox.exporter import Exporter
 from sandbox.platform import LB_IP, Platform
+from sandbox.prometheus import SharedPrometheus, shared_prometheus
 from sandbox.scenarios import SCENARIOS, apply_scenarios
 from sandbox.tls_endpoints import TraefikTLS
 from sandbox.vault.server import make_app as make_vault_app
@@ -37,6 +39,21 @@ from sandbox.world import build_platform
 
 HOST = "127.0.0.1"
 RUNBOOK = Path(__file__).with_name("runbook.md")
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def make_metrics_app(metrics: Exporter) -> web.Application:
+    """The exporters' /metrics, in the text exposition format Prometheus scrapes."""
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(text=metrics.text(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve)
+    return app
 
 
 def free_port() -> int:
@@ -81,7 +98,7 @@ class _Listener:
 class Sandbox:
     def __init__(self, scenarios: list[str] | tuple[str, ...] = (), *, size: int = 1,
                  workdir: Path | None = None, bot_port: int | None = None,
-                 platform: Platform | None = None):
+                 platform: Platform | None = None, prometheus: bool = False):
         unknown = [s for s in scenarios if s not in SCENARIOS]
         if unknown:
             raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -95,11 +112,20 @@ class Sandbox:
         self.bot_url = f"http://{HOST}:{self.bot_port}"
         self.mattermost = MattermostState(command_url=f"{self.bot_url}/mattermost/command")
         self._kube = _Listener(make_kube_app(self.platform.kube, self.kube_token))
+        # The Harvester management cluster: a second API server with its own token and CA.
+        self.kube_mgmt_token = secrets.token_hex(16)
+        self._kube_mgmt = (_Listener(make_kube_app(self.platform.mgmt, self.kube_mgmt_token))
+                           if self.platform.mgmt is not None else None)
         self._mm = _Listener(make_mattermost_app(self.mattermost))
         self.alertmanager = AlertmanagerState(self.platform)  # fires what the state implies
         self._am = _Listener(make_alertmanager_app(self.alertmanager))
         self._vault = [_Listener(make_vault_app(self.platform.vault, i))
                        for i in range(len(self.platform.vault.replicas))]
+        # Exporter metrics at /metrics; with prometheus=True a real Prometheus scrapes them.
+        self._metrics = _Listener(make_metrics_app(self.platform.metrics))
+        self.prometheus = prometheus
+        self._prometheus: SharedPrometheus | None = None
+        self._settled_version = -1
 
     # -- addresses -------------------------------------------------------------------------
     @property
@@ -122,6 +148,16 @@ class Sandbox:
     def kubeconfig(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "kubeconfig"
+
+    @property
+    def mgmt_kubeconfig(self) -> Path | None:
+        """The runbook's cluster/kubeconfig-harvester.yaml; None without a management cluster."""
+        assert self.workdir is not None
+        return self.workdir / "kubeconfig-harvester" if self._kube_mgmt is not None else None
+
+    @property
+    def kube_mgmt_url(self) -> str | None:
+        return self._kube_mgmt.url if self._kube_mgmt is not None else None
 
     @property
     def team_id(self) -> str:
@@ -149,6 +185,10 @@ class Sandbox:
         self._kube_tls = create_server_tls(self.workdir / "kube-tls")
         self._kube.ssl_context = self._kube_tls.ssl_context()
         await self._kube.start()
+        if self._kube_mgmt is not None:
+            self._kube_mgmt_tls = create_server_tls(self.workdir / "kube-mgmt-tls")
+            self._kube_mgmt.ssl_context = self._kube_mgmt_tls.ssl_context()
+            await self._kube_mgmt.start()
         # Traefik's websecure entrypoint behind the LB IP (TLS probes, runbook 4.5).
         self.traefik = TraefikTLS(self.platform, self.workdir / "traefik-tls")
         await self.traefik.start()
@@ -157,13 +197,20 @@ class Sandbox:
         self.mattermost.site_url = self.mattermost_url
         for listener in self._vault:
             await listener.start()
+        await self._metrics.start()
+        if self.prometheus:
+            self._prometheus = shared_prometheus()
+            self._prometheus.add(self.metrics_address)
         if self.scenarios:
             await self.apply(*self.scenarios)
+        await self.settle()
         self._write_files()
 
     async def stop(self) -> None:
         await self.mattermost.hub.close_all()
-        for listener in [self._kube, self._mm, self._am, *self._vault]:
+        if self._prometheus is not None:
+            self._prometheus.remove(self.metrics_address)
+        for listener in [self._kube, *([self._kube_mgmt] if self._kube_mgmt else []), self._mm, self._am, *self._vault, self._metrics]:
             await listener.stop()
         if getattr(self, "traefik", None) is not None:
             await self.traefik.stop()
@@ -177,6 +224,26 @@ class Sandbox:
         """Break the running platform further (scenarios compose)."""
         apply_scenarios(self.platform, list(names))
         await self.sync_vault_listeners()
+        await self.settle()
+
+    @property
+    def metrics_address(self) -> str:
+        return f"{HOST}:{self._metrics.port}"
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """With a Prometheus: wait until it has scraped the exporter twice since its last change
+        (the second scrape starts after the first was stored), bounded."""
+        metrics = self.platform.metrics
+        if self._prometheus is None or metrics.version == self._settled_version:
+            return
+        version, want = metrics.version, metrics.scrapes + 2
+        deadline = loop_time() + timeout_s
+        while metrics.scrapes < want:
+            if loop_time() > deadline:
+                raise TimeoutError(f"Prometheus did not scrape the sandbox exporter in {timeout_s:g}s:\n"
+                                   f"{self._prometheus.log_tail()}")
+            await asyncio.sleep(0.05)
+        self._settled_version = version
 
     async def sync_vault_listeners(self) -> None:
         """A replica marked unreachable stops listening; a reachable one listens again."""
@@ -194,7 +261,8 @@ class Sandbox:
                            "team": self.mattermost.team.name, "channel": "sop-alerts"},
             "slash": {"tokens": [self.mattermost.slash_token]},
             "server": {"host": HOST, "port": self.bot_port, "public_url": self.bot_url},
-            "kubernetes": {"kubeconfig": str(self.kubeconfig)},
+            "kubernetes": {"kubeconfig": str(self.kubeconfig),
+                           **({"mgmt_kubeconfig": str(self.mgmt_kubeconfig)} if self.mgmt_kubeconfig else {})},
             "vault": {"addrs": self.vault_addrs, "names": self.platform.vault_names(),
                       "token": self.platform.vault.root_token},
             "alertmanager": {"url": self.alertmanager_url, "webhook_token": self.alertmanager_token},
@@ -203,7 +271,9 @@ class Sandbox:
             "remediation": {"enabled": True, "approvers": ["alice"]},
             # Probes reach the LB IP and the in-cluster Vault Service through the sandbox's listeners.
             "probe": self.probe_config(),
-            "checks": {"cert-issuer": {"login_test": True}},
+            "checks": {"cert-issuer": {"login_test": True},
+                       "tls-handshake": {"tlsstore": {"secret": "wildcard-example-com-tls"}}},
+            **({"prometheus": {"url": self._prometheus.url, "timeout_s": 5}} if self._prometheus else {}),
         }
 
     def probe_config(self) -> dict[str, Any]:
@@ -224,6 +294,7 @@ class Sandbox:
     def env(self) -> dict[str, str]:
         return {
             "KUBECONFIG": str(self.kubeconfig),
+            **({"HARVESTER_KUBECONFIG": str(self.mgmt_kubeconfig)} if self.mgmt_kubeconfig else {}),
             "VAULT_ADDRS": ",".join(self.vault_addrs),
             "MATTERMOST_URL": self.mattermost_url,
             "MM_TEAM_ID": self.team_id,
@@ -241,6 +312,9 @@ class Sandbox:
         assert self.workdir is not None
         write_kubeconfig(self.kubeconfig, self.kube_url, self.kube_token,
                          ca_file=self._kube_tls.ca_file)
+        if self._kube_mgmt is not None and self.mgmt_kubeconfig is not None:
+            write_kubeconfig(self.mgmt_kubeconfig, self._kube_mgmt.url, self.kube_mgmt_token,
+                             context="harvester", ca_file=self._kube_mgmt_tls.ca_file)
         (self.workdir / "sopbot.yaml").write_text(yaml.safe_dump(self.bot_config(), sort_keys=False))
         env = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
         tmp = self.workdir / "env.tmp"
@@ -252,6 +326,8 @@ class Sandbox:
         return "\n".join([
             f"SOP Bot sandbox is up ({', '.join(self.scenarios) or 'healthy'}).",
             f"  Kubernetes  {self.kube_url}     kubectl --kubeconfig {w}/kubeconfig get nodes",
+            *([f"  Harvester   {self.kube_mgmt_url}     kubectl --kubeconfig {w}/kubeconfig-harvester get vm -A"]
+              if self.kube_mgmt_url else []),
             f"  Vault       {', '.join(self.vault_addrs)}",
             f"              curl {self.vault_addrs[0]}/v1/sys/seal-status",
             f"  Mattermost  {self.mattermost_url}  (team 'platform', channel 'sop-alerts')",

@@ -16,6 +16,16 @@ REGISTRY = load_handlers()
 BROKEN = [s for s in SCENARIOS.values() if s.name != "healthy"]
 
 
+@pytest.fixture
+async def sandbox(tmp_path):
+    """The sandbox with a real Prometheus scraping its exporter metrics: the SOPs that read
+    Prometheus (replication lag, connections, Galera, Sentinel) see what the scenario broke."""
+    from sandbox.runner import Sandbox
+
+    async with Sandbox(workdir=tmp_path / "sandbox", prometheus=True) as sb:
+        yield sb
+
+
 def covering(section: str) -> list[SOP]:
     """The SOPs whose declared runbook entries include ``section`` (or a sub-problem of it)."""
     return [s for s in REGISTRY if s.covers(section)]
