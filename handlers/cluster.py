@@ -1,6 +1,7 @@
-"""Runbook chapter 2: cluster-level issues — nodes (2.2 NotReady, 2.6 missing labels), plus the
-kubelet version skew of a stuck rolling upgrade (9.5) and cordoned nodes (11.3); etcd health from
-its Prometheus metrics (2.3)."""
+"""Runbook chapter 2: cluster-level issues — nodes (2.2 NotReady), pool labels and node-labeler
+(2.6), golden-image drift (2.9), plus the kubelet version skew of a stuck rolling upgrade (9.5) and
+cordoned nodes (11.3); etcd health from its Prometheus metrics and snapshot objects (2.3, 10.3);
+the API server (2.4) and the cluster autoscaler (2.5)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from bot.sdk import (Finding, HandlerContext, HostPort, NoParams, Sample, Severi
 
 NOT_READY_STEP = ("2.2: kubectl describe node <node> (Conditions), check kubelet on the node "
                   "(systemctl status rke2-agent), and the VM in Harvester")
+KUBELET_STEP = ("2.2 'If kubelet crashed': SSH to the node, sudo journalctl -u rke2-agent -n 100, then "
+                "sudo systemctl restart rke2-agent (SSH: the bot cannot); if the VM is stopped, start it in Harvester")
+MANY_STEP = ("2.2 Escalation: several nodes NotReady at once points at the network or the Harvester "
+             "host, not one kubelet: check the hosts in Harvester and escalate to the infrastructure team")
 PRESSURE_STEP = "2.2: resource pressure: free disk (crictl rmi --prune, journal vacuum) or memory on the node"
 COUNT_STEP = "2.1: a node did not join: check the Rancher machine and the VM in Harvester; 2.5 autoscaler"
 LABEL_STEP = ("2.6: label the nodes now (kubectl label node <node> workload-type=<pool>), then fix "
@@ -35,36 +40,39 @@ class NodeChecks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     expected_nodes: int | None = Field(6, ge=0, description="the runbook's 6; null: any count")
-    label: str = Field("workload-type", description="the pool label every worker must carry (2.6)")
     max_age_days: float | None = Field(30, gt=0, description="nodes older than this are due for rotation")
+    heartbeat_stale_s: float = Field(120, gt=0, description="a Ready heartbeat older than this: the kubelet stopped posting")
+    many_not_ready: int = Field(2, ge=2, description="this many nodes NotReady at once points at network/hypervisor")
 
 
-@sop("node-health", title="Nodes: Ready, pressure, cordoned, versions, pool labels",
-     sections=("2.2", "2.6", "9.5/nodes", "11.3"),
+@sop("node-health", title="Nodes: Ready (condition, heartbeat), pressure, cordoned, versions",
+     sections=("2.2", "9.5/nodes", "11.1", "11.3"),
      severity=Severity.P2, alerts=("KubeNodeNotReady", "KubeletVersionSkew", "NodeDiskPressure",
                                    "NodeDiskCritical"),
-     causes=("disk, memory or PID pressure", "node cordoned (maintenance not finished)",
-             "kubelet versions differ (rolling upgrade stuck)", "workers without workload-type"))
+     causes=("disk, memory or PID pressure", "kubelet stopped posting node status",
+             "several nodes NotReady at once (network or hypervisor)",
+             "node cordoned (maintenance not finished)", "kubelet versions differ (rolling upgrade stuck)"))
 async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every node Ready with no pressure condition, the expected count, none cordoned, one
-    kubelet version, every worker labelled with its pool (runbook 11.1, 2.2, 2.6, 9.5)."""
+    kubelet version (runbook 11.1, 2.2, 9.5). A NotReady node is quoted with its condition's
+    message, pressure kind and heartbeat age; several at once point past the kubelet."""
     cfg = check_settings(ctx, "node-health", NodeChecks)
     kube = ctx.require_kube()
     nodes = await kube.list("v1", "nodes")
     now = datetime.now(timezone.utc)
     findings: list[Finding] = []
     ready = 0
+    not_ready: list[str] = []
     for node in nodes:
         name = node["metadata"]["name"]
         cond = condition(node, "Ready")
+        pressures = [c["type"] for c in (node.get("status") or {}).get("conditions") or []
+                     if c.get("type", "").endswith("Pressure") and c.get("status") == "True"]
         if cond is not None and cond.get("status") == "True":
             ready += 1
         else:
-            why = (cond or {}).get("message") or (cond or {}).get("reason") or "no Ready condition"
-            findings.append(Finding(status=Status.crit, target=f"node/{name}",
-                                    summary=f"NotReady: {why[:160]}", next_step=NOT_READY_STEP))
-        pressures = [c["type"] for c in (node.get("status") or {}).get("conditions") or []
-                     if c.get("type", "").endswith("Pressure") and c.get("status") == "True"]
+            not_ready.append(name)
+            findings.append(_not_ready(name, cond, pressures, now, cfg.heartbeat_stale_s))
         if pressures:
             findings.append(Finding(status=Status.warn, target=f"node/{name} pressure",
                                     summary=", ".join(pressures), next_step=PRESSURE_STEP))
@@ -76,7 +84,11 @@ async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         findings.append(Finding(status=Status.crit, target="node count",
                                 summary=f"{total} nodes, expected at least {cfg.expected_nodes}",
                                 next_step=COUNT_STEP))
-    findings += _unlabeled(nodes, cfg.label)
+    if len(not_ready) >= cfg.many_not_ready:
+        findings.insert(0, Finding(status=Status.crit, target="NotReady together",
+                                   summary=f"{len(not_ready)} nodes NotReady at once ({_names(not_ready)}): "
+                                           "the network or the Harvester host, not one kubelet",
+                                   next_step=MANY_STEP))
     findings += _skew(nodes)
     if cfg.max_age_days is not None:
         old = [n["metadata"]["name"] for n in nodes
@@ -91,6 +103,39 @@ async def node_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                summary=f"{ready}/{total} nodes Ready{expected}",
                                next_step="" if ready == total else NOT_READY_STEP))
     return findings
+
+
+def _not_ready(name: str, cond: dict | None, pressures: list[str], now: datetime,
+               stale_s: float) -> Finding:
+    """`kubectl describe node` in one line: the Ready condition's status, reason and message,
+    the pressure conditions, and how long ago the kubelet last posted its status."""
+    cond = cond or {}
+    why = cond.get("message") or cond.get("reason") or "no Ready condition"
+    beat = parse_time(cond.get("lastHeartbeatTime"))
+    age = (now - beat).total_seconds() if beat else None
+    parts = [f"Ready={cond.get('status', '?')} ({cond.get('reason', '?')}): {why[:160]}"]
+    if pressures:
+        parts.append(", ".join(pressures))
+    if age is not None:
+        parts.append(f"last heartbeat {_age(age)} ago")
+    if pressures:
+        step = PRESSURE_STEP
+    elif cond.get("status") == "Unknown" or (age is not None and age > stale_s):
+        # NodeStatusUnknown: the node controller heard nothing from the kubelet for its grace period.
+        parts.insert(0, "kubelet stopped posting node status")
+        step = KUBELET_STEP
+    else:
+        step = NOT_READY_STEP
+    return Finding(status=Status.crit, target=f"node/{name}", summary="NotReady: " + "; ".join(parts),
+                   next_step=step)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h" if seconds < 172800 else f"{seconds / 86400:.0f}d"
 
 
 def _unlabeled(nodes: list[dict], label: str) -> list[Finding]:
@@ -132,6 +177,143 @@ def _version_key(version: str) -> tuple[int, int, str]:
 def _names(names: list[str], limit: int = 5) -> str:
     names = sorted(names)
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+# -- 2.6 Node Labels Missing (node-labeler) --------------------------------------------------------
+POOL_LABEL = "rke.cattle.io/rke-machine-pool-name"
+LABELER_IMAGE_STEP = ("2.6 long-term fix: push the node-labeler image to Harbor (deploy-cluster.sh Phase 4.10), "
+                      "then the pod pulls it; meanwhile label by hostname pattern")
+LABELER_DOWN_STEP = "2.6: kubectl -n node-labeler logs deployment/node-labeler --tail=50; the operator must run"
+RACE_STEP = ("2.6: the machine-pool label race (machine_selector_config in cluster.tf): the node came up before "
+             f"Rancher set {POOL_LABEL}; label it by hostname pattern now")
+_PULL_WAIT = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+
+
+class LabelChecks(BaseModel):
+    """``checks.node-labels`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field("workload-type", description="the pool label every worker must carry (2.6)")
+    namespace: str = Field("node-labeler", description="node-labeler's namespace")
+    selector: str = Field("app=node-labeler", description="label selector of node-labeler's pods")
+
+
+@sop("node-labels", title="Node pool labels: workers labelled, node-labeler running and its image pulled",
+     section="2.6", severity=Severity.P3,
+     causes=("workers without workload-type", "node-labeler image missing from Harbor (ImagePullBackOff)",
+             "node-labeler not running", "machine-pool label not set early enough (label race)"))
+async def node_labels(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Every worker carries its pool label; node-labeler's pods run, their image pulled; an
+    unlabeled worker without Rancher's machine-pool label is the label race (runbook 2.6)."""
+    cfg = check_settings(ctx, "node-labels", LabelChecks)
+    kube = ctx.require_kube()
+    nodes = await kube.list("v1", "nodes")
+    workers = [n for n in nodes if CONTROL_PLANE not in (n["metadata"].get("labels") or {})]
+    findings = _unlabeled(nodes, cfg.label)
+    if not findings:
+        findings.append(Finding(status=Status.ok, target=f"{cfg.label} label",
+                                summary=f"all {len(workers)} workers carry {cfg.label}"))
+    missing = {n["metadata"]["name"] for n in workers if not (n["metadata"].get("labels") or {}).get(cfg.label)}
+    no_pool = sorted(n["metadata"]["name"] for n in workers
+                     if n["metadata"]["name"] in missing and not (n["metadata"].get("labels") or {}).get(POOL_LABEL))
+    if no_pool:
+        findings.append(Finding(status=Status.warn, target="machine-pool label",
+                                summary=f"label race: {_names(no_pool)} without {POOL_LABEL}, so node-labeler "
+                                        "cannot tell their pool", next_step=RACE_STEP))
+    findings += await _labeler(ctx, cfg)
+    return findings
+
+
+async def _labeler(ctx: HandlerContext, cfg: LabelChecks) -> list[Finding]:
+    """node-labeler's pods as `kubectl -n node-labeler get pods` and `describe pod` show them."""
+    pods, failed = await ctx.attempt(ctx.require_kube().list("v1", "pods", cfg.namespace,
+                                                             label_selector=cfg.selector), "node-labeler")
+    if failed is not None:
+        return [failed]
+    if not pods:  # the next node that joins stays unlabeled even when today's are fine
+        return [Finding(status=Status.warn, target="node-labeler",
+                        summary=f"node-labeler not running: no pod in {cfg.namespace} ({cfg.selector})",
+                        next_step=LABELER_DOWN_STEP)]
+    out = []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "?")
+        waits = [(c.get("state") or {}).get("waiting") or {}
+                 for c in (pod.get("status") or {}).get("containerStatuses") or []]
+        pull = next((w for w in waits if w.get("reason") in _PULL_WAIT), None)
+        if pull is not None:
+            events, _ = await ctx.attempt(ctx.events(cfg.namespace, kind="Pod", name=name), "events")
+            said = next((e.message for e in events or [] if e.reason in ("Failed", "ErrImagePull")), "")
+            out.append(Finding(status=Status.warn, target=f"pod/{cfg.namespace}/{name}",
+                               summary=f"node-labeler image missing from Harbor: {pull['reason']} for {image}"
+                                       + (f" — {said[:200]}" if said else ""),
+                               next_step=LABELER_IMAGE_STEP))
+        elif any(w.get("reason") for w in waits) or (pod.get("status") or {}).get("phase") != "Running":
+            state = next((w["reason"] for w in waits if w.get("reason")), (pod.get("status") or {}).get("phase"))
+            out.append(Finding(status=Status.warn, target=f"pod/{cfg.namespace}/{name}",
+                               summary=f"node-labeler not running: {state}", next_step=LABELER_DOWN_STEP))
+        else:
+            out.append(Finding(status=Status.ok, target=f"pod/{cfg.namespace}/{name}",
+                               summary=f"node-labeler running ({image})"))
+    return out
+
+
+# -- 2.9 Golden Image Issues -------------------------------------------------------------------------
+GOLDEN_STEP = ("2.9: nodes come from different images: rebuild the golden image (docs/golden-image-plan.md) "
+               "and roll the pools; quick fix: dnf install the missing package through cloud-init runcmd")
+GOLDEN_GUIDANCE = ("Not checkable through the API: virtio modules (lsmod | grep virtio), GRUB entries "
+                   "(/etc/default/grub) and packages (rpm -qa) need SSH to the node")
+
+
+class ImageChecks(BaseModel):
+    """``checks.golden-image`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    os_image: str | None = Field(None, description="expected osImage prefix, e.g. 'Rocky Linux 9.5'; null: only compare nodes")
+
+
+@sop("golden-image", title="Golden image: nodes' OS image, kernel and runtime alike", section="2.9",
+     severity=Severity.P2,
+     causes=("nodes built from different golden images (OS image or kernel differ)",
+             "nodes not on the expected golden image"))
+async def golden_image(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Node status' osImage, kernelVersion and containerRuntimeVersion (what /etc/os-release and
+    uname tell on the node): one build everywhere, or the odd nodes out named (runbook 2.9)."""
+    cfg = check_settings(ctx, "golden-image", ImageChecks)
+    nodes = await ctx.require_kube().list("v1", "nodes")
+    builds: dict[tuple[str, str, str], list[str]] = {}
+    for n in nodes:
+        info = (n.get("status") or {}).get("nodeInfo") or {}
+        key = (info.get("osImage", "?"), info.get("kernelVersion", "?"), info.get("containerRuntimeVersion", "?"))
+        builds.setdefault(key, []).append(n["metadata"]["name"])
+    findings: list[Finding] = []
+    if len(builds) > 1:
+        common = max(builds, key=lambda k: len(builds[k]))
+        odd = "; ".join(f"{len(names)} on {_build(k, common)}: {_names(names)}"
+                        for k, names in sorted(builds.items()) if k != common)
+        findings.append(Finding(status=Status.warn, target="node images",
+                                summary=f"nodes built from different golden images: {len(builds[common])} on "
+                                        f"{_build(common, None)}; {odd}",
+                                details=GOLDEN_GUIDANCE, next_step=GOLDEN_STEP))
+    if cfg.os_image:
+        wrong = sorted(name for k, names in builds.items() if not k[0].startswith(cfg.os_image) for name in names)
+        if wrong:
+            findings.append(Finding(status=Status.warn, target="expected image",
+                                    summary=f"{len(wrong)} node(s) not on {cfg.os_image}: {_names(wrong)}",
+                                    next_step=GOLDEN_STEP))
+    if not findings:
+        os_image, kernel, runtime = next(iter(builds), ("?", "?", "?"))
+        findings.append(Finding(status=Status.ok, target="node images",
+                                summary=f"all {len(nodes)} nodes on {os_image}, kernel {kernel}, {runtime}",
+                                details=GOLDEN_GUIDANCE))
+    return findings
+
+
+def _build(key: tuple[str, str, str], common: tuple[str, str, str] | None) -> str:
+    """The parts of a build that differ from the common one (all of it without one)."""
+    labels = ("", "kernel ", "")
+    parts = [f"{label}{v}" for label, v, c in zip(labels, key, common or ("", "", "")) if common is None or v != c]
+    return " / ".join(parts) or "the same build"
 
 
 # -- 2.3 etcd Cluster Health Degraded ---------------------------------------------------------------
@@ -251,3 +433,451 @@ def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
     return f"{seconds * 1000:.0f} ms" if seconds >= 0.0095 else f"{seconds * 1000:.1f} ms"
+
+
+# -- management cluster: Harvester VMs and Rancher machines (2.1, 2.2, 2.4, 2.7, 2.8) --
+# Read through ctx.kube_mgmt (kubernetes.mgmt_kubeconfig: the runbook's
+# cluster/kubeconfig-harvester.yaml), a different cluster with its own credentials and RBAC
+# (charts/sop-bot/templates/rbac-management.yaml). Rancher runs there too, so its Cluster API
+# Machines are in that cluster's fleet-default namespace. Longhorn's volumes (8.4) are Harvester's.
+import base64 as _b64  # noqa: E402
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from typing import Any as _Any, Literal as _Literal  # noqa: E402
+
+import yaml as _yaml  # noqa: E402
+
+from bot.sdk import (K8sNamespace as _K8sNamespace, KubeClient as _KubeClient,  # noqa: E402
+                     SourceError as _SourceError, find_condition as _find_condition)
+
+KUBEVIRT_API = "kubevirt.io/v1"
+CAPI_API = "cluster.x-k8s.io/v1beta1"
+LONGHORN_API = "longhorn.io/v1beta2"
+MGMT_NOT_CONFIGURED = ("no management cluster configured (kubernetes.mgmt_kubeconfig, the runbook's "
+                       "cluster/kubeconfig-harvester.yaml): Harvester VMs, Rancher machines and Longhorn "
+                       "volumes not checked")
+MGMT_STEP = "set kubernetes.mgmt_kubeconfig to a kubeconfig for the Harvester cluster (docs/rbac.md)"
+JOIN_DELETE_STEP = ("2.1 step 4: delete the stuck machine so the autoscaler recreates it "
+                    "(kubectl delete machine <machine> -n fleet-default)")
+JOIN_CONSOLE_STEP = "2.1 step 1: check in the Harvester console (UI > VMs > Console) whether the VM booted"
+JOIN_NETWORK_STEP = ("2.1 step 3 (SSH, the bot cannot): on the node, curl -sk https://<rancher-url>/healthz "
+                     "and journalctl -u rke2-agent -n 100; then step 4: delete the machine")
+VM_START_STEP = "2.2: the VM is stopped: start it from Harvester (proposed: start-vm)"
+VM_RESTART_STEP = "2.2: the VM crashed: restart it from Harvester (proposed: restart-vm)"
+VM_CAPACITY_STEP = ("2.1/2.5 escalation: Harvester has no host that fits the VM: escalate to the infrastructure "
+                    "team (host resources, storage)")
+VM_PAUSED_STEP = "2.2: the VM is paused (suspended): unpause it in the Harvester UI"
+HARVESTER_STEP = ("2.2 escalation: several VMs or a Harvester host down point at Harvester, not one kubelet: "
+                  "escalate to the infrastructure team (Harvester host diagnostics)")
+CP_VMS_STEP = ("2.4 step 1: start the control-plane VMs in Harvester; if they run but the API is down, SSH to a "
+               "CP node: systemctl status rke2-server; all 3 down in Harvester: escalate to infrastructure")
+CP_QUORUM_STEP = "2.3 → 10.3: with 2 of 3 control-plane VMs down etcd has no quorum: start them first"
+EFI_STEP = ("2.7 steps 1-2 (Terraform, guidance): terraform state list | grep efi in cluster/, re-run "
+            "./terraform.sh apply so the EFI patches apply; step 3: an image without EFI GRUB needs a rebuild")
+CLOUD_INIT_STEP = ("2.8 step 3 (Terraform, guidance): fix the user_data in cluster.tf (Terraform's indent() "
+                   "indents only lines 2+) and terraform apply; Rancher rolls the machines")
+LONGHORN_STEP = ("8.4: bring the Harvester node back (Longhorn rebuilds the replicas by itself) or, if it is "
+                 "gone for good, make sure the remaining nodes have room for the rebuild")
+_VM_CREATOR = "harvesterhci.io/creator"
+
+
+class HarvesterChecks(BaseModel):
+    """``checks.harvester`` in the config: shared by node-join, harvester-vms, vm-boot-config and
+    longhorn-volumes."""
+
+    model_config = ConfigDict(extra="forbid")
+    vm_namespace: _K8sNamespace | None = Field(None, description="namespace of the nodes' VMs; null: every namespace")
+    machine_namespace: _K8sNamespace = Field("fleet-default", description="where Rancher keeps the Machines")
+    provisioning_timeout_min: float = Field(15, gt=0, description="a Machine Provisioning longer is stuck (2.1)")
+    firmware: _Literal["efi", "bios"] = Field("efi", description="the bootloader the golden image needs (2.7)")
+    longhorn_namespace: _K8sNamespace = Field("longhorn-system", description="Longhorn's namespace in Harvester")
+
+
+@_dataclass
+class _Vm:
+    """What one Harvester VM shows: run state, where it runs, how it boots."""
+
+    name: str
+    namespace: str
+    printable: str
+    firmware: str
+    user_data: str | None
+    user_data_secret: str | None
+    host: str
+    agent: bool | None  # qemu-guest-agent connected (the guest OS booted); None: no instance
+    why: str  # the VM's own words for a state that is not Running
+    start_failures: int
+    node_driver: bool  # created by Rancher's Harvester node driver (a cluster node's VM)
+
+    @property
+    def running(self) -> bool:
+        return self.printable == "Running"
+
+
+def _vm_view(vm: dict, vmi: dict | None) -> _Vm:
+    meta, spec = vm["metadata"], ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+    loader = ((spec.get("domain") or {}).get("firmware") or {}).get("bootloader") or {}
+    firmware = "efi" if "efi" in loader else "bios" if "bios" in loader else "bios (KubeVirt default)"
+    user_data = secret = None
+    for vol in spec.get("volumes") or []:
+        src = vol.get("cloudInitNoCloud") or vol.get("cloudInitConfigDrive")
+        if not src:
+            continue
+        if src.get("userData") is not None:
+            user_data = str(src["userData"])
+        elif src.get("userDataBase64"):
+            try:
+                user_data = _b64.b64decode(src["userDataBase64"]).decode("utf-8", errors="replace")
+            except ValueError:
+                user_data = "\x00not base64"
+        elif (src.get("secretRef") or {}).get("name"):
+            secret = src["secretRef"]["name"]  # only its name: the bot reads no Secret data
+    status = vm.get("status") or {}
+    conds = [*(status.get("conditions") or []), *((vmi or {}).get("status") or {}).get("conditions", [])]
+    # The most specific words first: the scheduler's, then a failure, then "not ready".
+    why = next((c.get("message") or c.get("reason") or "" for t in ("PodScheduled", "Failure", "Ready")
+                for c in conds if c.get("type") == t and c.get("status") == "False"
+                and (c.get("message") or c.get("reason"))), "")
+    agent = None
+    if vmi is not None:
+        agent = (_find_condition((vmi.get("status") or {}).get("conditions"), "AgentConnected") or {}).get("status") == "True"
+    return _Vm(name=meta["name"], namespace=meta.get("namespace", ""),
+               printable=status.get("printableStatus") or "Unknown", firmware=firmware, user_data=user_data,
+               user_data_secret=secret, host=((vmi or {}).get("status") or {}).get("nodeName") or "-",
+               agent=agent, why=why,
+               start_failures=int((status.get("startFailure") or {}).get("consecutiveFailCount") or 0),
+               node_driver=(meta.get("labels") or {}).get(_VM_CREATOR) == "docker-machine-driver-harvester")
+
+
+def _yaml_problem(text: str) -> str | None:
+    """Where cloud-init's YAML parser would stop: line, column and the parser's words (never the
+    line itself: user data carries registration tokens)."""
+    if text == "\x00not base64":
+        return "userDataBase64 is not valid base64"
+    try:
+        _yaml.safe_load(text)
+    except _yaml.MarkedYAMLError as exc:
+        def at(mark: _Any) -> str:
+            return f"line {mark.line + 1} column {mark.column + 1}"
+        mark = exc.problem_mark or exc.context_mark
+        where = at(mark) if mark else "an unknown position"
+        context = f" ({exc.context} at {at(exc.context_mark)})" if exc.context and exc.context_mark else ""
+        return f"{where}: {exc.problem or exc.context}{context}"
+    except _yaml.YAMLError as exc:
+        return str(exc).splitlines()[0][:160]
+    return None
+
+
+def _boot_problems(vm: _Vm, cfg: HarvesterChecks) -> list[tuple[Status, str, str]]:
+    """(status, cause, next step) for the VM's firmware and cloud-init user data (2.7, 2.8)."""
+    out: list[tuple[Status, str, str]] = []
+    if not vm.firmware.startswith(cfg.firmware):
+        out.append((Status.crit, f"EFI boot issue: firmware bootloader is {vm.firmware}, the golden image "
+                                 f"needs {cfg.firmware} (the VM stops at 'No bootable device')", EFI_STEP))
+    if vm.user_data is not None:
+        problem = _yaml_problem(vm.user_data)
+        if problem:
+            out.append((Status.crit, f"cloud-init failure: user data is not valid YAML at {problem}",
+                        CLOUD_INIT_STEP))
+        elif not vm.user_data.lstrip().startswith(("#cloud-config", "#!", "#include", "## template: jinja")):
+            out.append((Status.warn, "cloud-init user data has no '#cloud-config' header: cloud-init does not "
+                                     "apply it as cloud-config", CLOUD_INIT_STEP))
+    return out
+
+
+def _mgmt(ctx: HandlerContext) -> _KubeClient | None:
+    return ctx.kube_mgmt
+
+
+def _not_configured() -> list[Finding]:
+    return [Finding(status=Status.ok, target="management cluster", summary=MGMT_NOT_CONFIGURED,
+                    next_step=MGMT_STEP)]
+
+
+async def _vms(mgmt: _KubeClient, cfg: HarvesterChecks) -> dict[str, _Vm]:
+    vms, vmis = await asyncio.gather(mgmt.list(KUBEVIRT_API, "virtualmachines", cfg.vm_namespace),
+                                     mgmt.list(KUBEVIRT_API, "virtualmachineinstances", cfg.vm_namespace))
+    by_key = {(i["metadata"].get("namespace"), i["metadata"]["name"]): i for i in vmis}
+    return {v["metadata"]["name"]: _vm_view(v, by_key.get((v["metadata"].get("namespace"), v["metadata"]["name"])))
+            for v in vms}
+
+
+async def _guest_nodes(ctx: HandlerContext) -> tuple[dict[str, dict] | None, str]:
+    """The guest cluster's nodes by name, or (None, why) when its API does not answer."""
+    if ctx.kube is None:
+        return None, "no Kubernetes access configured"
+    try:
+        return {n["metadata"]["name"]: n for n in await ctx.kube.list("v1", "nodes")}, ""
+    except _SourceError as exc:
+        return None, exc.reason
+
+
+def _vm_for_machine(machine: dict, vms: dict[str, _Vm]) -> _Vm | None:
+    ref = ((machine.get("spec") or {}).get("infrastructureRef") or {}).get("name")
+    node = (((machine.get("status") or {}).get("nodeRef")) or {}).get("name")
+    return vms.get(node or "") or vms.get(ref or "") or vms.get(machine["metadata"]["name"].removesuffix("-machine"))
+
+
+def _age_min(obj: dict, now: datetime) -> float:
+    t = parse_time(obj["metadata"].get("creationTimestamp"))
+    return (now - t).total_seconds() / 60 if t else 0.0
+
+
+def _vm_state_cause(vm: _Vm) -> tuple[str, str, list[SuggestedAction]]:
+    """Why a VM that is not Running is not, in KubeVirt's words, with the fitting step and action."""
+    ref = {"namespace": vm.namespace, "name": vm.name}
+    if vm.printable == "Stopped":
+        return "VM Stopped in Harvester", VM_START_STEP, [SuggestedAction(action="start-vm", params=ref)]
+    if vm.printable == "CrashLoopBackOff":
+        tries = f", {vm.start_failures} failed starts" if vm.start_failures else ""
+        return f"VM crashed: CrashLoopBackOff{tries}", VM_RESTART_STEP, [SuggestedAction(action="restart-vm", params=ref)]
+    if vm.printable == "ErrorUnschedulable":
+        return (f"VM ErrorUnschedulable: {vm.why or 'no Harvester host fits it'}"[:240], VM_CAPACITY_STEP, [])
+    if vm.printable == "Paused":
+        return "VM Paused (suspended) in Harvester", VM_PAUSED_STEP, []
+    return (f"VM {vm.printable}" + (f": {vm.why}" if vm.why else ""))[:240], VM_RESTART_STEP, \
+        [SuggestedAction(action="restart-vm", params=ref)]
+
+
+@sop("node-join", title="Rancher machines vs nodes: stuck provisioning and the VM behind it", section="2.1",
+     severity=Severity.P2,
+     causes=("machine stuck Provisioning", "VM not running (Stopped, crashed, ErrorUnschedulable)",
+             "EFI boot issue (firmware)", "cloud-init failure (user data not valid YAML)",
+             "network from the VM to Rancher (ruled in by elimination, SSH to confirm)"))
+async def node_join(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Every Rancher machine of the cluster has joined as a node; one stuck Provisioning longer
+    than the timeout is explained from its VM: run state, firmware, cloud-init user data, and
+    whether the guest OS reported in (runbook 2.1)."""
+    mgmt = _mgmt(ctx)
+    if mgmt is None:
+        return _not_configured()
+    cfg = check_settings(ctx, "harvester", HarvesterChecks)
+    machines, vms, (nodes, guest_error) = await asyncio.gather(
+        mgmt.list(CAPI_API, "machines", cfg.machine_namespace), _vms(mgmt, cfg), _guest_nodes(ctx))
+    now = datetime.now(timezone.utc)
+    findings: list[Finding] = []
+    running = 0
+    for m in machines:
+        name = m["metadata"]["name"]
+        status = m.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        node = (status.get("nodeRef") or {}).get("name")
+        age = _age_min(m, now)
+        target = f"machine/{name}"
+        delete = [SuggestedAction(action="delete-machine",
+                                  params={"namespace": m["metadata"].get("namespace", cfg.machine_namespace),
+                                          "name": name})]
+        if phase == "Running":
+            running += 1
+            if nodes is not None and node and node not in nodes:
+                findings.append(Finding(status=Status.warn, target=target,
+                                        summary=f"Running, but its node {node} is not in the cluster",
+                                        next_step=JOIN_CONSOLE_STEP))
+            continue
+        if phase == "Failed":
+            why = status.get("failureMessage") or status.get("failureReason") or "no failure message"
+            findings.append(Finding(status=Status.crit, target=target, summary=f"phase Failed: {why}"[:240],
+                                    next_step=JOIN_DELETE_STEP, actions=delete))
+            continue
+        if phase not in ("Pending", "Provisioning", "Provisioned") or age <= cfg.provisioning_timeout_min:
+            findings.append(Finding(status=Status.ok, target=target,
+                                    summary=f"{phase} for {age:.0f} min (stuck only after "
+                                            f"{cfg.provisioning_timeout_min:g} min)"))
+            continue
+        vm = _vm_for_machine(m, vms)
+        causes, steps, actions = _join_causes(vm, cfg)
+        findings.append(Finding(
+            status=Status.crit, target=target,
+            summary=(f"stuck {phase} for {age:.0f} min (over {cfg.provisioning_timeout_min:g} min), no node "
+                     f"joined; {'; '.join(causes)}")[:400],
+            details=f"VM: {vm.namespace}/{vm.name} {vm.printable} on {vm.host}, firmware {vm.firmware}" if vm else "",
+            next_step="; ".join(dict.fromkeys([*steps, JOIN_DELETE_STEP])), actions=[*actions, *delete]))
+    joined = f", {len(nodes)} nodes in the cluster" if nodes is not None else f"; the cluster's API: {guest_error}"
+    stuck = [f for f in findings if f.status is not Status.ok]
+    findings.insert(0, Finding(status=Status.worst([f.status for f in stuck]) if stuck else Status.ok,
+                               target="machines",
+                               summary=f"{running}/{len(machines)} Rancher machines Running{joined}"))
+    return findings
+
+
+def _join_causes(vm: _Vm | None, cfg: HarvesterChecks) -> tuple[list[str], list[str], list[SuggestedAction]]:
+    """The runbook's three causes (cloud-init, network to Rancher, EFI) checked against the VM."""
+    if vm is None:
+        return (["no VM for it in Harvester (the node driver did not create one)"],
+                ["2.1 escalation: check Harvester host health and storage"], [])
+    if not vm.running:
+        cause, step, actions = _vm_state_cause(vm)
+        return [cause], [step], actions
+    found = _boot_problems(vm, cfg)
+    if found:
+        return [c for _, c, _ in found], [s for _, _, s in found], []
+    checked = [f"firmware {vm.firmware}"]
+    checked.append("cloud-init user data valid YAML" if vm.user_data is not None else
+                   f"user data in Secret {vm.user_data_secret} (not read)" if vm.user_data_secret else "no user data")
+    if vm.agent is False:
+        return ([f"VM Running on {vm.host} but the guest OS never reported in (no qemu-guest-agent connection); "
+                 f"ruled out: {', '.join(checked)}"], [JOIN_CONSOLE_STEP], [])
+    return ([f"VM Running on {vm.host} and booted, {', '.join(checked)}: EFI and malformed cloud-init ruled out, "
+             "the VM reaching the Rancher API is left (not checkable from the API)"], [JOIN_NETWORK_STEP], [])
+
+
+@sop("harvester-vms", title="Harvester VMs behind the nodes: run state, control-plane VMs, hosts",
+     sections=("2.2", "2.4"), severity=Severity.P1,
+     causes=("VM Stopped in Harvester", "VM crashed", "VM ErrorUnschedulable", "control-plane VMs down",
+             "Harvester host NotReady", "the bot cannot reach the cluster's API"))
+async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """The VM behind every node runs in Harvester: a stopped or crashed VM is the cause of its
+    node's NotReady (2.2), the control-plane VMs are the first check when the API server is
+    unreachable (2.4), and several VMs or a host down point at Harvester itself."""
+    mgmt = _mgmt(ctx)
+    if mgmt is None:
+        return _not_configured()
+    cfg = check_settings(ctx, "harvester", HarvesterChecks)
+    machines, vms, hosts, (nodes, guest_error) = await asyncio.gather(
+        mgmt.list(CAPI_API, "machines", cfg.machine_namespace), _vms(mgmt, cfg), mgmt.list("v1", "nodes"),
+        _guest_nodes(ctx))
+    findings: list[Finding] = []
+    # Which VMs back the cluster: its nodes by name; without the cluster's API, Rancher's machines.
+    if nodes is not None:
+        backing = {name: CONTROL_PLANE in (n["metadata"].get("labels") or {}) for name, n in nodes.items()}
+    else:
+        backing = {}
+        for m in machines:
+            vm = _vm_for_machine(m, vms)
+            labels = m["metadata"].get("labels") or {}
+            backing[vm.name if vm else m["metadata"]["name"]] = any(
+                labels.get(k) == "true" for k in ("rke.cattle.io/control-plane-role", "cluster.x-k8s.io/control-plane"))
+        findings.append(Finding(status=Status.crit, target="kubernetes API",
+                                summary=f"the bot cannot reach the cluster's API ({guest_error}); the VMs below "
+                                        "come from Rancher's machines in Harvester",
+                                next_step=CP_VMS_STEP))
+    down: list[str] = []
+    cp_total = cp_down = 0
+    for name, is_cp in sorted(backing.items()):
+        vm = vms.get(name)
+        cp_total += is_cp
+        node = (nodes or {}).get(name)
+        ready = (condition(node, "Ready") or {}).get("status") if node else None
+        if vm is None:
+            findings.append(Finding(status=Status.warn, target=f"vm/{name}",
+                                    summary=f"no VM named {name} in Harvester"
+                                            f"{' namespace ' + cfg.vm_namespace if cfg.vm_namespace else ''}",
+                                    next_step="set checks.harvester.vm_namespace to where the nodes' VMs are"))
+            continue
+        if vm.running:
+            if node is not None and ready != "True":
+                findings.append(Finding(status=Status.ok, target=f"vm/{name}",
+                                        summary=f"Running on {vm.host}: the VM is ruled out, node {name} is NotReady "
+                                                "inside the guest (kubelet, pressure or network: node-health)"))
+            continue
+        down.append(name)
+        cp_down += is_cp
+        cause, step, actions = _vm_state_cause(vm)
+        behind = f"node {name} is NotReady because its VM is not running: " if ready not in (None, "True") else ""
+        findings.append(Finding(status=Status.crit, target=f"vm/{vm.namespace}/{name}",
+                                summary=f"{behind}{cause}"[:300], next_step=step, actions=actions))
+    total = len(backing)
+    findings.insert(0 if nodes is not None else 1, Finding(
+        status=Status.crit if down else Status.ok, target="vms",
+        summary=f"{total - len(down)}/{total} VMs behind the cluster's nodes Running in Harvester"))
+    if cp_total:
+        quorum = cp_total // 2 + 1
+        if cp_down == cp_total:
+            findings.append(Finding(status=Status.crit, target="control-plane VMs",
+                                    summary=f"all {cp_total} control-plane VMs are down in Harvester: the API "
+                                            "server is unreachable because no control-plane node runs",
+                                    next_step=CP_VMS_STEP))
+        elif cp_total - cp_down < quorum:
+            findings.append(Finding(status=Status.crit, target="control-plane VMs",
+                                    summary=f"{cp_down} of {cp_total} control-plane VMs down: etcd has lost quorum",
+                                    next_step=CP_QUORUM_STEP))
+        elif cp_down:
+            findings.append(Finding(status=Status.warn, target="control-plane VMs",
+                                    summary=f"{cp_down} of {cp_total} control-plane VMs down (quorum holds)",
+                                    next_step=CP_VMS_STEP))
+        else:
+            findings.append(Finding(status=Status.ok, target="control-plane VMs",
+                                    summary=f"{cp_total}/{cp_total} control-plane VMs Running"))
+    bad_hosts = [h["metadata"]["name"] for h in hosts if (condition(h, "Ready") or {}).get("status") != "True"]
+    if bad_hosts:
+        findings.append(Finding(status=Status.crit, target="harvester hosts",
+                                summary=f"Harvester host(s) NotReady: {_names(bad_hosts)}", next_step=HARVESTER_STEP))
+    if len(down) > 1:
+        findings.append(Finding(status=Status.warn, target="harvester",
+                                summary=f"{len(down)} VMs down at once ({_names(down)}): a Harvester-level issue "
+                                        "rather than one node", next_step=HARVESTER_STEP))
+    return findings
+
+
+@sop("vm-boot-config", title="Harvester VM boot settings: EFI firmware and cloud-init user data",
+     sections=("2.7", "2.8"), severity=Severity.P2,
+     causes=("EFI boot issue (firmware bootloader not efi)", "cloud-init failure (user data not valid YAML)",
+             "cloud-init user data without a #cloud-config header"))
+async def vm_boot_config(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Each node VM's firmware bootloader against what the golden image needs (2.7), and its
+    cloud-init user data parsed as YAML with the failing line and column (2.8)."""
+    mgmt = _mgmt(ctx)
+    if mgmt is None:
+        return _not_configured()
+    cfg = check_settings(ctx, "harvester", HarvesterChecks)
+    vms = await _vms(mgmt, cfg)
+    if any(vm.node_driver for vm in vms.values()):  # other VMs in Harvester are not the cluster's nodes
+        vms = {name: vm for name, vm in vms.items() if vm.node_driver}
+    findings: list[Finding] = []
+    checked = 0
+    secret_held: list[str] = []
+    for name, vm in sorted(vms.items()):
+        checked += 1
+        for status, cause, step in _boot_problems(vm, cfg):
+            findings.append(Finding(status=status, target=f"vm/{vm.namespace}/{name}", summary=cause, next_step=step))
+        if vm.user_data is None and vm.user_data_secret:
+            secret_held.append(f"{name} (Secret {vm.user_data_secret})")
+    if secret_held:
+        findings.append(Finding(status=Status.unknown, target="cloud-init in Secrets",
+                                summary=f"user data held in Secrets, not read (the bot reads no Secret data): "
+                                        f"{_names(secret_held)}",
+                                next_step="2.8 step 2 by hand: validate it with python3 -c 'import yaml,sys; "
+                                          "yaml.safe_load(sys.stdin.read())'"))
+    bad = {f.target for f in findings if f.status is not Status.ok}
+    findings.insert(0, Finding(status=Status.worst([f.status for f in findings]) if findings else Status.ok,
+                               target="vms", summary=f"{checked - len(bad)}/{checked} VMs boot with firmware "
+                                                     f"{cfg.firmware} and valid cloud-init user data"))
+    return findings
+
+
+@sop("longhorn-volumes", title="Longhorn volumes in Harvester: healthy, degraded, faulted", section="8.4",
+     severity=Severity.P3, causes=("a Harvester node went offline (replicas lost)", "volume faulted"))
+async def longhorn_volumes(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Longhorn's robustness of every volume in Harvester, and the Harvester node that went
+    offline when some are degraded (runbook 8.4)."""
+    mgmt = _mgmt(ctx)
+    if mgmt is None:
+        return _not_configured()
+    cfg = check_settings(ctx, "harvester", HarvesterChecks)
+    volumes, hosts = await asyncio.gather(mgmt.list(LONGHORN_API, "volumes", cfg.longhorn_namespace),
+                                          mgmt.list("v1", "nodes"))
+    offline = [h["metadata"]["name"] for h in hosts if (condition(h, "Ready") or {}).get("status") != "True"]
+    by: dict[str, list[str]] = {}
+    for v in volumes:
+        st = v.get("status") or {}
+        robustness = st.get("robustness") or "unknown"
+        if robustness == "unknown" and st.get("state") == "detached":
+            robustness = "detached"  # Longhorn reports no robustness for a detached volume
+        pvc = (st.get("kubernetesStatus") or {}).get("pvcName")
+        by.setdefault(robustness, []).append(f"{v['metadata']['name']}" + (f" ({pvc})" if pvc else ""))
+    findings: list[Finding] = []
+    cause = (f": Harvester node(s) offline: {_names(offline)} — their replicas are gone until they are back"
+             if offline else ": no Harvester node is NotReady (check the replicas' disks in the Longhorn UI)")
+    if by.get("faulted"):
+        findings.append(Finding(status=Status.crit, target="faulted volumes",
+                                summary=f"{len(by['faulted'])} faulted (no healthy replica, data unavailable): "
+                                        f"{_names(by['faulted'])}{cause}"[:400],
+                                details="\n".join(by["faulted"][:50]), next_step=LONGHORN_STEP))
+    if by.get("degraded"):
+        findings.append(Finding(status=Status.warn, target="degraded volumes",
+                                summary=f"{len(by['degraded'])} degraded (fewer replicas than wanted){cause}"[:400],
+                                details="\n".join(by["degraded"][:50]), next_step=LONGHORN_STEP))
+    healthy = len(by.get("healthy", [])) + len(by.get("detached", []))
+    findings.insert(0, Finding(status=Status.worst([f.status for f in findings]) if findings else Status.ok,
+                               target="volumes", summary=f"{healthy}/{len(volumes)} Longhorn volumes healthy"
+                                                         + (f" ({len(by['detached'])} detached)" if by.get("detached") else "")))
+    return findings

@@ -217,6 +217,7 @@ def _short(lines: list[str], limit: int = 3) -> str:
 # -- 11.1: the daily health check, one area per line of the runbook's Key Metrics table -----------
 DAILY = compose("daily", [
     HealthCheck("Nodes", "node-health"),
+    HealthCheck("Node labels", "node-labels"),
     HealthCheck("Pods", "pod-health"),
     HealthCheck("Vault", "vault-status"),
     HealthCheck("Certificates", "cert-health"),

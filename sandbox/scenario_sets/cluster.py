@@ -2,6 +2,128 @@
 
 from __future__ import annotations
 
-from sandbox.scenario_model import Scenario
+from datetime import timedelta
 
-SCENARIOS: tuple[Scenario, ...] = ()
+from sandbox.kube.store import Obj
+from sandbox.platform import (CORE, Platform, add_event, add_log, add_taint, iso, now, set_condition,
+                              set_pod_unschedulable, set_pod_waiting)
+from sandbox.scenario_model import Scenario, _first_pod, _scheduling_message, _worker
+
+
+# -- chapter 1: what the flowchart's pod branches read ---------------------------------------------
+def _crashloop_oomkilled(p: Platform) -> None:
+    """argocd-repo-server killed by the kernel at its memory limit, over and over."""
+    pod = _first_pod(p, "argocd", {"app.kubernetes.io/name": "argocd-repo-server"})
+    name = pod["metadata"]["name"]
+    set_pod_waiting(p, "argocd", name, "CrashLoopBackOff",
+                    f"back-off 5m0s restarting failed container=argocd-repo-server pod={name}_argocd({pod['metadata']['uid']})",
+                    restart_count=11, last_exit=(137, "OOMKilled"))
+    add_event(p, p.kube.get(CORE, "Pod", name, "argocd") or pod, "BackOff",
+              "Back-off restarting failed container argocd-repo-server in pod " + name, count=31)
+
+
+def _crashloop_permission_denied(p: Platform) -> None:
+    """Keycloak cannot write its data directory: the volume's owner does not match runAsUser."""
+    pod = _first_pod(p, "keycloak", {"app": "keycloak"})
+    name = pod["metadata"]["name"]
+    set_pod_waiting(p, "keycloak", name, "CrashLoopBackOff",
+                    f"back-off 2m40s restarting failed container=keycloak pod={name}_keycloak({pod['metadata']['uid']})",
+                    restart_count=6, last_exit=(1, "Error"))
+    add_log(p, "keycloak", name, [
+        "Updating the configuration and installing your custom providers, if any. Please wait.",
+        "ERROR: Failed to start server in (production) mode",
+        "ERROR: /opt/keycloak/data/tmp/kc-gzip-cache: Permission denied",
+    ], previous=True)
+
+
+def _pending_no_matching_node(p: Platform) -> None:
+    """The mattermost pod asks for a pool no node carries (nodeSelector workload-type=gpu)."""
+    pod = _first_pod(p, "mattermost", {"app": "mattermost"})
+    name = pod["metadata"]["name"]
+    p.kube.update(CORE, "Pod", name, "mattermost",
+                  lambda o: o["spec"].update(nodeSelector={"workload-type": "gpu"}))
+    message = _scheduling_message(p, "node(s) didn't match Pod's node affinity/selector").replace(
+        "No preemption victims found for incoming pod", "Preemption is not helpful for scheduling")
+    pod = set_pod_unschedulable(p, "mattermost", name, message)
+    add_event(p, pod, "FailedScheduling", message, component="default-scheduler")
+
+
+# -- 2.2 Node NotReady -----------------------------------------------------------------------------
+def _kubelet_silent(p: Platform, node: str, minutes: float) -> None:
+    """What the node controller writes once the kubelet stops posting status: every condition
+    Unknown (NodeStatusUnknown), heartbeats frozen, the unreachable taints."""
+    beat = iso(now() - timedelta(minutes=minutes))
+
+    def fn(n: Obj) -> None:
+        for cond in n["status"]["conditions"]:
+            set_condition([cond], cond["type"], "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+            cond["lastHeartbeatTime"] = beat
+    p.kube.update(CORE, "Node", node, "", fn)
+    add_taint(p, node, "node.kubernetes.io/unreachable", "NoSchedule")
+    add_taint(p, node, "node.kubernetes.io/unreachable", "NoExecute")
+    add_event(p, p.node(node), "NodeNotReady", f"Node {node} status is now: NodeNotReady",
+              type_="Normal", component="node-controller")
+
+
+def _node_kubelet_stopped(p: Platform) -> None:
+    _kubelet_silent(p, _worker(p, "compute"), 6)
+
+
+def _nodes_not_ready_together(p: Platform) -> None:
+    """Two workers on the same Harvester host go silent within a minute of each other."""
+    _kubelet_silent(p, _worker(p, "general"), 4)
+    _kubelet_silent(p, _worker(p, "compute"), 4)
+
+
+def _node_memory_pressure(p: Platform) -> None:
+    node = _worker(p, "database")
+    p.kube.update(CORE, "Node", node, "", lambda n: set_condition(
+        n["status"]["conditions"], "MemoryPressure", "True", "KubeletHasInsufficientMemory",
+        "kubelet has insufficient memory available"))
+    add_taint(p, node, "node.kubernetes.io/memory-pressure", "NoSchedule")
+    add_event(p, p.node(node), "EvictionThresholdMet", "Attempting to reclaim memory", component="kubelet")
+
+
+# -- 2.6 Node Labels Missing -----------------------------------------------------------------------
+def _labels_race(p: Platform) -> None:
+    """A compute node came up before Rancher set its machine-pool label: node-labeler (running)
+    had nothing to go by, so the node has no workload-type either."""
+    node = _worker(p, "compute")
+
+    def fn(n: Obj) -> None:
+        n["metadata"]["labels"].pop("workload-type", None)
+        n["metadata"]["labels"].pop("rke.cattle.io/rke-machine-pool-name", None)
+    p.kube.update(CORE, "Node", node, "", fn)
+
+
+# -- 2.9 Golden Image Issues -----------------------------------------------------------------------
+def _golden_image_drift(p: Platform) -> None:
+    """One pool rebuilt from an older golden image: another Rocky release and kernel."""
+    node = _worker(p, "compute")
+
+    def fn(n: Obj) -> None:
+        n["status"]["nodeInfo"].update(osImage="Rocky Linux 9.4 (Blue Onyx)",
+                                       kernelVersion="5.14.0-427.13.1.el9_4.x86_64")
+    p.kube.update(CORE, "Node", node, "", fn)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("crashloop-oomkilled", "argocd-repo-server in CrashLoopBackOff, last termination OOMKilled (1)",
+             _crashloop_oomkilled, section="1", status="warn", cause="pod(s) OOMKilled"),
+    Scenario("crashloop-permission-denied", "keycloak in CrashLoopBackOff: its data directory 'Permission denied' (1)",
+             _crashloop_permission_denied, section="1", status="warn",
+             cause="/opt/keycloak/data/tmp/kc-gzip-cache: Permission denied"),
+    Scenario("pending-no-matching-node", "the mattermost pod Pending: nodeSelector workload-type=gpu matches no node (1, 2.6)",
+             _pending_no_matching_node, section="1", status="warn",
+             cause="Pending (node(s) didn't match Pod's node affinity/selector"),
+    Scenario("node-kubelet-stopped", "rke2-compute-1's kubelet stopped posting status 6 minutes ago (2.2)",
+             _node_kubelet_stopped, section="2.2", status="crit", cause="kubelet stopped posting node status"),
+    Scenario("nodes-not-ready-together", "two workers NotReady at once: network or Harvester host (2.2)",
+             _nodes_not_ready_together, section="2.2", status="crit", cause="2 nodes NotReady at once"),
+    Scenario("node-memory-pressure", "rke2-database-1 has MemoryPressure=True, pods being evicted (2.2)",
+             _node_memory_pressure, section="2.2", status="warn", cause="pressure | MemoryPressure"),
+    Scenario("labels-race", "a compute node without workload-type nor its machine-pool label (2.6 label race)",
+             _labels_race, section="2.6", status="warn", cause="label race: rke2-compute-1 without"),
+    Scenario("golden-image-drift", "rke2-compute-1 runs Rocky 9.4 and an older kernel, the rest Rocky 9.5 (2.9)",
+             _golden_image_drift, section="2.9", status="warn", cause="nodes built from different golden images"),
+)

@@ -183,13 +183,13 @@ async def _suppressed(am: RealAlertmanager) -> list:
     return [a for a in alerts if a.status.state == "suppressed"]
 
 
-async def test_node_health_proposes_labelling_the_unlabeled_nodes(sandbox, bots):
+async def test_node_labels_proposes_labelling_the_unlabeled_nodes(sandbox, bots):
     await bots.start()
     await sandbox.apply("unlabeled-nodes")
-    await sandbox.mattermost.run_command("bob", "sop-alerts", "/sop node-health")
+    await sandbox.mattermost.run_command("bob", "sop-alerts", "/sop node-labels")
     p = await wait_for(lambda: next((x for x in bot_posts(sandbox) if "**Proposal #1" in x.message), None),
                        what="the SOP's proposal")
-    assert "`label-nodes`" in p.message and "(from `node-health`)" in p.message and "Requested by @bob" in p.message
+    assert "`label-nodes`" in p.message and "(from `node-labels`)" in p.message and "Requested by @bob" in p.message
     await wait_for(lambda: len(sandbox.mattermost.reactions_on(p.id)) == 2)
     await approve(sandbox, p)
     await wait_state(sandbox, p.id, "succeeded")
