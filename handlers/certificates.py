@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Finding, HandlerContext, KubeClient, NoParams, Severity, Status, SuggestedAction,
-                     check_settings, condition, parse_time, sop)
+from bot.sdk import (Action, ActionEnv, ActionParams, Finding, HandlerContext, KubeClient, NoParams, Outcome, Plan,
+                     Risk, Severity, SourceError, Status, SuggestedAction, TlsResult, check_settings, condition,
+                     fingerprint, parse_time, remediation_action, sop)
 
 CM = "cert-manager.io/v1"
 NOT_READY_STEP = ("4.1: kubectl describe certificate -n <ns> <name>, then its CertificateRequest's "
@@ -176,3 +177,309 @@ def _first_line(text: str) -> str:
 def _refs(lines: list[str], limit: int = 3) -> str:
     names = [line.split(":", 1)[0] for line in lines]
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+# -- 4.5 TLS handshake: what clients are served through the LB IP --------------------------------
+GATEWAY = "gateway.networking.k8s.io/v1"
+TRAEFIK = "traefik.io/v1alpha1"
+DEFAULT_CERT_STEP = ("4.5: Traefik serves its own TRAEFIK DEFAULT CERT: check the Gateway's TLS config "
+                     "(listener certificateRefs name the TLS secret) and the TLSStore default certificate "
+                     "(kubectl get tlsstore default -n kube-system -o yaml)")
+GATEWAY_TLS_STEP = ("4.5: the Gateway's listener tls.certificateRefs must name the actual TLS secret "
+                    "(kubectl get gateway -n {ns} {name} -o yaml | grep -A 10 'tls:'; kubectl get secret -n {ns} <name>)")
+TLSSTORE_STEP = ("4.5: apply the TLSStore that makes the Vault-issued wildcard Traefik's default certificate "
+                 "(services/monitoring-stack/kube-system/traefik-default-tlsstore.yaml)")
+UNTRUSTED_STEP = ("4.5: clients must trust the Vault Root CA: import it into the client trust store (cluster/root-ca.pem "
+                  "or credentials.txt); if the root was rotated, redistribute it (4.4 step 3c)")
+SERVED_EXPIRED_STEP = "4.5 flowchart: expired certificate served — delete the TLS secret to force a re-issue (11.7)"
+
+
+class TlsStoreSpec(BaseModel):
+    """The TLSStore the runbook applies (traefik-default-tlsstore.yaml), from the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = "kube-system"
+    name: str = "default"
+    secret: str | None = Field(None, description="the wildcard TLS secret Traefik serves by default, e.g. "
+                                                 "wildcard-example-com-tls; unset: the apply action is not offered")
+
+
+class TlsChecks(BaseModel):
+    """``checks.tls-handshake`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    root_ca_namespace: str = Field("cert-manager", description="namespace of the root CA ConfigMap clients are given")
+    root_ca_configmap: str = Field("vault-root-ca", description="the ConfigMap distribute_root_ca writes")
+    root_ca_key: str = "ca.crt"
+    port: int = Field(443, description="Traefik's websecure port on the LB IP")
+    warn_days: float = Field(7, ge=0, description="a served certificate closer than this to notAfter: warn")
+    max_hosts: int = Field(60, ge=1, description="hosts probed per run at most")
+    tlsstore: TlsStoreSpec = Field(default_factory=TlsStoreSpec)
+
+
+@sop("tls-handshake", title="TLS handshake through the LB IP: served certificate, chain, TLSStore default",
+     sections=("4.5",), severity=Severity.P2,
+     causes=("serves TRAEFIK DEFAULT CERT", "Gateway TLS configuration is incorrect",
+             "TLSStore default certificate is not configured", "client does not trust the Vault Root CA",
+             "serves an expired certificate"))
+async def tls_handshake(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Connect to every Gateway/HTTPRoute host through Traefik's LB IP with its name as SNI (runbook
+    4.5's ``openssl s_client``): the certificate served (TRAEFIK DEFAULT CERT, expiry, name), its chain
+    against the root CA ConfigMap, each listener's certificateRef, and the TLSStore default certificate."""
+    from handlers.networking import TraefikChecks
+
+    cfg = check_settings(ctx, "tls-handshake", TlsChecks)
+    lb_cfg = check_settings(ctx, "traefik-lb", TraefikChecks)
+    kube = ctx.require_kube()
+    gateways, routes, stores, certs = await asyncio.gather(
+        kube.list(GATEWAY, "gateways"), kube.list(GATEWAY, "httproutes"), _tlsstores(kube),
+        kube.list(CM, "certificates"))
+    findings: list[Finding] = []
+    root_pem, missing = await _root_ca(kube, cfg)
+    if missing:
+        findings.append(missing)
+    store_finding, default_ok = _tlsstore_finding(stores, certs, cfg)
+    findings.append(store_finding)
+    try:
+        svc = await kube.get("v1", "services", lb_cfg.service, lb_cfg.namespace)
+    except SourceError as exc:
+        return findings + [Finding(status=Status.unknown, target=f"svc/{lb_cfg.namespace}/{lb_cfg.service}",
+                                   summary=f"no LB IP to probe: {exc.reason}")]
+    ips = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+    if not ips:
+        return findings + [Finding(status=Status.unknown, target=f"svc/{lb_cfg.namespace}/{lb_cfg.service}",
+                                   summary="no LB IP to probe (EXTERNAL-IP pending: run traefik-lb, 3.3)")]
+    hosts = _hosts(gateways, routes)
+    listed = sorted(hosts)[:cfg.max_hosts]
+    sem = asyncio.Semaphore(8)
+
+    async def one(host: str) -> Finding:
+        async with sem:
+            result, failed = await ctx.attempt(ctx.tls_probe(ips[0], cfg.port, sni=host, ca_pem=root_pem or None),
+                                               f"https://{host}")
+        if failed is not None:
+            return failed
+        return _served_finding(host, result, hosts[host], certs, default_ok, cfg, root_pem)
+
+    served = await asyncio.gather(*(one(h) for h in listed))
+    bad = [f for f in served if f.status is not Status.ok]
+    findings.extend(bad)
+    good = [f for f in served if f.status is Status.ok]
+    if good:
+        findings.append(Finding(status=Status.ok, target=f"{ips[0]}:{cfg.port}",
+                                summary=f"{len(good)} of {len(listed)} hosts serve their own Vault-issued certificate"
+                                        + (" that verifies against the root CA" if root_pem else ""),
+                                details="\n".join(f.summary for f in good)))
+    return findings
+
+
+async def _tlsstores(kube: KubeClient) -> list[dict]:
+    try:
+        return await kube.list(TRAEFIK, "tlsstores")
+    except SourceError as exc:
+        if exc.status == 404:  # CRD not installed: no TLSStore at all
+            return []
+        raise
+
+
+async def _root_ca(kube: KubeClient, cfg: TlsChecks) -> tuple[str, Finding | None]:
+    target = f"configmap/{cfg.root_ca_namespace}/{cfg.root_ca_configmap}"
+    try:
+        cm = await kube.get("v1", "configmaps", cfg.root_ca_configmap, cfg.root_ca_namespace)
+    except SourceError as exc:
+        why = "missing" if exc.status == 404 else exc.reason
+        return "", Finding(status=Status.unknown, target=target,
+                           summary=f"root CA ConfigMap {why}: served chains not checked against the root CA")
+    pem = str((cm.get("data") or {}).get(cfg.root_ca_key) or "")
+    if "BEGIN CERTIFICATE" not in pem:
+        return "", Finding(status=Status.unknown, target=target,
+                           summary=f"no PEM under {cfg.root_ca_key}: served chains not checked against the root CA")
+    return pem, None
+
+
+def _tlsstore_finding(stores: list[dict], certs: list[dict], cfg: TlsChecks) -> tuple[Finding, bool]:
+    """The TLSStore ``default``: present, naming a secret a Ready Certificate fills."""
+    spec = cfg.tlsstore
+    target = f"tlsstore/{spec.namespace}/{spec.name}"
+    action = [SuggestedAction(action="apply-tlsstore")] if spec.secret else []
+    store = next((s for s in stores if s["metadata"]["name"] == spec.name
+                  and s["metadata"].get("namespace") == spec.namespace), None)
+    secret = (((store or {}).get("spec") or {}).get("defaultCertificate") or {}).get("secretName")
+    if not secret:
+        what = "does not exist" if store is None else "has no defaultCertificate.secretName"
+        return Finding(status=Status.warn, target=target,
+                       summary=f"TLSStore default certificate is not configured: {target} {what}; names without "
+                               "a certificate of their own get Traefik's self-signed TRAEFIK DEFAULT CERT",
+                       next_step=TLSSTORE_STEP, actions=action), False
+    filled = [c for c in certs if c["metadata"].get("namespace") == spec.namespace
+              and (c.get("spec") or {}).get("secretName") == secret]
+    if not filled:
+        return Finding(status=Status.warn, target=target,
+                       summary=f"TLSStore default certificate is not configured: it names Secret {secret}, which no "
+                               f"Certificate in {spec.namespace} fills", next_step=TLSSTORE_STEP), False
+    ready = (condition(filled[0], "Ready") or {}).get("status") == "True"
+    return Finding(status=Status.ok if ready else Status.warn, target=target,
+                   summary=f"default certificate {spec.namespace}/{secret} (Certificate {filled[0]['metadata']['name']} "
+                           f"Ready={'True' if ready else 'False'})", next_step="" if ready else NOT_READY_STEP), True
+
+
+def _hosts(gateways: list[dict], routes: list[dict]) -> dict[str, list[tuple[dict, dict]]]:
+    """Host name → the (Gateway, HTTPS listener) pairs that should serve it: listener hostnames,
+    and the hostnames of HTTPRoutes attached to a Gateway (wildcards are not probed)."""
+    by_key = {(g["metadata"].get("namespace", ""), g["metadata"]["name"]): g for g in gateways}
+    out: dict[str, list[tuple[dict, dict]]] = {}
+
+    def https(gw: dict, section: str | None) -> list[dict]:
+        return [ls for ls in (gw.get("spec") or {}).get("listeners") or []
+                if ls.get("protocol") == "HTTPS" and section in (None, ls.get("name"))]
+
+    for gw in gateways:
+        for ls in https(gw, None):
+            host = ls.get("hostname")
+            if host and "*" not in host:
+                out.setdefault(host.lower(), []).append((gw, ls))
+    for route in routes:
+        ns = route["metadata"].get("namespace", "")
+        for ref in (route.get("spec") or {}).get("parentRefs") or []:
+            gw = by_key.get((ref.get("namespace") or ns, ref.get("name", "")))
+            if gw is None:
+                continue
+            for host in (route.get("spec") or {}).get("hostnames") or []:
+                if "*" in host:
+                    continue
+                pairs = out.setdefault(host.lower(), [])
+                for ls in https(gw, ref.get("sectionName")):
+                    if (gw, ls) not in pairs:
+                        pairs.append((gw, ls))
+    return {h: p for h, p in out.items() if p}
+
+
+def _listener_problem(gw: dict, ls: dict) -> str:
+    """Why a listener's certificate cannot be served: its ResolvedRefs condition (Traefik sets it
+    False, InvalidCertificateRef, when the Secret is missing or not a TLS secret)."""
+    refs = [r.get("name", "") for r in (ls.get("tls") or {}).get("certificateRefs") or []]
+    if not refs:
+        return f"listener {ls.get('name')} has no tls.certificateRefs"
+    status = next((s for s in (gw.get("status") or {}).get("listeners") or [] if s.get("name") == ls.get("name")), {})
+    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "ResolvedRefs"), None)
+    if cond is not None and cond.get("status") == "False":
+        return (f"listener {ls.get('name')} certificateRef {', '.join(refs)}: ResolvedRefs=False "
+                f"({cond.get('reason', '')}): {_first_line(cond.get('message', ''))}")
+    return ""
+
+
+def _served_finding(host: str, result: TlsResult, pairs: list[tuple[dict, dict]], certs: list[dict],
+                    default_ok: bool, cfg: TlsChecks, root_pem: str) -> Finding:
+    leaf = result.leaf
+    gw, ls = pairs[0]
+    gw_ref = f"gateway/{gw['metadata'].get('namespace', '')}/{gw['metadata']['name']}"
+    seen = (f"subject CN={leaf.subject_cn}, issuer CN={leaf.issuer_cn}, notAfter {leaf.not_after:%Y-%m-%d}")
+    problems = [p for p in (_listener_problem(g, listener) for g, listener in pairs) if p]
+    step = GATEWAY_TLS_STEP.format(ns=gw["metadata"].get("namespace", ""), name=gw["metadata"]["name"])
+    if leaf.traefik_default:
+        why = "; ".join(problems) or "no certificate loaded for this name"
+        if not default_ok:
+            why += "; and the TLSStore default certificate is not configured"
+        return Finding(status=Status.crit, target=f"https://{host}",
+                       summary=f"serves TRAEFIK DEFAULT CERT (self-signed, {seen}): {why}",
+                       details=f"{gw_ref}: {why}", next_step=DEFAULT_CERT_STEP)
+    if problems:
+        return Finding(status=Status.warn, target=f"https://{host}",
+                       summary=f"Gateway TLS configuration is incorrect: {gw_ref} {'; '.join(problems)}; Traefik "
+                               f"serves its default certificate instead ({seen})", next_step=step)
+    days = leaf.days_left()
+    secret = next((r.get("name") for r in (ls.get("tls") or {}).get("certificateRefs") or []), "")
+    owner = next((c for c in certs if c["metadata"].get("namespace") == gw["metadata"].get("namespace")
+                  and (c.get("spec") or {}).get("secretName") == secret), None)
+    reissue = [SuggestedAction(action="reissue-certificate", params={
+        "namespace": owner["metadata"]["namespace"], "certificate": owner["metadata"]["name"]})] if owner else []
+    if days < 0:
+        return Finding(status=Status.crit, target=f"https://{host}",
+                       summary=f"serves an expired certificate: expired {-days:.0f} days ago ({seen})",
+                       next_step=SERVED_EXPIRED_STEP, actions=reissue)
+    if not leaf.matches(host):
+        return Finding(status=Status.crit, target=f"https://{host}",
+                       summary=f"serves a certificate for other names ({', '.join(leaf.sans) or leaf.subject_cn}; {seen})",
+                       next_step=step)
+    if result.verified is False:
+        return Finding(status=Status.crit, target=f"https://{host}",
+                       summary=f"client does not trust the Vault Root CA: the served chain does not verify against "
+                               f"configmap/{cfg.root_ca_namespace}/{cfg.root_ca_configmap} ({result.verify_error}; {seen})",
+                       next_step=UNTRUSTED_STEP)
+    if days < cfg.warn_days:
+        return Finding(status=Status.warn, target=f"https://{host}",
+                       summary=f"serves a certificate expiring in {days:.0f} days ({seen})",
+                       next_step=EXPIRY_STEP, actions=reissue)
+    return Finding(status=Status.ok, target=f"https://{host}", summary=f"{host}: {seen}")
+
+
+class TlsStoreParams(ActionParams):
+    """No arguments: the object comes from ``checks.tls-handshake.tlsstore`` in the config."""
+
+
+@remediation_action
+class ApplyTlsStore(Action[TlsStoreParams]):
+    name = "apply-tlsstore"
+    title = "Apply the TLSStore default certificate from the config"
+    section = "4.5"
+    step = "Apply TLSStore if missing (traefik-default-tlsstore.yaml)"
+    risk = Risk.low
+    params = TlsStoreParams
+    changes = "creates (or sets spec.defaultCertificate of) the TLSStore Traefik serves for names without a certificate"
+
+    def _spec(self, env: ActionEnv) -> TlsStoreSpec:
+        return check_settings(env.ctx, "tls-handshake", TlsChecks).tlsstore
+
+    def _object(self, spec: TlsStoreSpec) -> dict:
+        return {"apiVersion": TRAEFIK, "kind": "TLSStore", "metadata": {"name": spec.name, "namespace": spec.namespace},
+                "spec": {"defaultCertificate": {"secretName": spec.secret}}}
+
+    async def plan(self, env: ActionEnv, p: TlsStoreParams) -> Plan:
+        spec = self._spec(env)
+        runbook = ["kubectl apply -f services/monitoring-stack/kube-system/traefik-default-tlsstore.yaml",
+                   f"kubectl get tlsstore {spec.name} -n {spec.namespace} -o yaml"]
+        if not spec.secret:
+            return Plan(blocked="checks.tls-handshake.tlsstore.secret is not set: the bot does not invent the "
+                                "default certificate's Secret", runbook=runbook)
+        kube = env.ctx.require_kube()
+        obj = self._object(spec)
+        preview = "```yaml\n" + _yaml(obj) + "```"
+        try:
+            current = await kube.get(TRAEFIK, "tlsstores", spec.name, spec.namespace)
+        except SourceError as exc:
+            if exc.status != 404:
+                raise
+            await kube.create(TRAEFIK, "tlsstores", obj, spec.namespace, dry_run=True)
+            return Plan(operations=[f"CREATE {TRAEFIK} tlsstores {spec.namespace}/{spec.name}"],
+                        preview="The API server accepted creating (dry run):\n" + preview, dry_run=True,
+                        state=fingerprint(["absent"]), state_text="TLSStore absent", runbook=runbook)
+        have = ((current.get("spec") or {}).get("defaultCertificate") or {}).get("secretName")
+        if have == spec.secret:
+            return Plan(nothing_to_do=f"TLSStore {spec.namespace}/{spec.name} already serves {have}", runbook=runbook)
+        patch = {"spec": {"defaultCertificate": {"secretName": spec.secret}}}
+        await kube.patch(TRAEFIK, "tlsstores", spec.name, patch, spec.namespace, dry_run=True)
+        return Plan(operations=[f"PATCH {TRAEFIK} tlsstores {spec.namespace}/{spec.name}: spec.defaultCertificate"],
+                    preview=f"defaultCertificate {have or '(unset)'} → {spec.secret}; the API server accepted the "
+                            "patch (dry run):\n" + preview, dry_run=True,
+                    state=fingerprint([current["metadata"].get("resourceVersion")]),
+                    state_text=f"TLSStore resourceVersion {current['metadata'].get('resourceVersion')}", runbook=runbook)
+
+    async def run(self, env: ActionEnv, p: TlsStoreParams) -> Outcome:
+        spec = self._spec(env)
+        kube = env.ctx.require_kube()
+        try:
+            await kube.get(TRAEFIK, "tlsstores", spec.name, spec.namespace)
+        except SourceError as exc:
+            if exc.status != 404:
+                raise
+            await kube.create(TRAEFIK, "tlsstores", self._object(spec), spec.namespace)
+            return Outcome(ok=True, summary=f"created TLSStore {spec.namespace}/{spec.name} → {spec.secret}")
+        await kube.patch(TRAEFIK, "tlsstores", spec.name, {"spec": {"defaultCertificate": {"secretName": spec.secret}}},
+                         spec.namespace)
+        return Outcome(ok=True, summary=f"set TLSStore {spec.namespace}/{spec.name} defaultCertificate to {spec.secret}")
+
+
+def _yaml(obj: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False)

@@ -592,6 +592,9 @@ def _namespace(b: _Builder, ns: str) -> None:
     b.add({"apiVersion": CORE, "kind": "ConfigMap", "metadata": b.meta("kube-root-ca.crt", ns),
            "data": {"ca.crt": b.vault.pki.kube_ca.pem if b.vault.pki else ""}})
     b.add({"apiVersion": CORE, "kind": "ServiceAccount", "metadata": b.meta("default", ns)})
+    # The runbook's distribute_root_ca: the Vault root CA in every namespace (4.4 step 3c, 4.5).
+    b.add({"apiVersion": CORE, "kind": "ConfigMap", "metadata": b.meta("vault-root-ca", ns),
+           "data": {"ca.crt": b.vault.pki.root.pem if b.vault.pki else ""}})
 
 
 def _nodes(b: _Builder, total: int) -> None:

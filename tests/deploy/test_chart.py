@@ -40,7 +40,7 @@ NO_SCHEMA_KINDS = {"ServiceMonitor", "AlertmanagerConfig"}
 READ = {"get", "list", "watch"}
 
 DIAGNOSTICS = {
-    "": {"nodes", "pods", "pods/log", "services", "serviceaccounts", "endpoints", "events", "namespaces",
+    "": {"nodes", "pods", "pods/log", "services", "serviceaccounts", "configmaps", "endpoints", "events", "namespaces",
          "persistentvolumeclaims", "persistentvolumes"},
     "apps": {"deployments", "daemonsets", "statefulsets", "replicasets"},
     "batch": {"jobs"},
@@ -55,7 +55,7 @@ DIAGNOSTICS = {
 }
 
 NO_ACTIONS = {k: False for k in ("restart", "scale", "deletePods", "cordon", "drain",
-                                 "labelNodes", "reissueCertificates")}
+                                 "labelNodes", "reissueCertificates", "applyTlsStore")}
 # What each remediation action alone must grant cluster-wide: (apiGroup, resource, verb).
 ACTION_GRANTS = {
     "restart": {("apps", "deployments", "patch"), ("apps", "daemonsets", "patch"),
@@ -66,6 +66,7 @@ ACTION_GRANTS = {
     "drain": {("", "nodes", "patch"), ("", "pods/eviction", "create")},
     "labelNodes": {("", "nodes", "patch")},
     "reissueCertificates": set(),  # namespaced Roles only, see its own test
+    "applyTlsStore": {("traefik.io", "tlsstores", "create"), ("traefik.io", "tlsstores", "patch")},
 }
 
 SECRETS = {"mattermostToken": "mm-bot-token", "slashTokens": ["slash-a", "slash-b"],

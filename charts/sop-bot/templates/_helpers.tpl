@@ -123,4 +123,9 @@ app.kubernetes.io/part-of: sop-bot
   resources: ["pods/eviction"]
   verbs: ["create"]
 {{- end }}
+{{- if $a.applyTlsStore }}
+- apiGroups: ["traefik.io"]
+  resources: ["tlsstores"]
+  verbs: ["create", "patch"]
+{{- end }}
 {{- end }}

@@ -1,0 +1,77 @@
+"""Runbook chapter 4 beyond the scenario table: the TLSStore action from the config (dry-run
+preview, then the real write), what the 4.5 handshake SOP shows a user, and /sop triage tls."""
+
+from __future__ import annotations
+
+from bot.approvals.actions import ACTIONS, ActionEnv
+from bot.config import RemediationConfig
+from bot.engine import run_sop
+from bot.models import Status
+from bot.registry import load_handlers
+from bot.runtime import build_context
+from sandbox.platform import TRAEFIK
+
+REGISTRY = {s.id: s for s in load_handlers()}
+
+
+async def test_tlsstore_missing_is_proposed_and_applied_from_the_config(sandbox) -> None:
+    await sandbox.apply("tls-tlsstore-missing")
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["tls-handshake"], ctx)
+        store = next(f for f in report.findings if f.target == "tlsstore/kube-system/default")
+        assert store.status is Status.warn and [a.action for a in store.actions] == ["apply-tlsstore"]
+        action = ACTIONS["apply-tlsstore"]
+        env = ActionEnv(ctx=ctx, config=RemediationConfig(enabled=True, approvers=["alice"]))
+        params = action.params()
+        plan = await action.plan(env, params)
+        assert plan.dry_run and plan.operations == [f"CREATE {TRAEFIK} tlsstores kube-system/default"]
+        assert "secretName: wildcard-example-com-tls" in plan.preview and "kind: TLSStore" in plan.preview
+        assert sandbox.platform.kube.get(TRAEFIK, "TLSStore", "default", "kube-system") is None  # dry run only
+        outcome = await action.run(env, params)
+        assert outcome.ok, outcome.summary
+        created = sandbox.platform.kube.get(TRAEFIK, "TLSStore", "default", "kube-system")
+        assert created["spec"] == {"defaultCertificate": {"secretName": "wildcard-example-com-tls"}}
+        assert (await action.plan(env, params)).nothing_to_do
+        after = await run_sop(REGISTRY["tls-handshake"], ctx)
+        assert after.status is Status.ok, [f.summary for f in after.findings]
+    finally:
+        await ctx.close()
+
+
+async def test_the_tlsstore_secret_is_never_invented(sandbox) -> None:
+    await sandbox.apply("tls-tlsstore-missing")
+    ctx = await build_context(sandbox.settings(checks={}))
+    try:
+        report = await run_sop(REGISTRY["tls-handshake"], ctx)
+        store = next(f for f in report.findings if f.target == "tlsstore/kube-system/default")
+        assert store.status is Status.warn and store.actions == []
+        plan = await ACTIONS["apply-tlsstore"].plan(
+            ActionEnv(ctx=ctx, config=RemediationConfig(enabled=True)), ACTIONS["apply-tlsstore"].params())
+        assert plan.blocked and "tlsstore.secret is not set" in plan.blocked
+    finally:
+        await ctx.close()
+
+
+async def test_expired_served_certificate_proposes_the_reissue_of_its_certificate(sandbox) -> None:
+    await sandbox.apply("tls-served-cert-expired")
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["tls-handshake"], ctx)
+    finally:
+        await ctx.close()
+    bad = [f for f in report.findings if f.status is not Status.ok]
+    assert [f.target for f in bad] == ["https://grafana.example.com"]
+    assert "expired 3 days ago" in bad[0].summary and "issuer CN=Example Org Intermediate CA" in bad[0].summary
+    assert [(a.action, a.params) for a in bad[0].actions] == [
+        ("reissue-certificate", {"namespace": "monitoring", "certificate": "grafana-example-com-tls"})]
+
+
+async def test_without_probes_the_handshake_is_unknown_not_ok(sandbox) -> None:
+    ctx = await build_context(sandbox.settings(probe={}))
+    try:
+        report = await run_sop(REGISTRY["tls-handshake"], ctx)
+    finally:
+        await ctx.close()
+    assert report.status is Status.unknown
+    assert any("no probes configured" in f.summary for f in report.findings if f.status is Status.unknown)
