@@ -111,10 +111,11 @@ def _kubelet_skew(p: Platform) -> None:
             n["status"]["nodeInfo"]["kubeletVersion"] = OLD_KUBELET_VERSION
             n["status"]["nodeInfo"]["kubeProxyVersion"] = OLD_KUBELET_VERSION
         p.kube.update(CORE, "Node", node, "", old)
-        machine = f"{node}-machine"
-        if p.kube.get("cluster.x-k8s.io/v1beta1", "Machine", machine, "fleet-default"):
-            p.kube.update("cluster.x-k8s.io/v1beta1", "Machine", machine, "fleet-default",
-                          lambda m: m["status"]["nodeInfo"].update(kubeletVersion=OLD_KUBELET_VERSION))
+        machine = f"{node}-machine"  # Rancher's Machine (management cluster) and its guest copy
+        for store in (p.kube, p.mgmt):
+            if store is not None and store.get("cluster.x-k8s.io/v1beta1", "Machine", machine, "fleet-default"):
+                store.update("cluster.x-k8s.io/v1beta1", "Machine", machine, "fleet-default",
+                             lambda m: m["status"]["nodeInfo"].update(kubeletVersion=OLD_KUBELET_VERSION))
 
 
 # -- certificates (ch. 4) ----------------------------------------------------------------------
@@ -323,7 +324,7 @@ _LISTED: tuple[Scenario, ...] = (
              _vault_partially_sealed,
              section="5.2", status="crit", cause="1 of 3 replicas unsealed and reachable"),
     Scenario("vault-no-leader", "all replicas unsealed but Raft elects no leader: every node standby (5.3)", _vault_no_leader,
-             section="5.3", status="warn", cause="Raft peers cannot reach each other on port 8201"),
+             section="5.3", status="crit", cause="Raft peers cannot reach each other on port 8201"),
     Scenario("vault-replica-down", "vault-2 unreachable (connection refused), its pod in CrashLoopBackOff (5.1)",
              _vault_replica_down,
              section="5.1", status="crit", cause="vault-2 | unreachable"),
