@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.sdk import (Finding, HandlerContext, HostPort, NoParams, Sample, Severity, SOPParams,
-                     Status, SuggestedAction, check_settings, condition, parse_time, promql_string,
-                     sop)
+                     SourceError, Status, SuggestedAction, check_settings, condition, parse_time,
+                     promql_string, quantity, sop)
 
 NOT_READY_STEP = ("2.2: kubectl describe node <node> (Conditions), check kubelet on the node "
                   "(systemctl status rke2-agent), and the VM in Harvester")
@@ -422,6 +422,105 @@ async def etcd_health(ctx: HandlerContext, params: EtcdParams) -> list[Finding]:
     else:
         findings.insert(0, Finding(status=Status.ok, target="members", summary=summary))
     return findings
+
+
+# -- 2.3 snapshot schedule and 10.3 etcd Restore from Snapshot ------------------------------------
+ETCD_SNAPSHOT_API = "k3s.cattle.io/v1"
+SNAPSHOT_STALE_STEP = ("2.3 Prevention: snapshots run every 6 hours (cluster.tf etcd snapshot_schedule_cron): "
+                       "check rke2-server's log on the CP nodes (journalctl -u rke2-server | grep -i snapshot) "
+                       "and take one now (rke2 etcd-snapshot save, SSH)")
+SNAPSHOT_FAILED_STEP = "2.3: a snapshot failed: read its error, free space under /var/lib/rancher/rke2/server/db/snapshots"
+SNAPSHOT_NONE_STEP = ("2.3 Escalation: no etcd snapshot is available: if quorum is lost as well this needs a full "
+                      "cluster rebuild: escalate to the infrastructure lead now; take a snapshot while etcd still answers")
+RESTORE_GUIDANCE = ("10.3 etcd Restore from Snapshot is done on the CP nodes over SSH, which the bot cannot do: "
+                    "stop rke2-server on ALL CP nodes; restore the snapshot on ONE node (etcdctl snapshot restore "
+                    "<file> --data-dir=.../db/etcd-new, swap it with db/etcd); start rke2-server there first, wait "
+                    "for it to lead, then start the others; verify kubectl get nodes. 15-30 minutes; if the restore "
+                    "fails, contact Rancher support.")
+
+
+class SnapshotChecks(BaseModel):
+    """``checks.etcd-snapshots`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    every_hours: float = Field(6, gt=0, description="the snapshot schedule (cluster.tf: every 6 hours)")
+    retain: int = Field(5, ge=1, description="snapshots kept per node (cluster.tf: 5)")
+    late_factor: float = Field(1.5, ge=1, description="the newest snapshot older than this many intervals: late")
+    critical_hours: float = Field(24, gt=0, description="the newest snapshot older than this: critical")
+
+
+@sop("etcd-snapshots", title="etcd snapshots: on schedule, ready, per CP node; 10.3 restore prerequisites",
+     sections=("2.3", "10.3"), severity=Severity.P1,
+     causes=("etcd snapshots late (schedule not running)", "etcd snapshot failed",
+             "no etcd snapshot available"))
+async def etcd_snapshots(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """The ETCDSnapshotFile objects RKE2 records for each snapshot (what `ls db/snapshots/` shows
+    on the node): the newest one's age against the 6-hourly schedule, failures with their error,
+    the count per CP node against the retention, and which one a 10.3 restore would start from."""
+    cfg = check_settings(ctx, "etcd-snapshots", SnapshotChecks)
+    kube = ctx.require_kube()
+    try:
+        snaps = await kube.list(ETCD_SNAPSHOT_API, "etcdsnapshotfiles")
+    except SourceError as exc:
+        if exc.status != 404:
+            raise
+        return [Finding(status=Status.unknown, target="etcd snapshots",
+                        summary="the cluster has no ETCDSnapshotFile API (k3s.cattle.io/v1): not RKE2/k3s, "
+                                "or too old to record snapshots as objects; check db/snapshots/ on a CP node")]
+    nodes = await kube.list("v1", "nodes", label_selector=CONTROL_PLANE)
+    cps = sorted(n["metadata"]["name"] for n in nodes)
+    now = datetime.now(timezone.utc)
+    good = sorted((s for s in snaps if (s.get("status") or {}).get("readyToUse") is True),
+                  key=_snap_time, reverse=True)
+    failed = [s for s in snaps if (s.get("status") or {}).get("readyToUse") is False
+              or (s.get("status") or {}).get("error")]
+    findings: list[Finding] = []
+    if not good:
+        findings.append(Finding(status=Status.crit, target="etcd snapshots",
+                                summary=f"no etcd snapshot available ({len(snaps)} recorded, none ready to use)",
+                                next_step=SNAPSHOT_NONE_STEP, details=RESTORE_GUIDANCE))
+    else:
+        newest = good[0]
+        age_h = (now - _snap_time(newest)).total_seconds() / 3600
+        late = age_h > cfg.every_hours * cfg.late_factor
+        status = Status.crit if age_h > cfg.critical_hours else Status.warn if late else Status.ok
+        summary = (f"newest snapshot {newest['spec'].get('snapshotName', newest['metadata']['name'])} on "
+                   f"{newest['spec'].get('nodeName', '?')} is {age_h:.1f}h old")
+        summary += (f": etcd snapshots late, the schedule is every {cfg.every_hours:g}h" if late
+                    else f" (schedule every {cfg.every_hours:g}h)")
+        findings.append(Finding(status=status, target="etcd snapshots", summary=summary,
+                                next_step=SNAPSHOT_STALE_STEP if late else ""))
+    for snap in sorted(failed, key=_snap_time, reverse=True)[:3]:
+        err = ((snap.get("status") or {}).get("error") or {}).get("message") or "not ready to use"
+        findings.append(Finding(status=Status.warn, target=f"snapshot {snap['spec'].get('snapshotName', '?')}",
+                                summary=f"etcd snapshot failed on {snap['spec'].get('nodeName', '?')}: {err[:200]}",
+                                next_step=SNAPSHOT_FAILED_STEP))
+    per_node = Counter(s["spec"].get("nodeName", "?") for s in good)
+    short = [n for n in cps if not per_node.get(n)]
+    if short and good:  # each etcd node snapshots its own copy; one missing its share stopped snapshotting
+        findings.append(Finding(status=Status.warn, target="snapshots per node",
+                                summary=f"CP node(s) without a snapshot: {', '.join(short)}",
+                                next_step=SNAPSHOT_STALE_STEP))
+    if good:
+        newest = good[0]
+        where = newest["spec"].get("nodeName", "?")
+        size = (newest.get("status") or {}).get("size")
+        try:
+            mb = f"{quantity(size) / 2 ** 20:.0f} MiB" if size else "size n/a"
+        except ValueError:
+            mb = "size n/a"
+        present = "a listed CP node" if where in cps else "a node that is no longer listed: copy the file first"
+        findings.append(Finding(status=Status.ok, target="10.3 prerequisites",
+                                summary=f"restore would start from {newest['spec'].get('location', '?')} ({mb}) on "
+                                        f"{where}, {present}; {len(good)} snapshot(s) ready across "
+                                        f"{len(per_node)} node(s) (retention {cfg.retain} per node)",
+                                details=RESTORE_GUIDANCE))
+    return findings
+
+
+def _snap_time(snap: dict) -> datetime:
+    return (parse_time((snap.get("status") or {}).get("creationTime"))
+            or parse_time(snap["metadata"].get("creationTimestamp")) or datetime.min.replace(tzinfo=timezone.utc))
 
 
 def _by_instance(samples: list[Sample]) -> dict[str, float]:

@@ -564,6 +564,40 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     return Platform(kube=store, vault=vc)
 
 
+ETCD_SNAPSHOT = "k3s.cattle.io/v1"
+SNAPSHOT_EVERY_H = 6   # cluster.tf: etcd_snapshot_schedule_cron every 6 hours, retention 5
+SNAPSHOT_RETAIN = 5
+
+
+def etcd_snapshot(b_or_store: Any, node: str, taken: datetime, *, size: int = 38_797_344,
+                  ready: bool = True, error: str = "") -> Obj:
+    """One ETCDSnapshotFile as RKE2 records a local snapshot (k3s pkg/etcd/snapshot.go)."""
+    stamp = int(taken.timestamp())
+    name = f"etcd-snapshot-{node}-{stamp}"
+    obj: Obj = {
+        "apiVersion": ETCD_SNAPSHOT, "kind": "ETCDSnapshotFile",
+        "metadata": {"name": f"local-{name}-{format(stamp * 2654435761 % 2 ** 24, '06x')}",
+                     "labels": {"etcd.k3s.cattle.io/snapshot-storage-node": node},
+                     "annotations": {"etcd.k3s.cattle.io/snapshot-token-hash": format(stamp, "x")},
+                     "creationTimestamp": iso(taken)},
+        "spec": {"snapshotName": name, "nodeName": node,
+                 "location": f"file:///var/lib/rancher/rke2/server/db/snapshots/{name}"},
+        "status": {"readyToUse": ready, "creationTime": iso(taken), "size": str(size)},
+    }
+    if error:
+        obj["status"]["error"] = {"time": iso(taken), "message": error}
+    store = b_or_store.store if isinstance(b_or_store, _Builder) else b_or_store
+    return store.add(obj)
+
+
+def _etcd_snapshots(b: _Builder) -> None:
+    """The last five 6-hourly snapshots on every etcd node, the newest 2 h old."""
+    newest = b.t0.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    for node in b.nodes["cp"]:
+        for k in range(SNAPSHOT_RETAIN):
+            etcd_snapshot(b, node, newest - timedelta(hours=SNAPSHOT_EVERY_H * k), size=38_797_344 + 4096 * k)
+
+
 def _cluster_scoped(b: _Builder) -> None:
     for ns in (*NAMESPACES,):
         _namespace(b, ns)
@@ -665,6 +699,7 @@ def _kube_system(b: _Builder) -> None:
     b.deployment(ks, "harvester-cloud-provider", 1, {"app.kubernetes.io/name": "harvester-cloud-provider",
                                                      "app.kubernetes.io/instance": "harvester-cloud-provider"},
                  "rancher/harvester-cloud-provider:v0.2.10", [], selector_pool=False)
+    _etcd_snapshots(b)
     b.deployment(ks, "rancher-cluster-autoscaler", 1, {"app": "cluster-autoscaler",
                                                        "app.kubernetes.io/name": "rancher-cluster-autoscaler"},
                  "rancher/cluster-autoscaler:v1.33.0", [8085], selector_pool=False, container="cluster-autoscaler")

@@ -371,6 +371,12 @@ RESOURCES: tuple[ResourceType, ...] = (
         _c("TargetNamespace", ".spec.targetNamespace"), _c("Version", ".spec.version"),
     ), age=False),
     _crd("helm.cattle.io", "v1", "HelmChartConfig", "helmchartconfigs", status=False),
+    # RKE2's record of each etcd snapshot file (k3s pkg/apis/k3s.cattle.io/v1): cluster-scoped.
+    _crd("k3s.cattle.io", "v1", "ETCDSnapshotFile", "etcdsnapshotfiles", False, (), (
+        _c("SnapshotName", ".spec.snapshotName"), _c("Node", ".spec.nodeName"),
+        _c("Location", ".spec.location"), _c("Size", ".status.size"),
+        _c("CreationTime", ".status.creationTime"),
+    )),
     # -- Prometheus operator -----------------------------------------------------------------
     _crd("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules", True, ("promrule",),
          categories=("prometheus-operator",), status=False),

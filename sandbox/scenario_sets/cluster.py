@@ -8,6 +8,7 @@ from sandbox.kube.store import Obj
 from sandbox.platform import (CORE, Platform, add_event, add_log, add_taint, iso, now, set_condition,
                               set_pod_unschedulable, set_pod_waiting)
 from sandbox.scenario_model import Scenario, _first_pod, _scheduling_message, _worker
+from sandbox.world import etcd_snapshot
 
 
 # -- chapter 1: what the flowchart's pod branches read ---------------------------------------------
@@ -107,6 +108,35 @@ def _golden_image_drift(p: Platform) -> None:
     p.kube.update(CORE, "Node", node, "", fn)
 
 
+# -- 2.3 / 10.3 etcd snapshots --------------------------------------------------------------------
+SNAPSHOTS = "k3s.cattle.io/v1"
+
+
+def _drop_snapshots(p: Platform, newer_than_hours: float | None = None) -> None:
+    cutoff = now() - timedelta(hours=newer_than_hours) if newer_than_hours is not None else None
+    for snap in p.kube.list(SNAPSHOTS, "ETCDSnapshotFile"):
+        taken = snap["status"]["creationTime"]
+        if cutoff is None or taken > iso(cutoff):
+            p.kube.remove(SNAPSHOTS, "ETCDSnapshotFile", snap["metadata"]["name"])
+
+
+def _etcd_snapshots_late(p: Platform) -> None:
+    """The snapshot schedule stopped a day ago: nothing newer than 20 hours."""
+    _drop_snapshots(p, newer_than_hours=20)
+
+
+def _etcd_snapshot_failed(p: Platform) -> None:
+    """The last run on rke2-cp-1 failed: the snapshot directory's disk is full."""
+    taken = now() - timedelta(minutes=50)
+    etcd_snapshot(p.kube, "rke2-cp-1", taken, size=0, ready=False,
+                  error="failed to save snapshot: write /var/lib/rancher/rke2/server/db/snapshots/"
+                        f"etcd-snapshot-rke2-cp-1-{int(taken.timestamp())}.part: no space left on device")
+
+
+def _etcd_snapshots_missing(p: Platform) -> None:
+    _drop_snapshots(p)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("crashloop-oomkilled", "argocd-repo-server in CrashLoopBackOff, last termination OOMKilled (1)",
              _crashloop_oomkilled, section="1", status="warn", cause="pod(s) OOMKilled"),
@@ -124,6 +154,13 @@ SCENARIOS: tuple[Scenario, ...] = (
              _node_memory_pressure, section="2.2", status="warn", cause="pressure | MemoryPressure"),
     Scenario("labels-race", "a compute node without workload-type nor its machine-pool label (2.6 label race)",
              _labels_race, section="2.6", status="warn", cause="label race: rke2-compute-1 without"),
+    Scenario("etcd-snapshots-late", "no etcd snapshot for 20 hours: the 6-hourly schedule stopped (2.3, 10.3)",
+             _etcd_snapshots_late, section="10.3", status="warn", cause="etcd snapshots late, the schedule is every 6h"),
+    Scenario("etcd-snapshot-failed", "the last etcd snapshot on rke2-cp-1 failed: no space left on device (2.3)",
+             _etcd_snapshot_failed, section="10.3", status="warn",
+             cause="etcd snapshot failed on rke2-cp-1: failed to save snapshot"),
+    Scenario("etcd-snapshots-missing", "no etcd snapshot at all: a lost quorum could not be restored (2.3, 10.3)",
+             _etcd_snapshots_missing, section="10.3", status="crit", cause="no etcd snapshot available"),
     Scenario("golden-image-drift", "rke2-compute-1 runs Rocky 9.4 and an older kernel, the rest Rocky 9.5 (2.9)",
              _golden_image_drift, section="2.9", status="warn", cause="nodes built from different golden images"),
 )

@@ -52,6 +52,7 @@ DIAGNOSTICS = {
     "cilium.io": {"ciliuml2announcementpolicies", "ciliumloadbalancerippools"},
     "metrics.k8s.io": {"nodes", "pods"},
     "argoproj.io": {"applications", "rollouts"},
+    "k3s.cattle.io": {"etcdsnapshotfiles"},
 }
 
 NO_ACTIONS = {k: False for k in ("restart", "scale", "deletePods", "cordon", "drain",
