@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +38,8 @@ class CertChecks(BaseModel):
      severity=Severity.P2, alerts=("CertManagerCertExpirySoon", "CertManagerCertNotReady",
                                    "CertNotReady", "ClusterIssuerNotReady"),
      causes=("the Vault PKI role does not allow the requested DNS name", "Vault is sealed",
-             "cert-manager cannot log in to Vault", "ClusterIssuer not ready", "renewal overdue"))
+             "cert-manager cannot log in to Vault", "ClusterIssuer not ready",
+             "the issuer's ServiceAccount token expired or was invalidated", "renewal overdue"))
 async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Certificate Ready=True, none expiring in < 30 days without having been renewed
     (soonest first), every ClusterIssuer Ready (runbook 11.1, 4.1, 4.2, 11.7)."""
@@ -82,8 +84,10 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                 summary=f"{len(not_ready)} of {len(certs)}: {_refs(not_ready)}",
                                 details="\n".join(not_ready[:cfg.max_listed]), next_step=NOT_READY_STEP))
         # 4.1's "describe the CertificateRequest": its condition names the cause, the Certificate only the symptom.
-        findings.extend(await _request_causes(kube, unready_refs[:cfg.max_listed],
-                                              Status.crit if len(not_ready) == len(certs) else Status.warn))
+        findings.extend(await _request_causes(ctx, kube, unready_refs[:cfg.max_listed],
+                                              Status.crit if len(not_ready) == len(certs) else Status.warn,
+                                              {(c["metadata"].get("namespace", ""), c["metadata"]["name"]): c for c in certs},
+                                              {i["metadata"]["name"]: i for i in issuers}))
     expiring.sort()
     for not_after, ref in expiring[:cfg.max_listed]:
         days = (not_after - now).total_seconds() / 86400
@@ -106,19 +110,33 @@ async def cert_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
 
 
 # The runbook's listed causes (4.1), recognised in the CertificateRequest's condition message.
+ROLE_CAUSE = "the Vault PKI role does not allow the requested DNS name"
+SEALED_CAUSE = "Vault is sealed"
+ISSUER_CAUSE = "ClusterIssuer not ready"
+TOKEN_CAUSE = "the issuer's ServiceAccount token expired or was invalidated"
 REQUEST_CAUSES = (
-    (re.compile(r"not allowed by this role", re.I), "the Vault PKI role does not allow the requested DNS name",
+    (re.compile(r"not allowed by this role", re.I), ROLE_CAUSE,
      "4.1 step 3: vault read pki_int/roles/<DOMAIN_DOT>; allowed_domains/allow_subdomains must cover the name"),
-    (re.compile(r"Vault is sealed", re.I), "Vault is sealed", "5.1: unseal Vault, then 5.2 step 5"),
+    (re.compile(r"Vault is sealed", re.I), SEALED_CAUSE, "5.1: unseal Vault, then 5.2 step 5"),
+    (re.compile(r"issuer does not have a Ready status condition|Referenced \"?ClusterIssuer\"? not found|"
+                r"issuer .* is not ready", re.I), ISSUER_CAUSE,
+     "4.1 step 2 / 4.2: kubectl get clusterissuer vault-issuer -o yaml; run /sop cert-issuer"),
+    (re.compile(r"service account unauthorized|deleted or recreated with a new token|token has expired|"
+                r"service account token.*expired", re.I), TOKEN_CAUSE,
+     "4.1 step 4: kubectl -n cert-manager delete secret vault-issuer-token; kubectl create token vault-issuer "
+     "-n cert-manager --duration=8760h; then force the re-issue (4.1 step 5)"),
     (re.compile(r"permission denied|service account.*(expired|invalid)|token.*expired", re.I),
      "cert-manager cannot log in to Vault (ServiceAccount token or Kubernetes auth role)",
      "4.1 step 4 / 5.5: check the vault-issuer token and Vault's Kubernetes auth role"),
 )
 
 
-async def _request_causes(kube: KubeClient, refs: list[tuple[str, str]], status: Status) -> list[Finding]:
+async def _request_causes(ctx: HandlerContext, kube: KubeClient, refs: list[tuple[str, str]], status: Status,
+                          certs: dict[tuple[str, str], dict], issuers: dict[str, dict]) -> list[Finding]:
     """For each not-Ready Certificate, its newest CertificateRequest's failing condition, named
-    as a runbook cause when it matches one."""
+    as a runbook cause when it matches one, with the evidence of that cause as it is now (the PKI
+    role's allowed domains, Vault's seal, the issuer's condition); when the cause is gone, the
+    re-issue (4.1 step 5) is proposed."""
     findings: list[Finding] = []
     by_ns: dict[str, list[str]] = {}
     for ns, name in refs:
@@ -140,12 +158,77 @@ async def _request_causes(kube: KubeClient, refs: list[tuple[str, str]], status:
             message = failing.get("message", "")
             cause, step = next(((c, st) for rx, c, st in REQUEST_CAUSES if rx.search(message)),
                                ("CertificateRequest failing", NOT_READY_STEP))
+            issuer = issuers.get(((newest.get("spec") or {}).get("issuerRef") or {}).get("name", ""))
+            now_text, fixed = await _cause_now(ctx, cause, certs.get((ns, name)) or {}, issuer)
             findings.append(Finding(
                 status=status, target=f"certificate/{ns}/{name}",
                 summary=f"{cause}: certificaterequest/{newest['metadata']['name']} "
-                        f"{failing.get('type')}={failing.get('status')} ({failing.get('reason', '')}): {_first_line(message)}",
-                details=message, next_step=step))
+                        f"{failing.get('type')}={failing.get('status')} ({failing.get('reason', '')}): {_first_line(message)}"
+                        + (f"; now: {now_text}" if now_text else ""),
+                details=message, next_step="4.1 step 5: the cause is gone: force the re-issue" if fixed else step,
+                actions=[SuggestedAction(action="reissue-certificate", params={"namespace": ns, "certificate": name})]
+                if fixed else []))
     return findings
+
+
+async def _cause_now(ctx: HandlerContext, cause: str, cert: dict, issuer: dict | None) -> tuple[str, bool]:
+    """What the named cause looks like now, and whether it is gone (then re-issuing helps)."""
+    pool = ctx.vault
+    if cause == SEALED_CAUSE and pool is not None and pool.addrs:
+        sealed, read = 0, 0
+        for addr in pool.addrs:
+            try:
+                sealed += bool((await pool.seal_status(addr)).get("sealed", True))
+                read += 1
+            except SourceError:
+                continue
+        if not read:
+            return "no Vault replica answers", False
+        return f"{sealed} of {read} Vault replicas sealed", sealed == 0
+    if cause == ISSUER_CAUSE and issuer is not None:
+        cond = condition(issuer, "Ready") or {}
+        ready = cond.get("status") == "True"
+        return (f"clusterissuer/{issuer['metadata']['name']} Ready={cond.get('status', 'missing')} "
+                f"({cond.get('reason', '')}): {_first_line(cond.get('message', ''))}"), ready
+    if cause == ROLE_CAUSE and issuer is not None and pool is not None and pool.has_token:
+        path = str((((issuer.get("spec") or {}).get("vault") or {}).get("path")) or "")
+        mount, _, rest = path.partition("/")
+        role = rest.split("/", 1)[1] if rest.startswith("sign/") and "/" in rest else ""
+        if not role:
+            return "", False
+        try:
+            data = await pool.read_data(f"{mount}/roles/{role}")
+        except SourceError as exc:
+            return f"Vault role {mount}/roles/{role} not read ({exc.reason})", False
+        if data is None:
+            return f"Vault role {mount}/roles/{role} does not exist", False
+        names = list((cert.get("spec") or {}).get("dnsNames") or [])
+        denied = [n for n in names if not _role_allows(data, n)]
+        allowed = (f"Vault role {mount}/roles/{role} allowed_domains {data.get('allowed_domains') or []} "
+                   f"(allow_subdomains {str(bool(data.get('allow_subdomains'))).lower()}, "
+                   f"allow_bare_domains {str(bool(data.get('allow_bare_domains'))).lower()})")
+        if denied:
+            return f"{allowed} does not cover {', '.join(denied)}", False
+        return f"{allowed} covers {', '.join(names)}", bool(names)
+    return "", False
+
+
+def _role_allows(role: dict, name: str) -> bool:
+    """Vault PKI's name check for one DNS name (allow_any_name, bare domains, subdomains, globs)."""
+    import fnmatch
+
+    if role.get("allow_any_name"):
+        return True
+    name = name.lower().rstrip(".")
+    for domain in role.get("allowed_domains") or []:
+        domain = str(domain).lower()
+        if name == domain and role.get("allow_bare_domains"):
+            return True
+        if role.get("allow_subdomains") and name.endswith("." + domain.removeprefix("*.")):
+            return True
+        if role.get("allow_glob_domains") and "*" in domain and fnmatch.fnmatchcase(name, domain):
+            return True
+    return False
 
 
 def _renewal_point(cert: dict, not_after: datetime) -> datetime:
@@ -483,3 +566,190 @@ def _yaml(obj: dict) -> str:
     import yaml
 
     return yaml.safe_dump(obj, sort_keys=False)
+
+
+# -- 4.2 ClusterIssuer not Ready: the issuer's own path to Vault, checked step by step ------------
+VAULT_REACH_STEP = ("4.2: Vault must answer at the issuer's spec.vault.server from cert-manager's namespace "
+                    "(kubectl run vault-test -n cert-manager --image=curlimages/curl … /v1/sys/health); "
+                    "check the vault pods and Service (5.1)")
+SEALED_STEP = "4.2 step 1: unseal Vault (5.1, 5.2 step 3), then the issuer recovers on its own"
+AUTH_METHOD_STEP = "4.2 step 2: vault auth list | grep kubernetes — enable and configure it (5.5 step 1)"
+ROLE_STEP = ("4.2 step 3: vault read auth/{mount}/role/{role} — recreate it bound to {ns}/{sa} "
+             "(vault write auth/{mount}/role/{role} bound_service_account_names={sa} "
+             "bound_service_account_namespaces={ns} policies=cert-manager)")
+SA_STEP = "4.2 steps 4–5: kubectl get sa {sa} -n {ns}; if missing: kubectl apply -f services/cert-manager/rbac.yaml"
+PKI_STEP = "4.2 / 5.4 step 1: the PKI engine {mount} is not mounted: re-enable it, import the intermediate, recreate the role"
+LOGIN_STEP = ("4.2 escalation: Vault is unsealed and Kubernetes auth is configured but the login fails: check the "
+              "auth config's kubernetes_host and CA (5.5 step 1), then escalate with cert-manager's logs")
+
+
+class IssuerChecks(BaseModel):
+    """``checks.cert-issuer`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = Field("cert-manager", description="cert-manager's namespace (--cluster-resource-namespace): "
+                                                       "where the issuer's ServiceAccount lives")
+    login_test: bool = Field(False, description="log in to Vault as the issuer does, with a fresh 10-minute "
+                                                "TokenRequest token of its ServiceAccount (needs the chart's "
+                                                "vaultLoginTest RBAC: create serviceaccounts/token on that one SA)")
+    token_seconds: int = Field(600, ge=600, le=3600, description="lifetime of the login test's token")
+
+
+@sop("cert-issuer", title="ClusterIssuer to Vault: reachable, unsealed, Kubernetes auth, role, ServiceAccount, PKI, login",
+     sections=("4.2",), severity=Severity.P1, alerts=("ClusterIssuerNotReady",),
+     causes=("Vault is sealed", "Vault not reachable", "Kubernetes auth not configured in Vault",
+             "ServiceAccount vault-issuer missing", "role not bound to the issuer's ServiceAccount",
+             "Vault PKI engine not mounted", "login refused"))
+async def cert_issuer(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """For each Vault ClusterIssuer, what it needs, read from its own spec (runbook 4.2): Vault
+    answering at spec.vault.server (a probe of /v1/sys/health), unsealed, the Kubernetes auth
+    method at its mountPath, its role bound to its ServiceAccount, that ServiceAccount, the PKI
+    mount of its signing path, and optionally a real login with a fresh token, as cert-manager does."""
+    cfg = check_settings(ctx, "cert-issuer", IssuerChecks)
+    kube = ctx.require_kube()
+    issuers = [i for i in await kube.list(CM, "clusterissuers") if ((i.get("spec") or {}).get("vault"))]
+    if not issuers:
+        return [Finding(status=Status.ok, target="clusterissuers", summary="no Vault ClusterIssuer")]
+    findings: list[Finding] = []
+    for issuer in issuers:
+        findings.extend(await _issuer(ctx, kube, issuer, cfg))
+    return findings
+
+
+async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: IssuerChecks) -> list[Finding]:
+    name = issuer["metadata"]["name"]
+    spec = issuer["spec"]["vault"]
+    target = f"clusterissuer/{name}"
+    k8s_auth = (spec.get("auth") or {}).get("kubernetes") or {}
+    mount = str(k8s_auth.get("mountPath") or "/v1/auth/kubernetes").strip("/").removeprefix("v1/").removeprefix("auth/")
+    role = str(k8s_auth.get("role") or "")
+    sa = str((k8s_auth.get("serviceAccountRef") or {}).get("name") or "")
+    pki_mount = str(spec.get("path") or "").split("/", 1)[0]
+    cond = condition(issuer, "Ready") or {}
+    ready = cond.get("status") == "True"
+    out: list[Finding] = []
+    # 1. Vault reachable at the server the issuer uses (probe: a target from the object, in range).
+    server = str(spec.get("server") or "").rstrip("/")
+    health, failed = await ctx.attempt(ctx.http_probe(f"{server}/v1/sys/health?standbyok=true"), f"{target} vault")
+    if failed is not None:
+        unreachable = "refused" in failed.summary or "timed out" in failed.summary or "resolve" in failed.summary
+        out.append(Finding(status=Status.crit if unreachable else Status.unknown, target=f"{target} vault",
+                           summary=(f"Vault not reachable at {server}: " if unreachable else "") + failed.summary,
+                           next_step=VAULT_REACH_STEP if unreachable else ""))
+        sealed = None
+    else:
+        sealed = health.status == 503 or '"sealed":true' in health.body.replace(" ", "")
+        if sealed:
+            out.append(Finding(status=Status.crit, target=f"{target} vault",
+                               summary=f"Vault is sealed: {server}/v1/sys/health answered {health.status}",
+                               next_step=SEALED_STEP))
+        elif health.status >= 500:
+            out.append(Finding(status=Status.crit, target=f"{target} vault",
+                               summary=f"Vault at {server} answered {health.status} {health.reason}", next_step=VAULT_REACH_STEP))
+    # 2. The ServiceAccount the issuer logs in with (metadata read, no token).
+    if sa:
+        try:
+            await kube.get("v1", "serviceaccounts", sa, cfg.namespace)
+        except SourceError as exc:
+            out.append(Finding(status=Status.crit if exc.status == 404 else Status.unknown,
+                               target=f"serviceaccount/{cfg.namespace}/{sa}",
+                               summary=("ServiceAccount vault-issuer missing" if sa == "vault-issuer" else f"ServiceAccount {sa} missing")
+                               + f" in {cfg.namespace}: the issuer has no token to log in with" if exc.status == 404 else exc.reason,
+                               next_step=SA_STEP.format(sa=sa, ns=cfg.namespace) if exc.status == 404 else ""))
+            sa_missing = exc.status == 404
+        else:
+            sa_missing = False
+    else:
+        sa_missing = False
+    # 3. Vault's side: auth method, role binding, PKI mount (token reads; not while sealed).
+    pool = ctx.vault
+    if sealed is False and pool is not None and pool.has_token:
+        out.extend(await _vault_side(pool, target, mount, role, sa, cfg.namespace, pki_mount))
+    elif sealed is False and (pool is None or not pool.has_token):
+        out.append(Finding(status=Status.unknown, target=f"{target} vault",
+                           summary="no Vault token configured (vault.token): auth method, role and PKI mount not read"))
+    # 4. A real login, as cert-manager does it.
+    if cfg.login_test and sealed is False and role and sa and not sa_missing and pool is not None:
+        out.append(await _login_test(ctx, kube, pool, target, mount, role, sa, cfg))
+    problems = [f for f in out if f.status is not Status.ok]
+    if not ready:
+        out.insert(0, Finding(status=Status.crit, target=target,
+                              summary=f"Ready={cond.get('status', 'missing')} ({cond.get('reason', '')}): "
+                                      f"{_first_line(cond.get('message', ''))}"
+                                      + ("" if problems else "; every check below passed: escalate with cert-manager's logs"),
+                              details=cond.get("message", ""), next_step="" if problems else LOGIN_STEP))
+    elif not problems:
+        out.append(Finding(status=Status.ok, target=target,
+                           summary=f"Ready; Vault {server} reachable and unsealed; auth/{mount} role {role} binds "
+                                   f"{cfg.namespace}/{sa}; {pki_mount} mounted"
+                                   + ("; login test passed" if cfg.login_test else "")))
+    return out
+
+
+async def _vault_side(pool: Any, target: str, mount: str, role: str, sa: str, ns: str, pki_mount: str) -> list[Finding]:
+    out: list[Finding] = []
+    try:
+        methods, engines = await asyncio.gather(pool.auth_mounts(), pool.secret_mounts())
+    except SourceError as exc:
+        return [Finding(status=Status.unknown, target=f"{target} vault", summary=exc.reason)]
+    if methods.get(mount + "/") != "kubernetes":
+        out.append(Finding(status=Status.crit, target=f"vault auth/{mount}",
+                           summary=f"Kubernetes auth not configured in Vault: no kubernetes auth method at {mount}/ "
+                                   f"(enabled: {', '.join(sorted(p.rstrip('/') for p in methods)) or 'none'})",
+                           next_step=AUTH_METHOD_STEP))
+    elif role:
+        try:
+            data = await pool.read_data(f"auth/{mount}/role/{role}")
+        except SourceError as exc:
+            data, error = None, exc
+        else:
+            error = None
+        step = ROLE_STEP.format(mount=mount, role=role, sa=sa, ns=ns)
+        if error is not None and error.status != 404:
+            out.append(Finding(status=Status.unknown, target=f"vault auth/{mount}/role/{role}", summary=error.reason))
+        elif data is None:
+            out.append(Finding(status=Status.crit, target=f"vault auth/{mount}/role/{role}",
+                               summary=f"role not bound to the issuer's ServiceAccount: role {role} does not exist",
+                               next_step=step))
+        else:
+            names = data.get("bound_service_account_names") or []
+            spaces = data.get("bound_service_account_namespaces") or []
+            if not ({sa, "*"} & set(names) and {ns, "*"} & set(spaces)):
+                out.append(Finding(status=Status.crit, target=f"vault auth/{mount}/role/{role}",
+                                   summary=f"role not bound to the issuer's ServiceAccount: {role} binds {names} in "
+                                           f"{spaces}, not {ns}/{sa}", next_step=step))
+    if pki_mount and engines.get(pki_mount + "/") != "pki":
+        out.append(Finding(status=Status.crit, target=f"vault {pki_mount}",
+                           summary=f"Vault PKI engine not mounted: the issuer signs at {pki_mount}/, which is not a "
+                                   "mounted PKI engine", next_step=PKI_STEP.format(mount=pki_mount)))
+    return out
+
+
+async def _login_test(ctx: HandlerContext, kube: KubeClient, pool: Any, target: str, mount: str, role: str,
+                      sa: str, cfg: IssuerChecks) -> Finding:
+    """A TokenRequest for the issuer's ServiceAccount (never stored or shown), then Vault's
+    Kubernetes-auth login with it: the same two calls cert-manager makes."""
+    where = f"vault auth/{mount}/login"
+    try:
+        answer = await kube.create("v1", "serviceaccounts", {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": cfg.token_seconds}}, cfg.namespace, subresource_of=sa, subresource="token")
+    except SourceError as exc:
+        why = ("not permitted: enable the chart's vaultLoginTest (create serviceaccounts/token on "
+               f"{cfg.namespace}/{sa})") if exc.status == 403 else exc.reason
+        return Finding(status=Status.unknown, target=where, summary=f"login test: TokenRequest {why}")
+    jwt = str(((answer.get("status") or {}).get("token")) or "")
+    if not jwt:
+        return Finding(status=Status.unknown, target=where, summary="login test: the TokenRequest returned no token")
+    try:
+        auth = await pool.kubernetes_login(role, jwt, mount=mount)
+    except SourceError as exc:
+        return Finding(status=Status.crit, target=where,
+                       summary=f"login refused for role {role} as {cfg.namespace}/{sa}: {exc.reason}",
+                       next_step=ROLE_STEP.format(mount=mount, role=role, sa=sa, ns=cfg.namespace)
+                       if "not authorized" in exc.reason or "invalid role" in exc.reason else LOGIN_STEP)
+    finally:
+        jwt = ""  # noqa: F841  the token is not kept
+    return Finding(status=Status.ok, target=where,
+                   summary=f"login as {cfg.namespace}/{sa} with role {role} succeeded "
+                           f"(policies {', '.join(auth.get('policies') or [])})")

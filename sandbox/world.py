@@ -558,6 +558,7 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     _cert_manager(b)
     _vault(b)
     _database(b)
+    _cilium_state(b)
     _services(b)
     _filler(b, size, total_nodes, pods, certificates, pvcs)
     add_resource_metrics(store, seed=seed, skip_namespaces=("workloads",))
@@ -615,7 +616,10 @@ def _cluster_scoped(b: _Builder) -> None:
     b.add({"apiVersion": CILIUM_ALPHA, "kind": "CiliumLoadBalancerIPPool", "metadata": b.meta("default-pool"),
            "spec": {"blocks": [{"cidr": "203.0.113.200/29"}], "disabled": False},
            "status": {"conditions": [
-               {"type": "cilium.io/IPsExhausted", "status": "False", "reason": "noReason", "message": "", "lastTransitionTime": b.created},
+               # LB IPAM's counts, in condition messages as the operator writes them (Traefik holds one address).
+               {"type": "cilium.io/IPsTotal", "status": "Unknown", "reason": "noreason", "message": "8", "lastTransitionTime": b.created},
+               {"type": "cilium.io/IPsAvailable", "status": "Unknown", "reason": "noreason", "message": "7", "lastTransitionTime": b.created},
+               {"type": "cilium.io/IPsUsed", "status": "Unknown", "reason": "noreason", "message": "1", "lastTransitionTime": b.created},
                {"type": "cilium.io/PoolConflict", "status": "False", "reason": "noReason", "message": "", "lastTransitionTime": b.created}]}})
 
 
@@ -770,6 +774,42 @@ def _vault(b: _Builder) -> None:
     b.add({"apiVersion": CORE, "kind": "Secret", "type": "Opaque",
            "metadata": b.meta("vault-init", "terraform-state"),
            "data": {"vault-init.json": _b64(json.dumps(vc.init_json()))}})
+
+
+def _cilium_state(b: _Builder) -> None:
+    """What the Cilium agents and operator keep in the API (runbook 3.x): a CiliumNode per node,
+    the L2 announcement lease for Traefik's address, LB IPAM's condition on the Service, and the
+    kube-dns EndpointSlice over the CoreDNS pods."""
+    ks = "kube-system"
+    for name, ip in b.node_ips.items():
+        i = b.node_index[name]
+        b.add({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+               "metadata": b.meta(name, labels={"kubernetes.io/hostname": name}),
+               "spec": {"addresses": [{"type": "InternalIP", "ip": ip},
+                                      {"type": "CiliumInternalIP", "ip": f"10.{42 + i // 256}.{i % 256}.1"}],
+                        "health": {"ipv4": f"10.{42 + i // 256}.{i % 256}.2"},
+                        "ipam": {"podCIDRs": [f"10.{42 + i // 256}.{i % 256}.0/24"]}},
+               "status": {"ipam": {"operator-status": {}}}})
+    holder = b.nodes["general"][0]
+    b.add({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+           "metadata": b.meta("cilium-l2announce-kube-system-rke2-traefik", ks),
+           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 0,
+                    "acquireTime": b.created.replace("Z", ".000000Z"), "renewTime": iso(b.t0).replace("Z", ".000000Z")}})
+    b.store.update(CORE, "Service", "rke2-traefik", ks, lambda s: s["status"].setdefault("conditions", []).append(
+        {"type": "cilium.io/IPAMRequestSatisfied", "status": "True", "reason": "satisfied", "message": "",
+         "lastTransitionTime": b.created, "observedGeneration": 0}))
+    pods = [p for p in b.store.list(CORE, "Pod", ks)
+            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "rke2-coredns"]
+    b.add({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": b.meta(f"kube-dns-{b.suffix(5)}", ks, {"kubernetes.io/service-name": "kube-dns",
+                                                             "endpointslice.kubernetes.io/managed-by":
+                                                                 "endpointslice-controller.k8s.io"}),
+           "addressType": "IPv4",
+           "endpoints": [{"addresses": [p["status"]["podIP"]], "nodeName": p["spec"]["nodeName"],
+                          "conditions": {"ready": True, "serving": True, "terminating": False},
+                          "targetRef": {"kind": "Pod", "namespace": ks, "name": p["metadata"]["name"],
+                                        "uid": p["metadata"]["uid"]}} for p in pods],
+           "ports": [{"name": "udp-53", "port": 53, "protocol": "UDP"}, {"name": "tcp-53", "port": 53, "protocol": "TCP"}]})
 
 
 def _database(b: _Builder) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 
-from sandbox.platform import CORE, GATEWAY, TRAEFIK, Platform, now, set_condition
-from sandbox.scenario_model import Scenario
+from sandbox.platform import (CERT_MANAGER, CORE, GATEWAY, TRAEFIK, Platform, add_event, iso, now, set_certificate_ready,
+                              set_condition, set_issuer_ready, sync_vault_pods)
+from sandbox.scenario_model import Scenario, _vault_api_error
 from sandbox.vault.pki import make_pki
 
 
@@ -61,7 +62,136 @@ def _served_cert_expired(p: Platform, ns: str = "monitoring", secret: str = "gra
         "tls.crt": _b64(crt + pki.intermediate.pem), "tls.key": _b64(key)}))
 
 
+# -- 4.1 certificate not issued: the newest CertificateRequest names the cause ----------------------
+def _failing_request(p: Platform, ns: str, host: str, reason: str, message: str) -> None:
+    """The Certificate Ready=False, its Secret gone, a new revision's request failing with ``message``
+    (as cert-manager's issuing controller leaves them)."""
+    name = f"{host}-{p.domain.replace('.', '-')}-tls"
+    set_certificate_ready(p, ns, name, False, "DoesNotExist", "Issuing certificate as Secret does not exist")
+
+    def issuing(cert: dict) -> None:
+        set_condition(cert["status"]["conditions"], "Issuing", "True", "DoesNotExist",
+                      "Issuing certificate as Secret does not exist", observedGeneration=1)
+        cert["status"].pop("renewalTime", None)
+    cert = p.kube.update(CERT_MANAGER, "Certificate", name, ns, issuing)
+    p.kube.remove(CORE, "Secret", name, ns)
+    revision = int(cert["status"].get("revision", 1)) + 1
+    stamp = iso(now())
+    p.kube.add({
+        "apiVersion": CERT_MANAGER, "kind": "CertificateRequest",
+        "metadata": {"name": f"{name}-{revision}", "namespace": ns, "annotations": {
+            "cert-manager.io/certificate-name": name, "cert-manager.io/certificate-revision": str(revision)},
+            "ownerReferences": [{"apiVersion": CERT_MANAGER, "kind": "Certificate", "name": name,
+                                 "uid": cert["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "vault-issuer"},
+                 "usages": ["digital signature", "key encipherment"], "duration": "720h0m0s"},
+        "status": {"conditions": [
+            {"type": "Approved", "status": "True", "reason": "cert-manager.io",
+             "message": "Certificate request has been approved by cert-manager.io", "lastTransitionTime": stamp},
+            {"type": "Ready", "status": "False", "reason": reason, "lastTransitionTime": stamp, "message": message}]},
+    })
+    add_event(p, cert, "Issuing", "Issuing certificate as Secret does not exist", type_="Normal",
+              component="cert-manager-certificates-trigger")
+
+
+LOGIN = "Failed to initialize Vault client: while requesting a Vault token using the Kubernetes auth: "
+
+
+def _seal(p: Platform) -> None:
+    p.vault.seal_all()
+    sync_vault_pods(p)
+    set_issuer_ready(p, "vault-issuer", False, "VaultError",
+                     LOGIN + _vault_api_error("auth/kubernetes/login", "PUT", 503, "Vault is sealed"))
+
+
+def _cert_vault_sealed(p: Platform) -> None:
+    _seal(p)
+    _failing_request(p, "mattermost", "mattermost", "Pending",
+                     "Vault failed to sign certificate: failed to sign certificate by vault: "
+                     + _vault_api_error("pki_int/sign/example-dot-com", "POST", 503, "Vault is sealed"))
+
+
+def _cert_issuer_not_ready(p: Platform) -> None:
+    set_issuer_ready(p, "vault-issuer", False, "VaultError",
+                     LOGIN + _vault_api_error("auth/kubernetes/login", "PUT", 403, "permission denied"))
+    _failing_request(p, "keycloak", "keycloak", "Pending", "Referenced issuer does not have a Ready status condition")
+
+
+def _cert_sa_token_invalid(p: Platform) -> None:
+    """The issuer logs in with the long-lived token in Secret vault-issuer-token; the ServiceAccount
+    was recreated since, so the token's TokenReview fails (4.1: "ServiceAccount token expired")."""
+    def secret_auth(issuer: dict) -> None:
+        issuer["spec"]["vault"]["auth"]["kubernetes"].pop("serviceAccountRef", None)
+        issuer["spec"]["vault"]["auth"]["kubernetes"]["secretRef"] = {"name": "vault-issuer-token", "key": "token"}
+    p.kube.update(CERT_MANAGER, "ClusterIssuer", "vault-issuer", "", secret_auth)
+    error = _vault_api_error("auth/kubernetes/login", "PUT", 403, "lookup failed: service account unauthorized; this "
+                             "could mean it has been deleted or recreated with a new token")
+    set_issuer_ready(p, "vault-issuer", False, "VaultError", LOGIN + error)
+    _failing_request(p, "argocd", "argocd", "Pending",
+                     "Vault failed to sign certificate: failed to initialize Vault client: " + LOGIN + error)
+
+
+def _cert_role_denied(p: Platform) -> None:
+    """The PKI role was narrowed to internal names: public names are refused."""
+    role = p.domain.replace(".", "-dot-")
+    p.vault.pki_roles[role]["allowed_domains"] = [f"internal.{p.domain}"]
+    _failing_request(p, "harbor", "harbor", "Pending",
+                     "Vault failed to sign certificate: failed to sign certificate by vault: "
+                     + _vault_api_error(f"pki_int/sign/{role}", "POST", 400,
+                                        f"common name harbor.{p.domain} not allowed by this role"))
+
+
+# -- 4.2 ClusterIssuer not Ready -------------------------------------------------------------------
+def _issuer_k8s_auth_off(p: Platform) -> None:
+    p.vault.auth_mounts.pop("kubernetes/", None)
+    set_issuer_ready(p, "vault-issuer", False, "VaultError", LOGIN + _vault_api_error(
+        "auth/kubernetes/login", "PUT", 400, 'no handler for route "auth/kubernetes/login". route entry not found.'))
+
+
+def _issuer_sa_missing(p: Platform) -> None:
+    p.kube.remove(CORE, "ServiceAccount", "vault-issuer", "cert-manager")
+    set_issuer_ready(p, "vault-issuer", False, "VaultError",
+                     'Failed to initialize Vault client: while requesting a Vault token using the Kubernetes auth: '
+                     'error reading Kubernetes service account token from vault-issuer: '
+                     'serviceaccounts "vault-issuer" not found')
+
+
+def _issuer_pki_unmounted(p: Platform) -> None:
+    p.vault.disable_mount("pki_int")
+    set_issuer_ready(p, "vault-issuer", False, "VaultError", "Failed to initialize Vault client: " + _vault_api_error(
+        "pki_int/cert/ca_chain", "GET", 404, 'no handler for route "pki_int/cert/ca_chain". route entry not found.'))
+
+
+def _issuer_role_unbound(p: Platform) -> None:
+    p.vault.k8s_roles["cert-manager-issuer"]["bound_service_account_names"] = ["cert-manager"]
+    set_issuer_ready(p, "vault-issuer", False, "VaultError", LOGIN + _vault_api_error(
+        "auth/kubernetes/login", "PUT", 403, "service account name not authorized"))
+
+
 SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("tls-cert-vault-sealed", "Vault sealed: mattermost's certificate request fails 'Vault is sealed' (4.1)",
+             _cert_vault_sealed, section="4.1", status="crit", cause="Vault is sealed: certificaterequest/"),
+    Scenario("tls-cert-issuer-not-ready", "keycloak's certificate request waits on a ClusterIssuer that is not Ready (4.1)",
+             _cert_issuer_not_ready, section="4.1", status="crit", cause="ClusterIssuer not ready: certificaterequest/"),
+    Scenario("tls-cert-sa-token-invalid",
+             "the issuer's long-lived token (Secret vault-issuer-token) no longer passes TokenReview: argocd's request fails (4.1)",
+             _cert_sa_token_invalid, section="4.1", status="crit",
+             cause="the issuer's ServiceAccount token expired or was invalidated"),
+    Scenario("tls-cert-role-denied", "the PKI role allows only internal.example.com: harbor's request is refused (4.1)",
+             _cert_role_denied, section="4.1", status="warn",
+             cause="allowed_domains ['internal.example.com'] (allow_subdomains true, allow_bare_domains false) "
+                   "does not cover harbor.example.com"),
+    Scenario("tls-issuer-vault-sealed", "Vault sealed: the ClusterIssuer cannot log in (4.2)", _seal,
+             section="4.2", status="crit", cause="Vault is sealed: http://vault.vault.svc.cluster.local:8200/v1/sys/health answered 503"),
+    Scenario("tls-issuer-k8s-auth-off", "the kubernetes auth method is disabled in Vault (4.2)", _issuer_k8s_auth_off,
+             section="4.2", status="crit", cause="Kubernetes auth not configured in Vault"),
+    Scenario("tls-issuer-sa-missing", "the ServiceAccount vault-issuer was deleted from cert-manager (4.2)",
+             _issuer_sa_missing, section="4.2", status="crit", cause="ServiceAccount vault-issuer missing in cert-manager"),
+    Scenario("tls-issuer-pki-unmounted", "the pki_int engine the issuer signs with is not mounted (4.2)",
+             _issuer_pki_unmounted, section="4.2", status="crit", cause="Vault PKI engine not mounted"),
+    Scenario("tls-issuer-role-unbound", "the Vault role cert-manager-issuer binds another ServiceAccount (4.2)",
+             _issuer_role_unbound, section="4.2", status="crit",
+             cause="service account name not authorized"),
     Scenario("tls-traefik-default-cert",
              "Harbor's Gateway names a TLS secret that does not exist and there is no TLSStore default: "
              "Traefik serves its self-signed TRAEFIK DEFAULT CERT for harbor.example.com",
