@@ -207,6 +207,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     )),
     _builtin("coordination.k8s.io", "v1", "Lease", "leases", True, (),
              (_c("Holder", ".spec.holderIdentity"),), status=False),
+    _builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, (),
+             (_c("AddressType", ".addressType"),), status=False),
     _builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",), (
         _c("Provisioner", ".provisioner"), _c("ReclaimPolicy", ".reclaimPolicy"),
         _c("VolumeBindingMode", ".volumeBindingMode"),

@@ -43,20 +43,25 @@ DIAGNOSTICS = {
     "": {"nodes", "pods", "pods/log", "services", "serviceaccounts", "configmaps", "endpoints", "events", "namespaces",
          "persistentvolumeclaims", "persistentvolumes"},
     "apps": {"deployments", "daemonsets", "statefulsets", "replicasets"},
-    "batch": {"jobs"},
+    "batch": {"jobs", "cronjobs"},
+    "networking.k8s.io": {"networkpolicies"},
     "policy": {"poddisruptionbudgets"},
     "cert-manager.io": {"certificates", "certificaterequests", "clusterissuers", "issuers"},
     "postgresql.cnpg.io": {"clusters", "backups", "scheduledbackups", "poolers"},
     "gateway.networking.k8s.io": {"gateways", "httproutes"},
     "traefik.io": {"ingressroutes", "tlsstores"},
-    "cilium.io": {"ciliuml2announcementpolicies", "ciliumloadbalancerippools"},
+    "cilium.io": {"ciliuml2announcementpolicies", "ciliumloadbalancerippools", "ciliumnodes",
+                  "ciliumnetworkpolicies"},
+    "discovery.k8s.io": {"endpointslices"},
+    "helm.cattle.io": {"helmchartconfigs"},
     "metrics.k8s.io": {"nodes", "pods"},
     "argoproj.io": {"applications", "rollouts"},
     "k3s.cattle.io": {"etcdsnapshotfiles"},
 }
 
 NO_ACTIONS = {k: False for k in ("restart", "scale", "deletePods", "cordon", "drain",
-                                 "labelNodes", "reissueCertificates", "applyTlsStore")}
+                                 "labelNodes", "reissueCertificates", "applyTlsStore",
+                                 "nodeMaintenance", "replaceNode", "ciliumLB")}
 # What each remediation action alone must grant cluster-wide: (apiGroup, resource, verb).
 ACTION_GRANTS = {
     "restart": {("apps", "deployments", "patch"), ("apps", "daemonsets", "patch"),
@@ -68,6 +73,13 @@ ACTION_GRANTS = {
     "labelNodes": {("", "nodes", "patch")},
     "reissueCertificates": set(),  # namespaced Roles only, see its own test
     "applyTlsStore": {("traefik.io", "tlsstores", "create"), ("traefik.io", "tlsstores", "patch")},
+    "ciliumLB": {("cilium.io", "ciliuml2announcementpolicies", "create"),
+                 ("cilium.io", "ciliumloadbalancerippools", "create"),
+                 ("cilium.io", "ciliumloadbalancerippools", "patch")},
+    # Procedures (bot/approvals/procedures.py, handlers/daytwo.py).
+    "nodeMaintenance": {("", "nodes", "patch"), ("", "pods/eviction", "create"),
+                        ("postgresql.cnpg.io", "clusters/status", "patch")},
+    "replaceNode": {("", "nodes", "patch"), ("", "pods/eviction", "create"), ("", "nodes", "delete")},
 }
 
 SECRETS = {"mattermostToken": "mm-bot-token", "slashTokens": ["slash-a", "slash-b"],
@@ -160,7 +172,7 @@ def grants(objects) -> set[tuple[str, str | None, str, str, str, tuple[str, ...]
     out = set()
     for (kind, namespace, _), role in roles.items():
         for rule in role["rules"]:
-            for group in rule["apiGroups"]:
+            for group in rule.get("apiGroups", []):  # nonResourceURLs rules have none
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
                         out.add((kind, namespace, group, resource, verb,
@@ -246,7 +258,7 @@ def test_diagnostics_role_reads_exactly_the_handlers_resources_and_no_secrets(ch
     for rule in role["rules"]:
         assert set(rule["verbs"]) == READ, rule
         assert "resourceNames" not in rule
-        for group in rule["apiGroups"]:
+        for group in rule.get("apiGroups", []):  # nonResourceURLs rules have none
             got.setdefault(group, set()).update(rule["resources"])
     assert got == DIAGNOSTICS
 
@@ -330,12 +342,13 @@ def test_leader_election_lease_role_in_the_release_namespace(chart):
     objects = render(chart)
     role = one(objects, "Role", f"{FULLNAME}-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert {g for g in grants(objects) if g[3] == "leases"} == {
+    # (kube-system's cilium-l2announce lease is a read of its own, by name: rbac-diagnostics.yaml)
+    assert {g for g in grants(objects) if g[3] == "leases" and g[1] != "kube-system"} == {
         ("Role", NAMESPACE, "coordination.k8s.io", "leases", "create", ()),
         ("Role", NAMESPACE, "coordination.k8s.io", "leases", "get", ("sopbot-scheduler",)),
         ("Role", NAMESPACE, "coordination.k8s.io", "leases", "update", ("sopbot-scheduler",))}
     off = render(chart, VALUE_SETS["no-leader-election-no-pdb"])
-    assert not any(g[3] == "leases" for g in grants(off))
+    assert not any(g[3] == "leases" and g[1] != "kube-system" for g in grants(off))
 
 
 # --- the pod --------------------------------------------------------------------------------

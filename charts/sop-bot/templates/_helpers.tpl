@@ -92,7 +92,13 @@ app.kubernetes.io/part-of: sop-bot
 {{/* Node verbs the enabled actions need. */}}
 {{- define "sop-bot.remediation.nodePatch" -}}
 {{- $a := .Values.remediation.actions }}
-{{- if or $a.cordon $a.drain $a.labelNodes }}true{{ end }}
+{{- if or $a.cordon $a.drain $a.labelNodes $a.nodeMaintenance $a.replaceNode }}true{{ end }}
+{{- end }}
+
+{{/* Eviction (drain) for the enabled actions and procedures. */}}
+{{- define "sop-bot.remediation.evict" -}}
+{{- $a := .Values.remediation.actions }}
+{{- if or $a.drain $a.nodeMaintenance $a.replaceNode }}true{{ end }}
 {{- end }}
 
 {{/* The remediation ClusterRole's rules as YAML (empty when no cluster-wide action is on). */}}
@@ -118,14 +124,32 @@ app.kubernetes.io/part-of: sop-bot
   resources: ["nodes"]
   verbs: ["patch"]
 {{- end }}
-{{- if $a.drain }}
+{{- if include "sop-bot.remediation.evict" . }}
 - apiGroups: [""]
   resources: ["pods/eviction"]
   verbs: ["create"]
 {{- end }}
+{{- if $a.nodeMaintenance }}
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["clusters/status"]
+  verbs: ["patch"]
+{{- end }}
+{{- if $a.replaceNode }}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["delete"]
+{{- end }}
 {{- if $a.applyTlsStore }}
 - apiGroups: ["traefik.io"]
   resources: ["tlsstores"]
+  verbs: ["create", "patch"]
+{{- end }}
+{{- if $a.ciliumLB }}
+- apiGroups: ["cilium.io"]
+  resources: ["ciliuml2announcementpolicies"]
+  verbs: ["create"]
+- apiGroups: ["cilium.io"]
+  resources: ["ciliumloadbalancerippools"]
   verbs: ["create", "patch"]
 {{- end }}
 {{- end }}
