@@ -23,6 +23,7 @@ from sandbox.platform import (APPS, ARGO, CAPI, CERT_MANAGER, CILIUM_ALPHA, CNPG
                               GATEWAY, HELM, LB_IP, POLICY, STORAGE, TRAEFIK, Platform, add_resource_metrics, iso,
                               now)
 from sandbox.vault.state import VaultCluster
+from sandbox.world_mgmt import build_mgmt, link
 
 KUBELET_VERSION = "v1.34.2+rke2r1"
 OLD_KUBELET_VERSION = "v1.33.4+rke2r1"
@@ -171,6 +172,8 @@ class _Builder:
                              "osImage": "Rocky Linux 9.5 (Blue Onyx)", "systemUUID": self.uid()},
             },
         })
+        # Rancher keeps the authoritative Machine on the management cluster (sandbox/world_mgmt.py,
+        # where Rancher runs); this guest copy stays only for code that still reads it here.
         pool_name = "control-plane" if cp else pool
         self.add({
             "apiVersion": CAPI, "kind": "Machine",
@@ -562,7 +565,10 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     _services(b)
     _filler(b, size, total_nodes, pods, certificates, pvcs)
     add_resource_metrics(store, seed=seed, skip_namespaces=("workloads",))
-    return Platform(kube=store, vault=vc)
+    # The Harvester management cluster behind these nodes (their VMs, Machines, volumes).
+    platform = Platform(kube=store, vault=vc, mgmt=build_mgmt(store, seed=seed, t0=b.t0))
+    link(platform)
+    return platform
 
 
 ETCD_SNAPSHOT = "k3s.cattle.io/v1"

@@ -24,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from sandbox.kube import (
-    controllers, discovery, execs, jsonio, openapi, podlogs, protobuf, reviews, tables, watching,
+    controllers, discovery, execs, jsonio, kubevirt, openapi, podlogs, protobuf, reviews, tables, watching,
 )
 from sandbox.kube.errors import (
     ApiError, already_exists, bad_request, conflict, invalid, method_not_allowed,
@@ -622,6 +622,8 @@ class KubeApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
+            if request.path.startswith(kubevirt.PREFIX):  # virt-api's start/stop/restart
+                return await kubevirt.handle(request, self.store)
             doc = await self.discovery_doc(request) if request.method == "GET" else None
             if doc is not None:
                 return doc
