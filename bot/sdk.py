@@ -51,6 +51,8 @@ from bot.triage import Answer, decision
 # Remediation actions (proposed from findings, approved by reaction).
 from bot.approvals.actions import (Action, ActionEnv, ActionParams, Outcome, Plan, Risk,
                                    SecretProgress, SecretPrompt, fingerprint, remediation_action)
+# Procedures: ordered checks and actions, one approval (again at gated steps), a live step log.
+from bot.approvals.procedures import Gate, Procedure, Step, StepRun, procedure
 
 __all__ = [
     # declaring
@@ -70,4 +72,6 @@ __all__ = [
     # actions
     "Action", "ActionEnv", "ActionParams", "Outcome", "Plan", "Risk", "SecretPrompt",
     "SecretProgress", "fingerprint", "remediation_action",
+    # procedures
+    "Procedure", "Step", "StepRun", "Gate", "procedure",
 ]

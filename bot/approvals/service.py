@@ -31,6 +31,7 @@ from bot.safe_text import cell, mention
 from bot.approvals.models import Proposal, State
 from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
+from bot.approvals.procedure_service import ProcedureService
 from bot.approvals.repo import ProposalRepo
 from bot.approvals.rules import rule_for, secret_holders
 from bot.clients.errors import SourceError
@@ -72,12 +73,16 @@ class ApprovalService:
         self._sweeper: asyncio.Task[None] | None = None
         # Signs dialog state: a submission must come from a dialog this process opened.
         self._dialog_key = secrets.token_bytes(32)
+        # Multi-step procedures (bot/approvals/procedures.py): same chat, rules, clock and audit.
+        self.procedures = ProcedureService(self)
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.repo.migrate()
+        await self.procedures.repo.migrate()
         await self.recover()
         await self.resync()
+        await self.procedures.resume_running()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="approvals-expiry")
 
     async def stop(self) -> None:
@@ -109,6 +114,8 @@ class ApprovalService:
     async def _cmd_fix(self, inv: Invocation, words: list[str]) -> Reply:
         if not words:
             return Reply(text=self.actions_text())
+        if self.procedures.handles(words[0]):  # a procedure, or resume/abort of one
+            return await self.procedures.command(inv, words)
         name = words[0].lower()
         action = ACTIONS.get(name)
         if action is None:
@@ -137,7 +144,7 @@ class ApprovalService:
         for a in sorted(ACTIONS.values(), key=lambda a: a.name):
             sec = f" (runbook {a.section})" if a.section else ""
             lines.append(f"- `{a.name} {a.usage()}` — {a.title}{sec}, risk {a.risk_rule or a.risk.value}")
-        return "\n".join(lines)
+        return "\n".join(lines + self.procedures.listing())
 
     async def on_report(self, report: "Report", channel_id: str, root_id: str, requester: str) -> None:
         """SOPs suggest actions in their findings; each becomes a proposal in the report's thread."""
@@ -213,6 +220,7 @@ class ApprovalService:
             return
         proposal = await self.repo.by_post(event.post_id)
         if proposal is None:
+            await self.procedures.on_reaction(event)
             return
         username = event.username or await self.chat.username(event.user_id)
         await self._consider(proposal.id, username, event.emoji_name, event.added)
@@ -237,6 +245,7 @@ class ApprovalService:
                 await self._consider(p.id, username, r.emoji_name, True)
             for gone in set(p.approvers) - present:  # approvals withdrawn while we were away
                 await self._consider(p.id, gone, APPROVE, False)
+        await self.procedures.resync()
 
     async def _consider(self, pid: int, username: str, emoji: str, added: bool) -> None:
         async with self._lock(pid):
@@ -300,6 +309,7 @@ class ApprovalService:
         return False
 
     async def sweep(self) -> None:
+        await self.procedures.sweep()
         now = self.clock()
         for p in await self.repo.in_states(State.proposed):
             async with self._lock(p.id):

@@ -526,18 +526,20 @@ class KubeApi:
 
     async def token(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None
-        self._get(t.rt, t.name, t.namespace)
+        sa = self._get(t.rt, t.name, t.namespace)
         body = await self._body(request)
         seconds = int(((body or {}).get("spec") or {}).get("expirationSeconds") or 3600)
-        expires = datetime.now(timezone.utc) + timedelta(seconds=seconds)
         spec = dict((body or {}).get("spec") or {})
         spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
         spec["expirationSeconds"] = seconds
+        jwt, exp = self.store.tokens.issue(t.namespace or "", t.name, sa["metadata"].get("uid", ""), seconds,
+                                           list(spec["audiences"]))
+        expires = datetime.fromtimestamp(exp, timezone.utc)
         return _json({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
                       "metadata": {"name": t.name, "namespace": t.namespace,
                                    "creationTimestamp": None},
                       "spec": spec,
-                      "status": {"token": "sandbox." + secrets.token_urlsafe(24),
+                      "status": {"token": jwt,
                                  "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}},
                      201)
 
@@ -587,6 +589,13 @@ class KubeApi:
             return _json(discovery.version_info(self._control_plane_version()))
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
+        if path == "/.well-known/openid-configuration":  # ServiceAccount issuer discovery
+            return _json({"issuer": self.store.tokens.issuer,
+                          "jwks_uri": f"https://{request.host}/openid/v1/jwks",
+                          "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
+                          "id_token_signing_alg_values_supported": ["ES256"]})
+        if path == "/openid/v1/jwks":
+            return _json({"keys": [self.store.tokens.jwk()]})
         if path in ("/api", "/apis"):
             if discovery.wants_aggregated(accept):
                 return web.Response(body=jsonio.dumps(discovery.aggregated(self.catalog, path == "/api")),

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from sandbox.kube.tokens import TokenIssuer
+
 Obj = dict[str, Any]
 TypeKey = tuple[str, str]  # (apiVersion, kind)
 ObjKey = tuple[str, str]  # (namespace or "", name)
@@ -47,6 +49,8 @@ class ObjectStore:
     # What `kubectl exec` into a pod answers, keyed (namespace, pod name): a function
     # (container, command) -> (stdout, stderr, exit code); see sandbox/kube/execs.py.
     pod_exec: dict[ObjKey, Callable[[str, list[str]], tuple[str, str, int]]] = field(default_factory=dict)
+    # serviceaccounts/<sa>/token: signed JWTs, remembered for TokenReview (sandbox/kube/tokens.py).
+    tokens: TokenIssuer = field(default_factory=TokenIssuer)
     # Recent events of the kinds an API client has read (see track_history), so a watch that
     # starts from a list's resourceVersion misses nothing written in between.
     _history: dict[TypeKey, deque[tuple[int, WatchEvent]]] = field(default_factory=dict)

@@ -93,7 +93,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "enabled": True, "approvers": ["alice", "bob"],
         "actions": {k: True for k in NO_ACTIONS},
         "reissueCertificates": {"namespaces": ["mattermost", "keycloak"]},
-        "unsealFromSecret": {"enabled": True}}},
+        "unsealFromSecret": {"enabled": True}},
+        "vaultLoginCheck": {"enabled": True}},
     **{f"only-{action}": {"remediation": {
         "enabled": True, "actions": {**NO_ACTIONS, action: True},
         "reissueCertificates": {"namespaces": ["mattermost"]}}} for action in NO_ACTIONS},
@@ -654,3 +655,16 @@ def test_pod_gets_time_to_drain_on_sigterm(chart):
     30 s grace would cut them off."""
     spec = one(render(chart), "Deployment")["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] >= 120
+
+
+def test_vault_login_check_may_mint_tokens_only_for_cert_managers_issuer_account(chart):
+    """Runbook 5.5's login test is opt-in; on, it grants TokenRequest for one ServiceAccount by
+    name in one namespace and tells the bot to run it."""
+    off = render(chart)
+    assert not any(g[3] == "serviceaccounts/token" for g in grants(off))
+    assert yaml.safe_load(one(off, "ConfigMap")["data"]["sopbot.yaml"])["checks"]["vault-k8s-auth"]["login"] is False
+    on = render(chart, {"vaultLoginCheck": {"enabled": True}})
+    assert {g for g in grants(on) if g[3] == "serviceaccounts/token"} == {
+        ("Role", "cert-manager", "", "serviceaccounts/token", "create", ("vault-issuer",))}
+    checks = yaml.safe_load(one(on, "ConfigMap")["data"]["sopbot.yaml"])["checks"]["vault-k8s-auth"]
+    assert checks == {"login": True, "namespace": "cert-manager", "service_account": "vault-issuer"}

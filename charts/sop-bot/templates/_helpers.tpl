@@ -79,6 +79,13 @@ app.kubernetes.io/part-of: sop-bot
 {{- $health := default dict (get $cfg "health") }}
 {{- $_ := set $health "lease_name" .Values.leaderElection.leaseName }}
 {{- $_ := set $cfg "health" $health }}
+{{- $checks := default dict (get $cfg "checks") }}
+{{- $k8sAuth := default dict (get $checks "vault-k8s-auth") }}
+{{- $_ := set $k8sAuth "login" .Values.vaultLoginCheck.enabled }}
+{{- $_ := set $k8sAuth "namespace" .Values.vaultLoginCheck.namespace }}
+{{- $_ := set $k8sAuth "service_account" .Values.vaultLoginCheck.serviceAccount }}
+{{- $_ := set $checks "vault-k8s-auth" $k8sAuth }}
+{{- $_ := set $cfg "checks" $checks }}
 {{- $r := .Values.remediation }}
 {{- $unseal := dict "enabled" (and $r.enabled $r.unsealFromSecret.enabled) "namespace" $r.unsealFromSecret.namespace "secret_name" $r.unsealFromSecret.secretName "key" $r.unsealFromSecret.key }}
 {{- $remediation := deepCopy (default dict $r.settings) }}
