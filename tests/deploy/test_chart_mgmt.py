@@ -33,12 +33,15 @@ def _values(*, remediation: bool = False, actions: dict[str, bool] | None = None
     return {"mgmtKubeconfig": {"rbac": rbac}, "remediation": {"enabled": remediation}}
 
 
-def _is_mgmt(node: ast.expr, aliases: frozenset[str]) -> bool:
-    """``mgmt``, ``ctx.kube_mgmt``, ``mgmt(env)`` / ``_mgmt(ctx)``, or a name assigned one of those."""
+def _is_mgmt(node: ast.expr | None, aliases: frozenset[str]) -> bool:
+    """``mgmt``, ``ctx.kube_mgmt``, ``mgmt(env)`` / ``_mgmt(ctx)``, ``ctx.kube_mgmt or ...``, or a
+    name the same function assigned one of those."""
     if isinstance(node, ast.Name):
         return node.id == "mgmt" or node.id in aliases
     if isinstance(node, ast.Call):
         return isinstance(node.func, ast.Name) and node.func.id in ("mgmt", "_mgmt")
+    if isinstance(node, ast.BoolOp):  # `ctx.kube_mgmt or ctx.require_kube()`: the management client when set
+        return any(_is_mgmt(v, aliases) for v in node.values)
     return isinstance(node, ast.Attribute) and node.attr == "kube_mgmt"
 
 
@@ -48,18 +51,19 @@ def mgmt_calls(source: str) -> set[tuple[str, str, str]]:
     constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
                  and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
                  for t in n.targets if isinstance(t, ast.Name)}
-    aliases = frozenset(t.id for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                        and _is_mgmt(n.value, frozenset()) for t in n.targets if isinstance(t, ast.Name))
     out = set()
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in VERBS and _is_mgmt(node.func.value, aliases)):
-            continue
-        api_version = _literal(node.args[0] if node.args else None, constants)
-        plural = _literal(node.args[1] if len(node.args) > 1 else None, constants)
-        if api_version is None or plural is None:
-            continue
-        out.add(("" if api_version == "v1" else api_version.split("/")[0], plural, VERBS[node.func.attr]))
+    for scope in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        aliases = frozenset(t.id for n in ast.walk(scope) if isinstance(n, ast.Assign)
+                            and _is_mgmt(n.value, frozenset()) for t in n.targets if isinstance(t, ast.Name))
+        for node in ast.walk(scope):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in VERBS and _is_mgmt(node.func.value, aliases)):
+                continue
+            api_version = _literal(node.args[0] if node.args else None, constants)
+            plural = _literal(node.args[1] if len(node.args) > 1 else None, constants)
+            if api_version is None or plural is None:
+                continue
+            out.add(("" if api_version == "v1" else api_version.split("/")[0], plural, VERBS[node.func.attr]))
     return out
 
 
@@ -99,9 +103,16 @@ def test_the_scanner_sees_the_management_calls():
               "    await mgmt.list('kubevirt.io/v1', 'virtualmachines')\n"
               "    k = mgmt(env)\n"
               "    await k.delete('cluster.x-k8s.io/v1beta1', 'machines', 'm', 'fleet-default')\n"
-              "    await ctx.kube.list('v1', 'pods')\n")
+              "    await ctx.kube.list('v1', 'pods')\n"
+              "async def g(ctx):\n"
+              "    kube = ctx.kube_mgmt or ctx.require_kube()\n"
+              "    await kube.list('provisioning.cattle.io/v1', 'clusters', 'fleet-default')\n"
+              "async def f(ctx):\n"
+              "    kube = ctx.require_kube()\n"
+              "    await kube.list('v1', 'secrets')\n")
     assert mgmt_calls(sample) == {("kubevirt.io", "virtualmachines", "list"),
-                                  ("cluster.x-k8s.io", "machines", "delete")}
+                                  ("cluster.x-k8s.io", "machines", "delete"),
+                                  ("provisioning.cattle.io", "clusters", "list")}
     reads, writes = code_reads_and_writes()
     assert ("kubevirt.io", "virtualmachines", "list") in reads
     assert ("subresources.kubevirt.io", "virtualmachines/start", "update") in writes
