@@ -11,14 +11,27 @@ from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from bot.sdk import (Finding, HandlerContext, K8sName, LogPattern, NoParams, Severity, SOPParams, SourceError,
-                     Status, SuggestedAction, check_settings, sop)
+                     Status, SuggestedAction, check_settings, condition, parse_time, sop)
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
                "(then 5.2 step 5: check cert-manager recovers)")
-JOIN_STEP = "5.2 step 2: a replica reports Initialized=false: join it to the Raft cluster"
+JOIN_STEP = ("5.2 step 2: the replica reports Initialized=false (its Raft data is gone): join it to the "
+             "Raft cluster (vault operator raft join http://<leader>.vault-internal:8200), then unseal it")
 LEADER_STEP = ("5.3: wait 30 s for Raft to elect a leader; if still none, check the pods reach "
                "each other on port 8201 and read the raft/leader lines of the Vault logs")
+NETPOL_STEP = ("5.3 step 5: a NetworkPolicy blocks Raft: allow ingress and egress on 8201 between the Vault "
+               "pods (kubectl get networkpolicy,ciliumnetworkpolicy -n vault)")
+ENDPOINTS_STEP = ("5.3 step 4: the headless Service vault-internal must list every Vault pod "
+                  "(publishNotReadyAddresses): check its selector and the pods' labels")
+RESTART_STEP = "5.3 step 1: all replicas restarted together: wait 30 s for Raft to elect, then check again"
+STEP_DOWN_STEP = ("5.3 step 6 (nuclear option): step down the stuck leader to force a new election "
+                  "(vault operator step-down)")
 DOWN_STEP = "5.1: check the Vault pod of the unreachable replica (kubectl get pod -n vault)"
+CERT_MANAGER_STEP = ("5.2 step 5: cert-manager has not recovered although Vault is healthy: run vault-k8s-auth "
+                     "(5.5) and cert-health (4.2)")
+CM = "cert-manager.io/v1"
+VAULT_NAMESPACE = "vault"
+RAFT_PORT = 8201
 
 
 class VaultStatusParams(SOPParams):
@@ -35,16 +48,35 @@ class VaultStatusParams(SOPParams):
         return v
 
 
+class VaultStatusChecks(BaseModel):
+    """``checks.vault-status`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = Field(VAULT_NAMESPACE, description="namespace of the Vault pods")
+    headless_service: str = Field("vault-internal", description="the Raft peers' headless Service")
+    pod_labels: dict[str, str] = Field(default_factory=lambda: {"app.kubernetes.io/name": "vault",
+                                                                "component": "server"},
+                                       description="labels of the Vault server pods")
+    restart_window_s: float = Field(300, gt=0, description="pods all started within this: 'restarted together'")
+
+
 @sop("vault-status", title="Vault seal and Raft leader status", sections=("5.1", "5.2", "5.3"),
      severity=Severity.P1, alerts=("VaultSealed", "VaultLeaderLost", "VaultDown"),
      causes=("replica sealed after a restart", "replica not initialized (must rejoin Raft)",
-             "replica unreachable", "no Raft leader elected"))
+             "replica unreachable", "no Raft leader elected",
+             "Raft peers cannot reach each other on port 8201 (network partition)",
+             "a NetworkPolicy blocks Raft port 8201", "headless Service vault-internal lacks a peer",
+             "all replicas restarted simultaneously (Raft still electing)", "stuck leader",
+             "cert-manager has not recovered after unseal"))
 async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[Finding]:
-    """Seal state, unseal progress, HA mode and leader of every Vault replica (runbook 5.1–5.3)."""
+    """Seal state, unseal progress, HA mode and leader of every Vault replica; when no leader:
+    the NetworkPolicies, the headless Service's endpoints, restarts and the Raft log lines; the
+    Raft peers; and whether cert-manager's Vault issuers recovered (runbook 5.1–5.3)."""
     pool = ctx.vault
     if pool is None or not pool.addrs:
         return [Finding(status=Status.unknown, target="vault",
                         summary="no Vault replica addresses configured (vault.addrs)")]
+    cfg = check_settings(ctx, "vault-status", VaultStatusChecks)
     addrs = [a for a in pool.addrs if params.replica in (None, pool.name_of(a))]
     if not addrs:
         return [Finding(status=Status.unknown, target=params.replica or "vault",
@@ -53,29 +85,55 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
     findings = [f for f, _ in states]
     seen = [s for _, s in states if s is not None]
 
-    unsealed = [s for s in seen if not s["sealed"]]
+    unsealed = [s for s in seen if not s["sealed"] and not s.get("uninitialized")]
+    sealed = [s for s in seen if s["sealed"]]
+    uninitialized = [s for s in seen if s.get("uninitialized")]
     leaders = sorted({s["leader"] for s in unsealed if s.get("leader")})
     problems = len(addrs) - len(unsealed)
-    if params.replica is None:
-        if problems:
-            findings.append(Finding(status=Status.crit, target="cluster",
-                                    summary=f"{len(unsealed)} of {len(addrs)} replicas unsealed and reachable",
-                                    next_step=UNSEAL_STEP if any(s["sealed"] for s in seen) else DOWN_STEP,
-                                    # Propose 5.2 step 3 (needs approval; key source from config).
-                                    actions=[SuggestedAction(action="vault-unseal")]
-                                    if any(s["sealed"] for s in seen) else []))
-        if unsealed and not leaders:
-            findings.append(Finding(status=Status.warn, target="raft",
-                                    summary="no replica reports a Raft leader", next_step=LEADER_STEP))
-            findings.extend(await _raft_log_evidence(ctx, [pool.name_of(a) for a in addrs]))
-        elif leaders:
-            findings.append(Finding(status=Status.ok, target="raft", summary=f"leader {leaders[0]}"))
-        if pool.has_token and leaders:
-            # Only the active node answers raft/configuration; standbys forward or fail.
-            leader_addr = next(a for a in addrs if pool.name_of(a) == leaders[0]) \
-                if leaders[0] in pool.names else addrs[0]
-            findings.append(await _raft_peers(pool, [leader_addr]))
+    if params.replica is not None:
+        return findings
+    if problems:
+        if sealed:
+            step, actions = UNSEAL_STEP, [SuggestedAction(action="vault-unseal")]
+        elif uninitialized:
+            step, actions = JOIN_STEP, []
+        else:
+            step, actions = DOWN_STEP, []
+        findings.append(Finding(status=Status.crit, target="cluster",
+                                summary=f"{len(unsealed)} of {len(addrs)} replicas unsealed and reachable"
+                                        + (f"; not initialized: {', '.join(s['name'] for s in uninitialized)}"
+                                           if uninitialized else ""),
+                                next_step=step, actions=actions))
+    if unsealed and not leaders:
+        # 5.3 is P1: no leader means no Vault (every request fails with "active node not found").
+        findings.append(Finding(status=Status.crit, target="raft",
+                                summary="no Raft leader: every unsealed replica is standby "
+                                        f"({', '.join(s['name'] for s in unsealed)})", next_step=LEADER_STEP))
+        findings.extend(await _no_leader_evidence(ctx, cfg, [pool.name_of(a) for a in addrs]))
+    elif leaders:
+        findings.extend(_leader_agreement(unsealed, leaders))
+    if pool.has_token and leaders:
+        # Only the active node answers raft/configuration; standbys forward or fail.
+        leader_addr = next(a for a in addrs if pool.name_of(a) == leaders[0]) \
+            if leaders[0] in pool.names else addrs[0]
+        findings.append(await _raft_peers(pool, [leader_addr]))
+    if ctx.kube is not None:
+        vault_ok = not problems and bool(leaders)
+        findings.extend(await _cert_manager_recovery(ctx, vault_ok))
     return findings
+
+
+def _leader_agreement(unsealed: list[dict[str, Any]], leaders: list[str]) -> list[Finding]:
+    """One leader that every unsealed replica follows; a standby following nobody (or another
+    node) while one is active means a stuck leader (5.3 step 6)."""
+    active = [s["name"] for s in unsealed if s.get("active")]
+    lost = [s["name"] for s in unsealed if not s.get("active") and s.get("leader") not in active]
+    if active and lost:
+        return [Finding(status=Status.crit, target="raft",
+                        summary=f"stuck leader: {active[0]} is active but {', '.join(lost)} follow(s) no leader "
+                                "(standby, no leader address)", next_step=STEP_DOWN_STEP,
+                        actions=[SuggestedAction(action="vault-step-down")])]
+    return [Finding(status=Status.ok, target="raft", summary=f"leader {leaders[0]}")]
 
 
 # 5.3: "read the raft/leader lines of the Vault logs"; the first match names the cause.
@@ -84,22 +142,156 @@ RAFT_PATTERNS = (
                cause="Raft peers cannot reach each other on port 8201"),
     LogPattern(regex=r"storage\.raft: .*(Election timeout|heartbeat timeout)", cause="Raft elections keep timing out"),
 )
-VAULT_NAMESPACE = "vault"
 
 
-async def _raft_log_evidence(ctx: HandlerContext, pods: list[str]) -> list[Finding]:
-    """The raft lines of one replica's log (pods are named like the replicas), only read when no
-    leader is elected; a log that cannot be read is an unknown finding, not a failed SOP."""
+async def _no_leader_evidence(ctx: HandlerContext, cfg: VaultStatusChecks, pods: list[str]) -> list[Finding]:
+    """What 5.3's steps 3–5 look at, read only when no leader is elected: NetworkPolicies that
+    could block 8201, the headless Service's endpoints, whether the pods restarted together, and
+    the Raft log lines. A source that cannot be read is an unknown finding, not a failed SOP."""
     if ctx.kube is None:
         return []
+    results = await asyncio.gather(_network_policies(ctx, cfg), _headless_endpoints(ctx, cfg, pods),
+                                   _restarted_together(ctx, cfg, pods), _raft_log_evidence(ctx, cfg, pods))
+    return [f for group in results for f in group]
+
+
+async def _raft_log_evidence(ctx: HandlerContext, cfg: VaultStatusChecks, pods: list[str]) -> list[Finding]:
+    ns = cfg.namespace
     for pod in pods:
-        hits, failed = await ctx.attempt(ctx.log_hits(VAULT_NAMESPACE, pod, RAFT_PATTERNS, tail=200, quote=1),
-                                         f"pod/{VAULT_NAMESPACE}/{pod} log")
+        hits, failed = await ctx.attempt(ctx.log_hits(ns, pod, RAFT_PATTERNS, tail=200, quote=1),
+                                         f"pod/{ns}/{pod} log")
         if failed is not None:
             return [failed]
         if hits:
-            return [Finding(status=Status.warn, target=f"pod/{VAULT_NAMESPACE}/{pod} log",
+            return [Finding(status=Status.warn, target=f"pod/{ns}/{pod} log",
                             summary=f"{hits[0].pattern.cause}: {hits[0].lines[-1]}", next_step=LEADER_STEP)]
+    return []
+
+
+def _match_labels(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels/matchExpressions; Cilium's "k8s:" key prefix dropped);
+    an empty selector matches every pod."""
+    selector = selector or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k.removeprefix("k8s:")) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = str(expr.get("key", "")).removeprefix("k8s:"), expr.get("operator"), expr.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) \
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def _k8s_rule_allows(rule: dict[str, Any], peers_key: str, vault_labels: dict[str, str]) -> bool:
+    """A networking.k8s.io ingress/egress rule lets a Vault pod's 8201 traffic through."""
+    ports = rule.get("ports") or []
+    port_ok = not ports or any(p.get("port") in (None, RAFT_PORT, str(RAFT_PORT), "https-internal")
+                               or (isinstance(p.get("port"), int) and p.get("endPort")
+                                   and p["port"] <= RAFT_PORT <= p["endPort"]) for p in ports)
+    peers = rule.get(peers_key) or []
+    peer_ok = not peers or any("ipBlock" not in peer and _match_labels(peer.get("podSelector"), vault_labels)
+                               for peer in peers)
+    return port_ok and peer_ok
+
+
+def _cilium_rule_allows(rule: dict[str, Any], peers_key: str, vault_labels: dict[str, str]) -> bool:
+    to_ports = rule.get("toPorts") or []
+    port_ok = not to_ports or any(str(p.get("port")) in ("0", str(RAFT_PORT)) for tp in to_ports
+                                  for p in tp.get("ports") or [])
+    peers = rule.get(peers_key)
+    peer_ok = peers is None or any(_match_labels(e, vault_labels) for e in peers)
+    return port_ok and peer_ok
+
+
+async def _network_policies(ctx: HandlerContext, cfg: VaultStatusChecks) -> list[Finding]:
+    """5.3 step 5 (kubectl get networkpolicy -n vault), by reading the policies: once any policy
+    selects the Vault pods for a direction, traffic there is denied unless a rule allows 8201
+    between Vault pods. Cilium's own policies (cilium.io/v2) are read the same way."""
+    kube = ctx.require_kube()
+    ns = cfg.namespace
+    k8s, failed = await ctx.attempt(kube.list("networking.k8s.io/v1", "networkpolicies", ns),
+                                    f"networkpolicies/{ns}")
+    if failed is not None:
+        return [failed]
+    try:
+        cilium = await kube.list("cilium.io/v2", "ciliumnetworkpolicies", ns)
+    except SourceError as exc:
+        cilium = [] if exc.status == 404 else None  # Cilium's CRD absent: none to read
+        if cilium is None:
+            return [Finding(status=Status.unknown, target=f"ciliumnetworkpolicies/{ns}", summary=exc.reason)]
+    labels = cfg.pod_labels
+    blocking: list[str] = []
+    for direction, key, peers in (("ingress", "ingress", "from"), ("egress", "egress", "to")):
+        selecting = [p for p in k8s or [] if _match_labels((p.get("spec") or {}).get("podSelector"), labels)
+                     and direction.capitalize() in ((p.get("spec") or {}).get("policyTypes")
+                                                    or (["Ingress", "Egress"] if (p.get("spec") or {}).get("egress")
+                                                        else ["Ingress"]))]
+        if selecting and not any(_k8s_rule_allows(r, peers, labels) for p in selecting
+                                 for r in (p.get("spec") or {}).get(key) or []):
+            blocking += [f"NetworkPolicy {ns}/{p['metadata']['name']} ({direction})" for p in selecting]
+        c_peers = "fromEndpoints" if direction == "ingress" else "toEndpoints"
+        c_selecting = [p for p in cilium or [] if _match_labels((p.get("spec") or {}).get("endpointSelector"), labels)
+                       and (p.get("spec") or {}).get(key) is not None]
+        if c_selecting and not any(_cilium_rule_allows(r, c_peers, labels) for p in c_selecting
+                                   for r in (p.get("spec") or {}).get(key) or []):
+            blocking += [f"CiliumNetworkPolicy {ns}/{p['metadata']['name']} ({direction})" for p in c_selecting]
+    names = sorted({*(p["metadata"]["name"] for p in k8s or []), *(p["metadata"]["name"] for p in cilium or [])})
+    if blocking:
+        return [Finding(status=Status.crit, target=f"networkpolicy/{ns}",
+                        summary=f"{', '.join(blocking)} blocks Raft port {RAFT_PORT} between the Vault pods "
+                                "(network partition)", next_step=NETPOL_STEP)]
+    return [Finding(status=Status.ok, target=f"networkpolicy/{ns}",
+                    summary=f"no policy blocks {RAFT_PORT}" + (f" ({', '.join(names)} read)" if names else
+                                                              " (no NetworkPolicy in the namespace)"))]
+
+
+async def _headless_endpoints(ctx: HandlerContext, cfg: VaultStatusChecks, pods: list[str]) -> list[Finding]:
+    """5.3 step 4 (nslookup vault-internal): the names peers dial are the headless Service's
+    endpoints; a pod missing there does not resolve as <pod>.vault-internal."""
+    ns, svc = cfg.namespace, cfg.headless_service
+    try:
+        ep = await ctx.require_kube().get("v1", "endpoints", svc, ns)
+    except SourceError as exc:
+        if exc.status == 404:
+            return [Finding(status=Status.crit, target=f"endpoints/{ns}/{svc}",
+                            summary=f"headless Service {svc} has no Endpoints: no peer name resolves",
+                            next_step=ENDPOINTS_STEP)]
+        return [Finding(status=Status.unknown, target=f"endpoints/{ns}/{svc}", summary=exc.reason)]
+    listed = {a.get("hostname") or ((a.get("targetRef") or {}).get("name")) for sub in ep.get("subsets") or []
+              for a in [*(sub.get("addresses") or []), *(sub.get("notReadyAddresses") or [])]}
+    missing = [p for p in pods if p not in listed]
+    if missing:
+        return [Finding(status=Status.crit, target=f"endpoints/{ns}/{svc}",
+                        summary=f"headless Service {svc} lacks {', '.join(missing)}: "
+                                f"{missing[0]}.{svc} does not resolve for its peers", next_step=ENDPOINTS_STEP)]
+    return [Finding(status=Status.ok, target=f"endpoints/{ns}/{svc}", summary=f"lists {', '.join(pods)}")]
+
+
+async def _restarted_together(ctx: HandlerContext, cfg: VaultStatusChecks, pods: list[str]) -> list[Finding]:
+    """5.3's second root cause: all pods restarted at once, so Raft needs time to elect."""
+    ns = cfg.namespace
+    objs, failed = await ctx.attempt(ctx.require_kube().list("v1", "pods", ns), f"pods/{ns}")
+    if failed is not None:
+        return [failed]
+    starts = []
+    for pod in objs or []:
+        if pod["metadata"]["name"] not in pods:
+            continue
+        running = [((cs.get("state") or {}).get("running") or {}).get("startedAt")
+                   for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+        stamp = parse_time(next((r for r in running if r), None))
+        if stamp is not None:
+            starts.append(stamp)
+    if len(starts) < len(pods) or not starts:
+        return []
+    now = datetime.now(timezone.utc)
+    newest_age = (now - min(starts)).total_seconds()
+    if newest_age <= cfg.restart_window_s:
+        spread = (max(starts) - min(starts)).total_seconds()
+        return [Finding(status=Status.warn, target=f"pods/{ns}",
+                        summary=f"all replicas restarted simultaneously (within {spread:.0f} s, "
+                                f"{newest_age:.0f} s ago): Raft may still be electing", next_step=RESTART_STEP)]
     return []
 
 
@@ -112,27 +304,34 @@ async def _replica(pool: Any, addr: str) -> tuple[Finding, dict[str, Any] | None
                        next_step=DOWN_STEP), None
     version = seal.get("version", "?")
     if not seal.get("initialized", False):
-        return Finding(status=Status.crit, target=name, summary=f"not initialized (v{version})",
-                       next_step=JOIN_STEP), {"sealed": True}
+        # Its own cause (5.2 step 2), not a seal problem: unseal keys do not apply until it rejoins.
+        return Finding(status=Status.crit, target=name,
+                       summary=f"not initialized (Initialized=false, v{version}): must re-join Raft, "
+                               "unseal does not apply", next_step=JOIN_STEP,
+                       actions=[SuggestedAction(action="vault-raft-join", params={"replica": name})]), \
+            {"name": name, "sealed": False, "uninitialized": True}
     if seal.get("sealed", True):
         progress = f"{seal.get('progress', 0)}/{seal.get('t', '?')}"
         return Finding(status=Status.crit, target=name,
                        summary=f"sealed, unseal progress {progress} (v{version})",
-                       next_step=UNSEAL_STEP), {"sealed": True}
-    state: dict[str, Any] = {"sealed": False}
+                       next_step=UNSEAL_STEP), {"name": name, "sealed": True}
+    state: dict[str, Any] = {"name": name, "sealed": False}
     try:
         leader = await pool.leader(addr)
     except SourceError as exc:
         return Finding(status=Status.unknown, target=name,
                        summary=f"unsealed, leader status unknown: {exc.reason}"), state
     if leader.get("is_self"):
-        mode = "active (leader)"
+        mode = "HA mode active (leader)"
         state["leader"] = name
+        state["active"] = True
     else:
-        mode = "standby"
         address = leader.get("leader_address") or ""
         if address:
             state["leader"] = _leader_name(pool, address)
+            mode = f"HA mode standby, leader {state['leader']}"
+        else:
+            mode = "HA mode standby, no leader"
     return Finding(status=Status.ok, target=name, summary=f"unsealed, {mode} (v{version})"), state
 
 
@@ -144,6 +343,7 @@ def _leader_name(pool: Any, address: str) -> str:
 
 
 async def _raft_peers(pool: Any, addrs: list[str]) -> Finding:
+    """5.2 step 4 (raft list-peers): every configured replica is a voter."""
     try:
         data = await pool.raft_configuration(addrs[0])
     except SourceError as exc:
@@ -151,10 +351,52 @@ async def _raft_peers(pool: Any, addrs: list[str]) -> Finding:
     servers = (((data or {}).get("data") or {}).get("config") or {}).get("servers") or []
     voters = [s for s in servers if s.get("voter")]
     desc = ", ".join(f"{s.get('node_id')}{' (leader)' if s.get('leader') else ''}" for s in servers)
+    missing = [n for n in pool.names if n not in {s.get("node_id") for s in servers}]
     status = Status.ok if len(voters) >= len(pool.addrs) else Status.warn
     return Finding(status=status, target="raft peers",
-                   summary=f"{len(voters)} voters of {len(servers)} peers: {desc}",
+                   summary=f"{len(voters)} voters of {len(servers)} peers: {desc}"
+                           + (f"; missing: {', '.join(missing)}" if missing else ""),
                    next_step="" if status is Status.ok else JOIN_STEP)
+
+
+async def _cert_manager_recovery(ctx: HandlerContext, vault_ok: bool) -> list[Finding]:
+    """5.1 step 4 / 5.2 step 5: cert-manager's Vault ClusterIssuers Ready and no
+    CertificateRequest of theirs left pending. While Vault itself is down they are expected to
+    fail; once it is healthy, a failing issuer is the next problem (5.5, 4.2)."""
+    kube = ctx.require_kube()
+    try:
+        issuers, requests = await asyncio.gather(kube.list(CM, "clusterissuers"), kube.list(CM, "certificaterequests"))
+    except SourceError as exc:
+        if exc.status == 404:  # cert-manager not installed
+            return []
+        return [Finding(status=Status.unknown, target="cert-manager", summary=exc.reason)]
+    vault_issuers = [i for i in issuers if (i.get("spec") or {}).get("vault")]
+    if not vault_issuers:
+        return []
+    names = {i["metadata"]["name"] for i in vault_issuers}
+    out: list[Finding] = []
+    status = Status.warn
+    step = CERT_MANAGER_STEP if vault_ok else UNSEAL_STEP
+    for issuer in vault_issuers:
+        cond = condition(issuer, "Ready") or {}
+        if cond.get("status") != "True":
+            why = str(cond.get("message") or cond.get("reason") or "no Ready condition").splitlines()[0][:200]
+            out.append(Finding(status=status, target=f"clusterissuer/{issuer['metadata']['name']}",
+                               summary=("cert-manager has not recovered: " if vault_ok else "waits for Vault: ")
+                                       + f"Ready={cond.get('status', 'missing')}: {why}", next_step=step))
+    pending = [r for r in requests if ((r.get("spec") or {}).get("issuerRef") or {}).get("name") in names
+               and (condition(r, "Ready") or {}).get("reason") == "Pending"]
+    if pending:
+        first = pending[0]
+        msg = str((condition(first, "Ready") or {}).get("message", "")).splitlines()[0][:200]
+        out.append(Finding(status=status, target="certificaterequests",
+                           summary=f"{len(pending)} CertificateRequest(s) pending on {', '.join(sorted(names))}, "
+                                   f"e.g. {first['metadata'].get('namespace')}/{first['metadata']['name']}: {msg}",
+                           next_step=step))
+    if not out:
+        out.append(Finding(status=Status.ok, target="cert-manager",
+                           summary=f"ClusterIssuer(s) {', '.join(sorted(names))} Ready; no CertificateRequest pending"))
+    return out
 
 
 # -- 5.4 PKI engine, 4.3 intermediate CA ------------------------------------------------------

@@ -777,6 +777,7 @@ def _vault(b: _Builder) -> None:
                                                  "app.kubernetes.io/instance": "vault", "component": "webhook"},
                  "hashicorp/vault-k8s:1.6.2", [8080], container="sidecar-injector")
     b.gateway_route(ns, "vault", "vault-ui", 8200)
+    _vault_raft_objects(b, ns, labels)
     b.add({"apiVersion": CORE, "kind": "Secret", "type": "Opaque",
            "metadata": b.meta("vault-init", "terraform-state"),
            "data": {"vault-init.json": _b64(json.dumps(vc.init_json()))}})
@@ -816,6 +817,32 @@ def _cilium_state(b: _Builder) -> None:
                           "targetRef": {"kind": "Pod", "namespace": ks, "name": p["metadata"]["name"],
                                         "uid": p["metadata"]["uid"]}} for p in pods],
            "ports": [{"name": "udp-53", "port": 53, "protocol": "UDP"}, {"name": "tcp-53", "port": 53, "protocol": "TCP"}]})
+
+
+def _vault_raft_objects(b: _Builder, ns: str, labels: dict[str, str]) -> None:
+    """The headless vault-internal Service's Endpoints (every pod, ready or not, since it
+    publishes not-ready addresses: Raft peers find each other by these names) and the weekly
+    Raft snapshot CronJob of runbook 11.5 with its last successful run two days ago."""
+    pods = sorted((p for p in b.store.list(CORE, "Pod", ns)
+                   if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())),
+                  key=lambda p: p["metadata"]["name"])
+    addresses = [{"ip": p["status"]["podIP"], "hostname": p["metadata"]["name"], "nodeName": p["spec"]["nodeName"],
+                  "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
+                                "uid": p["metadata"]["uid"]}} for p in pods]
+    b.add({"apiVersion": CORE, "kind": "Endpoints",
+           "metadata": b.meta("vault-internal", ns, {**labels, "service.kubernetes.io/headless": ""}),
+           "subsets": [{"addresses": addresses,
+                        "ports": [{"name": "http", "port": 8200, "protocol": "TCP"},
+                                  {"name": "https-internal", "port": 8201, "protocol": "TCP"}]}]})
+    b.add({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": b.meta("vault-raft-snapshot", ns),
+           "spec": {"schedule": "0 3 * * 0", "concurrencyPolicy": "Forbid", "suspend": False,
+                    "successfulJobsHistoryLimit": 4, "failedJobsHistoryLimit": 1,
+                    "jobTemplate": {"spec": {"template": {"spec": {
+                        "restartPolicy": "OnFailure", "serviceAccountName": "vault-snapshot",
+                        "containers": [{"name": "snapshot", "image": f"hashicorp/vault:{b.vault.version}",
+                                        "command": ["vault", "operator", "raft", "snapshot", "save",
+                                                    "/snapshots/vault-raft.snap"]}]}}}}},
+           "status": {"lastScheduleTime": b.ago(days=2), "lastSuccessfulTime": b.ago(days=2, minutes=-1)}})
 
 
 def _database(b: _Builder) -> None:

@@ -110,6 +110,32 @@ class VaultPool:
         answer = await self.first(lambda c: c.read(path))
         return (answer or {}).get("data") if answer is not None else None
 
+    # -- writes (remediation actions only) ---------------------------------------------------
+    async def raft_join(self, addr: str, leader_api_addr: str) -> dict[str, Any]:
+        """``POST sys/storage/raft/join`` on a replica without Raft data (runbook 5.2 step 2);
+        unauthenticated, as on an uninitialized node. ``{"joined": true}``."""
+        answer = await self.call(addr, lambda c: c.sys.join_raft_cluster(leader_api_addr=leader_api_addr))
+        return answer if isinstance(answer, dict) else {}
+
+    async def step_down(self, addr: str) -> None:
+        """``PUT sys/step-down`` on the active node (runbook 5.3 step 6; needs a token)."""
+        await self.call(addr, lambda c: c.sys.step_down())
+
+    async def write(self, path: str, data: dict[str, Any]) -> None:
+        """A logical write (``pki_int/roles/<name>``, ``auth/kubernetes/config``…) on the first
+        replica that answers; a standby forwards it to the active node."""
+        await self.first(lambda c: c.write_data(path, data=data))
+
+    async def kubernetes_login(self, role: str, jwt: str, mount: str = "kubernetes") -> dict[str, Any]:
+        """``POST auth/<mount>/login`` with a ServiceAccount JWT: what cert-manager's Vault issuer
+        does (runbook 4.2, 5.5). Returns the ``auth`` block's metadata and policies only; the
+        Vault token it grants is revoked-by-TTL and never returned, logged or kept."""
+        answer = await self.first(lambda c: c.auth.kubernetes.login(role=role, jwt=jwt, use_token=False,
+                                                                    mount_point=mount))
+        auth = (answer or {}).get("auth") or {}
+        return {"policies": list(auth.get("policies") or []), "metadata": dict(auth.get("metadata") or {}),
+                "lease_duration": auth.get("lease_duration", 0)}
+
     async def unseal(self, addr: str, key: str) -> dict[str, Any]:
         # The key never appears in an exception text we raise: SourceError is built from the
         # server's answer only.

@@ -17,6 +17,7 @@ and Vault's seal status only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -204,3 +205,139 @@ class UnsealVault(Action[UnsealParams]):
             return SecretProgress(message="; ".join(parts) + f". {verified.summary}", done=True,
                                   ok=verified.ok)
         return SecretProgress(message="; ".join(parts) or "no replica is sealed", done=False)
+
+
+# -- 5.2 step 2: re-join a replica without Raft data -------------------------------------------
+class ReplicaParams(ActionParams):
+    replica: K8sName = Field(description="vault-N that reports Initialized=false")
+
+
+async def _active(env: ActionEnv) -> tuple[str, str, str] | None:
+    """(name, addr, advertised api_addr) of the active node, or None when no replica leads."""
+    pool = env.ctx.vault
+    assert pool is not None
+    for addr, name in zip(pool.addrs, pool.names):
+        try:
+            leader = await pool.leader(addr)
+        except SourceError:
+            continue
+        if leader.get("is_self"):
+            return name, addr, str(leader.get("leader_address") or addr)
+    return None
+
+
+def _pool(env: ActionEnv) -> Any:
+    pool = env.ctx.vault
+    if pool is None or not pool.addrs:
+        raise Unavailable("no Vault replica addresses configured (vault.addrs)")
+    return pool
+
+
+@remediation_action
+class RaftJoin(Action[ReplicaParams]):
+    name = "vault-raft-join"
+    title = "Re-join a Vault replica that lost its Raft data"
+    section = "5.2"
+    step = "Step 2: a replica showing Initialized=false rejoins Raft"
+    risk = Risk.low  # only a node with no data can join; the leader's data is untouched
+    params = ReplicaParams
+    changes = "joins an uninitialized Vault replica to the Raft cluster (POST sys/storage/raft/join)"
+
+    async def plan(self, env: ActionEnv, p: ReplicaParams) -> Plan:
+        pool = _pool(env)
+        if p.replica not in pool.names:
+            return Plan(blocked=f"no replica {p.replica}; the replicas are {', '.join(pool.names)}")
+        addr = pool.addrs[pool.names.index(p.replica)]
+        runbook = [f"kubectl exec -n vault {p.replica} -- env VAULT_ADDR=http://127.0.0.1:8200 "
+                   "vault operator raft join http://vault-0.vault-internal:8200"]
+        seal = await pool.seal_status(addr)
+        if seal.get("initialized"):
+            return Plan(nothing_to_do=f"{p.replica} reports Initialized=true: it is a Raft peer already "
+                                      "(sealed? use vault-unseal)", runbook=runbook)
+        active = await _active(env)
+        if active is None:
+            return Plan(blocked="no replica is the active node: there is no leader to join (5.3 first)",
+                        runbook=runbook)
+        leader, _, api_addr = active
+        return Plan(operations=[f"POST /v1/sys/storage/raft/join on {p.replica}: leader_api_addr={api_addr}",
+                                f"GET /v1/sys/seal-status on {p.replica} (verify Initialized=true)"],
+                    preview=table(["replica", "now", "after"],
+                                  [[p.replica, "Initialized=false", f"Raft peer of {leader}, sealed"]]),
+                    state=fingerprint([p.replica, False, leader]), state_text=f"{p.replica} uninitialized, leader {leader}",
+                    runbook=runbook,
+                    warnings=[f"{p.replica} starts sealed after joining: unseal it next (vault-unseal, 5.2 step 3)"])
+
+    async def run(self, env: ActionEnv, p: ReplicaParams) -> Outcome:
+        pool = _pool(env)
+        addr = pool.addrs[pool.names.index(p.replica)]
+        active = await _active(env)
+        if active is None:
+            return Outcome(ok=False, summary="no active node to join any more")
+        answer = await pool.raft_join(addr, active[2])
+        seal = await pool.seal_status(addr)
+        if not answer.get("joined") or not seal.get("initialized"):
+            return Outcome(ok=False, summary=f"{p.replica} did not join (joined={answer.get('joined')}, "
+                                             f"initialized={seal.get('initialized')})")
+        return Outcome(ok=True, summary=f"{p.replica} joined the Raft cluster of {active[0]} (verified: "
+                                        f"initialized=true, sealed={str(seal.get('sealed')).lower()}); "
+                                        "next: vault-unseal (5.2 step 3)")
+
+
+# -- 5.3 step 6: step down a stuck leader -------------------------------------------------------
+class StepDownParams(ActionParams):
+    pass
+
+
+@remediation_action
+class StepDown(Action[StepDownParams]):
+    name = "vault-step-down"
+    title = "Step down the active Vault node to force a new Raft election"
+    section = "5.3"
+    step = "Step 6: nuclear option, step down the current leader"
+    risk = Risk.high  # every request fails until a new leader is elected
+    params = StepDownParams
+    changes = "makes the active Vault node give up leadership (PUT sys/step-down)"
+
+    def enabled(self, env: ActionEnv, params: StepDownParams) -> str | None:
+        pool = env.ctx.vault
+        if pool is not None and not pool.has_token:
+            return "sys/step-down needs a Vault token with sudo on it (vault.token)"
+        return None
+
+    async def _modes(self, env: ActionEnv) -> list[list[str]]:
+        pool = _pool(env)
+        rows = []
+        for addr, name in zip(pool.addrs, pool.names):
+            try:
+                leader = await pool.leader(addr)
+                rows.append([name, "active" if leader.get("is_self") else
+                             f"standby, leader {leader.get('leader_address') or 'none'}"])
+            except SourceError as exc:
+                rows.append([name, exc.reason])
+        return rows
+
+    async def plan(self, env: ActionEnv, p: StepDownParams) -> Plan:
+        runbook = ["kubectl exec -n vault vault-0 -- env VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=<root-token> "
+                   "vault operator step-down"]
+        active = await _active(env)
+        if active is None:
+            return Plan(blocked="no replica is active: step-down needs a leader to step down (5.3 steps 1-5)",
+                        runbook=runbook)
+        return Plan(operations=[f"PUT /v1/sys/step-down on {active[0]} (the active node)",
+                                "GET /v1/sys/leader on every replica (verify a leader is elected)"],
+                    preview=table(["replica", "HA mode now"], await self._modes(env)),
+                    state=fingerprint(active[0]), state_text=f"active node {active[0]}", runbook=runbook,
+                    warnings=["Vault answers no request until the new leader is elected (seconds)"])
+
+    async def run(self, env: ActionEnv, p: StepDownParams) -> Outcome:
+        pool = _pool(env)
+        active = await _active(env)
+        if active is None:
+            return Outcome(ok=False, summary="no active node any more")
+        await pool.step_down(active[1])
+        for _ in range(30):  # the old leader waits 10 s before it may lead again
+            now = await _active(env)
+            if now is not None:
+                return Outcome(ok=True, summary=f"{active[0]} stepped down; leader now {now[0]} (verified)")
+            await asyncio.sleep(0.5)
+        return Outcome(ok=False, summary=f"{active[0]} stepped down but no leader was elected within 15 s (5.3 escalation)")

@@ -1,7 +1,121 @@
-"""Scenarios for runbook chapter 5 and 10.4: Vault seal, unseal, Raft, PKI, Kubernetes auth, DR."""
+"""Scenarios for runbook chapter 5 and 10.4: Vault seal, unseal, Raft, PKI, Kubernetes auth, DR.
+(The first Vault scenarios — sealed, partially sealed, no leader, replica down, replica not
+joined, PKI missing, intermediate expired — are in ``sandbox.scenarios``.)"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sandbox.kube.store import Obj
+from sandbox.platform import CORE, Platform, add_log, iso, now, sync_vault_pods
 from sandbox.scenario_model import Scenario
 
-SCENARIOS: tuple[Scenario, ...] = ()
+NS = "vault"
+VAULT_LABELS = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": "vault", "component": "server"}
+
+
+def _no_leader(p: Platform, lines: list[str]) -> None:
+    p.vault.set_no_leader(True)
+    sync_vault_pods(p)
+    for pod in p.vault_names():
+        add_log(p, NS, pod, lines)
+
+
+def _timeouts(p: Platform, i: int) -> list[str]:
+    peer = f"vault-{(i + 1) % 3}"
+    return ['[WARN]  storage.raft: heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=',
+            f'[ERROR] storage.raft: failed to make requestVote RPC: target="{{Voter {peer} {peer}.vault-internal:8201}}" '
+            f'term={57 + i} error="dial tcp 10.42.{i + 1}.15:8201: i/o timeout"']
+
+
+# -- 5.3: network partition by a NetworkPolicy --------------------------------------------------
+def _raft_netpol(p: Platform) -> None:
+    """Someone tightened the vault namespace: only the API port 8200 is allowed in."""
+    p.kube.add({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "vault-allow-api", "namespace": NS},
+                "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vault"}},
+                         "policyTypes": ["Ingress"],
+                         "ingress": [{"ports": [{"protocol": "TCP", "port": 8200}]}]}})
+    p.vault.set_no_leader(True)
+    sync_vault_pods(p)
+    for i, pod in enumerate(p.vault_names()):
+        add_log(p, NS, pod, _timeouts(p, i))
+
+
+def _raft_cilium_policy(p: Platform) -> None:
+    """A CiliumNetworkPolicy lets the Vault pods be reached from Traefik only."""
+    p.kube.add({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": "vault-from-traefik", "namespace": NS},
+                "spec": {"endpointSelector": {"matchLabels": {"app.kubernetes.io/name": "vault"}},
+                         "ingress": [{"fromEndpoints": [{"matchLabels": {
+                             "k8s:io.kubernetes.pod.namespace": "kube-system", "app.kubernetes.io/name": "rke2-traefik"}}],
+                             "toPorts": [{"ports": [{"port": "8200", "protocol": "TCP"}]}]}]}})
+    p.vault.set_no_leader(True)
+    sync_vault_pods(p)
+    for i, pod in enumerate(p.vault_names()):
+        add_log(p, NS, pod, _timeouts(p, i))
+
+
+# -- 5.3: the headless Service lost a peer ------------------------------------------------------
+def _headless_missing_peer(p: Platform) -> None:
+    """vault-2 lost the labels the headless Service selects: vault-2.vault-internal is NXDOMAIN."""
+    def drop(ep: Obj) -> None:
+        for sub in ep.get("subsets") or []:
+            sub["addresses"] = [a for a in sub.get("addresses") or [] if a.get("hostname") != "vault-2"]
+    p.kube.update(CORE, "Endpoints", "vault-internal", NS, drop)
+    p.vault.set_no_leader(True)
+    sync_vault_pods(p)
+    for pod in p.vault_names():
+        add_log(p, NS, pod, [
+            '[WARN]  storage.raft: heartbeat timeout reached, starting election: last-leader-addr= last-leader-id=',
+            '[ERROR] storage.raft: failed to make requestVote RPC: target="{Voter vault-2 vault-2.vault-internal:8201}" '
+            'error="dial tcp: lookup vault-2.vault-internal on 10.43.0.10:53: no such host"'])
+
+
+# -- 5.3: all pods restarted at the same time ---------------------------------------------------
+def _restarted_together(p: Platform) -> None:
+    """A node drain took all three down at once (the runbook's prevention warns of it): they
+    came back seconds apart a minute ago and Raft has not elected yet."""
+    t = now()
+    for i, pod in enumerate(p.vault_names()):
+        started = iso(t - timedelta(seconds=70 - 4 * i))
+
+        def restarted(o: Obj, started: str = started) -> None:
+            o["status"]["startTime"] = started
+            for cs in o["status"].get("containerStatuses") or []:
+                cs["state"] = {"running": {"startedAt": started}}
+                cs["restartCount"] = int(cs.get("restartCount") or 0) + 1
+        p.kube.update(CORE, "Pod", pod, NS, restarted)
+    _no_leader(p, ['[INFO]  storage.raft: initial configuration: index=4231 servers="[vault-0 vault-1 vault-2]"',
+                   '[INFO]  storage.raft: entering follower state: follower="Node at vault-internal:8201 [Follower]"'])
+
+
+# -- 5.3 step 6: a stuck leader ----------------------------------------------------------------
+def _stuck_leader(p: Platform) -> None:
+    """vault-0 still holds the active lock but its heartbeats stopped reaching the standbys."""
+    p.vault.lost_followers = {1, 2}
+    for pod in ("vault-1", "vault-2"):
+        add_log(p, NS, pod, [
+            '[WARN]  storage.raft: heartbeat timeout reached, not part of a stable configuration or a non-voter, '
+            'not triggering a leader election',
+            "[ERROR] core: error performing key upgrades: error=\"error checking for key upgrades: "
+            "node not active but active cluster node not found\""])
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("vault-stuck-leader", "vault-0 is active but the standbys report no leader (5.3 step 6)",
+             _stuck_leader, section="5.3", status="crit",
+             cause="stuck leader: vault-0 is active but vault-1, vault-2 follow(s) no leader"),
+    Scenario("vault-raft-netpol", "a NetworkPolicy in vault admits only port 8200: Raft cannot elect (5.3)",
+             _raft_netpol, section="5.3", status="crit",
+             cause="NetworkPolicy vault/vault-allow-api (ingress) blocks Raft port 8201"),
+    Scenario("vault-raft-cilium-policy", "a CiliumNetworkPolicy admits Traefik on 8200 only: Raft cannot elect (5.3)",
+             _raft_cilium_policy, section="5.3", status="crit",
+             cause="CiliumNetworkPolicy vault/vault-from-traefik (ingress) blocks Raft port 8201"),
+    Scenario("vault-headless-missing-peer", "vault-internal's Endpoints lack vault-2: its name does not resolve (5.3)",
+             _headless_missing_peer, section="5.3", status="crit",
+             cause="headless Service vault-internal lacks vault-2"),
+    Scenario("vault-restarted-together", "all Vault pods restarted a minute ago, Raft still electing (5.3)",
+             _restarted_together, section="5.3", status="crit",
+             cause="all replicas restarted simultaneously"),
+)

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.vault.responses import envelope, pem_body, vault_error, vault_json
-from sandbox.vault.state import BUILD_DATE, UnsealError, VaultCluster
+from sandbox.vault.state import BUILD_DATE, JoinError, UnsealError, VaultCluster
 
 CLUSTER_KEY: web.AppKey[VaultCluster] = web.AppKey("vault_cluster", VaultCluster)
 INDEX_KEY: web.AppKey[int] = web.AppKey("vault_index", int)
@@ -48,9 +48,16 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return vault_error(503, "Vault is sealed")
     if cluster.leader is None:
         return vault_error(500, NO_ACTIVE)
-    if not _pki_public(cluster, path) and not _token_ok(request, cluster):
+    if not (_pki_public(cluster, path) or _login_path(cluster, path)) and not _token_ok(request, cluster):
         return vault_error(403, "permission denied")
-    return _logical(cluster, index, path, method)
+    body: dict[str, Any] = {}
+    if method in ("POST", "PUT"):
+        try:
+            raw = json.loads(await request.text() or "{}")
+        except ValueError:
+            return vault_error(400, "failed to parse JSON input")
+        body = raw if isinstance(raw, dict) else {}
+    return _logical(cluster, index, path, method, body)
 
 
 def _token_ok(request: web.Request, cluster: VaultCluster) -> bool:
@@ -59,6 +66,12 @@ def _token_ok(request: web.Request, cluster: VaultCluster) -> bool:
     if not token and auth.startswith("Bearer "):
         token = auth[len("Bearer "):]
     return bool(token) and token == cluster.root_token
+
+
+def _login_path(cluster: VaultCluster, path: str) -> bool:
+    """An auth method's login is unauthenticated (the JWT is the credential)."""
+    parts = path.split("/")
+    return len(parts) == 3 and parts[0] == "auth" and parts[2] == "login" and (parts[1] + "/") in cluster.auth_mounts
 
 
 def _pki_public(cluster: VaultCluster, path: str) -> bool:
@@ -187,6 +200,8 @@ async def _leader(request: web.Request, cluster: VaultCluster, index: int, metho
         return vault_error(500, "Vault is sealed")
     leader = cluster.leader
     active = leader == index
+    if not active and index in cluster.lost_followers:
+        leader = None
     since = cluster.replicas[index].active_since
     return vault_json({
         "ha_enabled": True, "is_self": active,
@@ -198,7 +213,27 @@ async def _leader(request: web.Request, cluster: VaultCluster, index: int, metho
     })
 
 
+async def _raft_join(request: web.Request, cluster: VaultCluster, index: int, method: str) -> web.StreamResponse:
+    """``POST sys/storage/raft/join``: answered by a node that has no Raft data yet (no token:
+    an uninitialized node has none to check)."""
+    if method not in ("PUT", "POST"):
+        return vault_error(405)
+    try:
+        body = json.loads(await request.text() or "{}")
+    except ValueError:
+        return vault_error(400, "failed to parse JSON input")
+    leader = str((body if isinstance(body, dict) else {}).get("leader_api_addr") or "")
+    if not leader:
+        return vault_error(400, "leader_api_addr or auto_join is required")
+    try:
+        cluster.join(index, leader)
+    except JoinError as exc:
+        return vault_error(exc.status, str(exc))
+    return vault_json({"joined": True})
+
+
 _UNAUTH_SYS: dict[str, SysHandler] = {
+    "sys/storage/raft/join": _raft_join,
     "sys/seal-status": _seal_status,
     "sys/init": _init,
     "sys/unseal": _unseal,
@@ -208,15 +243,17 @@ _UNAUTH_SYS: dict[str, SysHandler] = {
 
 
 # -- logical paths (unsealed, active node reachable, token checked) ----------------------------
-def _logical(cluster: VaultCluster, index: int, path: str, method: str) -> web.StreamResponse:
+def _logical(cluster: VaultCluster, index: int, path: str, method: str,
+             body: dict[str, Any] | None = None) -> web.StreamResponse:
+    body = body or {}
     if path.startswith("sys/"):
         return _sys(cluster, index, path, method)
     if path.startswith("auth/"):
-        return _auth(cluster, path, method)
+        return _auth(cluster, path, method, body)
     mount, _, rest = path.partition("/")
     kind = cluster.secret_mounts.get(mount + "/")
     if kind == "pki":
-        return _pki(cluster, rest, method)
+        return _pki(cluster, rest, method, body)
     if kind is None:
         return vault_error(404, f'no handler for route "{path}". route entry not found.')
     return vault_error(404)
@@ -257,7 +294,51 @@ def _mount_table(cluster: VaultCluster, mounts: dict[str, str]) -> dict[str, Any
     return {**table, **envelope(table)}
 
 
-def _auth(cluster: VaultCluster, path: str, method: str) -> web.StreamResponse:
+# Fields `vault write auth/kubernetes/config` accepts (the rest of the read answer is derived).
+K8S_CONFIG_FIELDS = ("kubernetes_host", "kubernetes_ca_cert", "issuer", "disable_iss_validation",
+                     "disable_local_ca_jwt", "pem_keys", "token_reviewer_jwt", "use_annotations_as_alias_metadata")
+K8S_ROLE_LISTS = ("bound_service_account_names", "bound_service_account_namespaces", "policies", "token_policies",
+                  "token_bound_cidrs")
+
+
+def _ttl(value: Any) -> int:
+    """Vault durations: seconds, or "1h"/"30m"/"720h"."""
+    text = str(value).strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    return int(text) if text.isdigit() else 0
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _write_k8s_role(cluster: VaultCluster, name: str, body: dict[str, Any]) -> None:
+    role = dict(cluster.k8s_roles.get(name) or {
+        "alias_name_source": "serviceaccount_uid", "bound_service_account_names": [],
+        "bound_service_account_namespaces": [], "policies": [], "token_policies": [], "ttl": 0,
+        "token_ttl": 0, "max_ttl": 0, "token_max_ttl": 0, "token_bound_cidrs": [],
+        "token_explicit_max_ttl": 0, "token_no_default_policy": False, "token_num_uses": 0,
+        "token_period": 0, "token_type": "default"})
+    for key, value in body.items():
+        if key in K8S_ROLE_LISTS:
+            role[key] = _as_list(value)
+        elif key in ("ttl", "token_ttl", "max_ttl", "token_max_ttl"):
+            role[key] = _ttl(value)
+        elif key == "alias_name_source":
+            role[key] = str(value)
+    # Vault keeps the legacy and the token_ fields in step.
+    if "policies" in body:
+        role["token_policies"] = role["policies"]
+    if "ttl" in body:
+        role["token_ttl"] = role["ttl"]
+    cluster.k8s_roles[name] = role
+
+
+def _auth(cluster: VaultCluster, path: str, method: str, body: dict[str, Any]) -> web.StreamResponse:
     parts = path.split("/")
     if len(parts) < 2 or cluster.auth_mounts.get(parts[1] + "/") is None:
         return vault_error(404, f'no handler for route "{path}". route entry not found.')
@@ -266,6 +347,34 @@ def _auth(cluster: VaultCluster, path: str, method: str) -> web.StreamResponse:
     rest = "/".join(parts[2:])
     if rest == "config" and method == "GET":
         return vault_json(envelope(cluster.k8s_auth_config, mount_type="kubernetes"))
+    if rest == "config" and method in ("PUT", "POST"):
+        if not body.get("kubernetes_host"):
+            return vault_error(400, "no host provided")
+        config = dict(cluster.k8s_auth_config)
+        for key in K8S_CONFIG_FIELDS:
+            if key in body:
+                config[key] = body[key]
+        config["token_reviewer_jwt_set"] = bool(config.pop("token_reviewer_jwt", None)) or \
+            bool(cluster.k8s_auth_config.get("token_reviewer_jwt_set"))
+        cluster.k8s_auth_config = config
+        return web.Response(status=204)
+    if rest.startswith("role/") and method in ("PUT", "POST"):
+        name = rest[len("role/"):]
+        if not name or "/" in name:
+            return vault_error(404)
+        if not body.get("bound_service_account_names") and name not in cluster.k8s_roles:
+            return vault_error(400, '"bound_service_account_names" can not be empty')
+        _write_k8s_role(cluster, name, body)
+        return web.Response(status=204)
+    if rest == "login" and method in ("PUT", "POST"):
+        if not body.get("role"):
+            return vault_error(400, "missing role")
+        if not body.get("jwt"):
+            return vault_error(400, "missing jwt")
+        answer = cluster.login(parts[1], str(body["role"]), str(body["jwt"]))
+        if isinstance(answer, tuple):
+            return vault_error(*answer)
+        return vault_json({**envelope(None, mount_type="kubernetes"), "auth": answer})
     if rest == "role" and method == "LIST":
         return vault_json(envelope({"keys": sorted(cluster.k8s_roles)}, mount_type="kubernetes"))
     if rest.startswith("role/") and method == "GET":
@@ -276,7 +385,29 @@ def _auth(cluster: VaultCluster, path: str, method: str) -> web.StreamResponse:
     return vault_error(405 if rest in ("config", "login") else 404)
 
 
-def _pki(cluster: VaultCluster, rest: str, method: str) -> web.StreamResponse:
+PKI_ROLE_BOOLS = ("allow_any_name", "allow_bare_domains", "allow_glob_domains", "allow_ip_sans", "allow_localhost",
+                  "allow_subdomains", "client_flag", "enforce_hostnames", "generate_lease", "no_store",
+                  "require_cn", "server_flag")
+
+
+def _write_pki_role(cluster: VaultCluster, name: str, body: dict[str, Any]) -> None:
+    """``vault write pki_int/roles/<name>``: unset fields take Vault's defaults."""
+    role = dict(cluster.pki_roles.get(name) or {
+        "allow_any_name": False, "allow_bare_domains": False, "allow_glob_domains": False,
+        "allow_ip_sans": True, "allow_localhost": True, "allow_subdomains": False, "allowed_domains": [],
+        "client_flag": True, "enforce_hostnames": True, "generate_lease": False, "key_bits": 2048,
+        "key_type": "rsa", "max_ttl": 0, "no_store": False, "require_cn": True, "server_flag": True, "ttl": 0})
+    for key, value in body.items():
+        if key == "allowed_domains":
+            role[key] = _as_list(value)
+        elif key in PKI_ROLE_BOOLS:
+            role[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "t", "true")
+        elif key in ("ttl", "max_ttl"):
+            role[key] = _ttl(value)
+    cluster.pki_roles[name] = role
+
+
+def _pki(cluster: VaultCluster, rest: str, method: str, body: dict[str, Any]) -> web.StreamResponse:
     pki = cluster.pki
     assert pki is not None
     chain = pki.intermediate.pem + pki.root.pem
@@ -298,4 +429,7 @@ def _pki(cluster: VaultCluster, rest: str, method: str) -> web.StreamResponse:
         if role is None:
             return vault_error(404)
         return vault_json(envelope(role, mount_type="pki"))
+    if method in ("PUT", "POST") and rest.startswith("roles/") and "/" not in rest[len("roles/"):]:
+        _write_pki_role(cluster, rest[len("roles/"):], body)
+        return web.Response(status=204)
     return vault_error(404)

@@ -29,6 +29,14 @@ class UnsealError(Exception):
     """A 400 from sys/unseal; the message is Vault's wording and never contains the key."""
 
 
+class JoinError(Exception):
+    """sys/storage/raft/join refused: (status, Vault's wording)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -78,6 +86,9 @@ class VaultCluster:
     api_addrs: list[str] = field(default_factory=list)
     cluster_addrs: list[str] = field(default_factory=list)
     no_leader: bool = False  # a scenario's "Raft cannot elect" (runbook 5.3)
+    # Standbys that lost the leader's heartbeats while it still holds the active lock (a stuck
+    # leader, 5.3 step 6): they report no leader until a new election (step-down).
+    lost_followers: set[int] = field(default_factory=set)
     leader: int | None = None
     raft_index: int = 4200
     secret_mounts: dict[str, str] = field(default_factory=dict)
@@ -87,6 +98,10 @@ class VaultCluster:
     k8s_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     pki_roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     pki: PkiMaterial | None = field(default=None, repr=False)
+    # What Vault's Kubernetes auth asks the cluster's TokenReview API: (host, CA PEM, JWT) →
+    # the token's claims, or an error in Vault's words. Wired by the sandbox platform to its
+    # API server; None: every login is refused as Vault does when the review fails.
+    token_reviewer: Callable[[str, str, str], dict[str, Any] | tuple[int, str]] | None = field(default=None, repr=False)
     _observers: list[Callable[[int], None]] = field(default_factory=list, repr=False)
 
     # -- construction --------------------------------------------------------------------------
@@ -200,6 +215,7 @@ class VaultCluster:
         if old is None or not voters or self.no_leader:
             return
         self.replicas[old].active_since = None
+        self.lost_followers.clear()  # the new term's heartbeats reach everyone
         self.leader = voters[0].index
         self.replicas[self.leader].active_since = now_utc()
         self.raft_index += 3
@@ -235,6 +251,54 @@ class VaultCluster:
         r.sealed = True
         r.reset_unseal()
         self._changed(index)
+
+    def join(self, index: int, leader_api_addr: str) -> None:
+        """``sys/storage/raft/join`` on a replica without Raft data: it becomes a sealed peer that
+        is unsealed with the cluster's keys (Vault: "joined, answer the challenge after unseal")."""
+        r = self.replicas[index]
+        if r.initialized:
+            raise JoinError(400, "raft storage is already initialized")
+        target = next((i for i, a in enumerate(self.api_addrs) if a.rstrip("/") == leader_api_addr.rstrip("/")), None)
+        if target is None or self.leader != target:
+            raise JoinError(500, f"failed to join raft cluster: error during raft bootstrap init call: "
+                                 f"no leader found at {leader_api_addr}")
+        r.initialized = True
+        r.sealed = True
+        r.reset_unseal()
+        self._changed(index)
+
+    def login(self, mount: str, role_name: str, jwt: str) -> dict[str, Any] | tuple[int, str]:
+        """``auth/<mount>/login`` of the Kubernetes method: the role's bindings, then the token
+        reviewed by the cluster (config host and CA must be the cluster's). The auth block, or
+        (status, Vault's error)."""
+        role = self.k8s_roles.get(role_name)
+        if role is None:
+            return 400, f'invalid role name "{role_name}"'
+        config = self.k8s_auth_config
+        if self.token_reviewer is None or not config.get("kubernetes_host"):
+            return 403, "permission denied"
+        claims = self.token_reviewer(str(config.get("kubernetes_host")), str(config.get("kubernetes_ca_cert") or ""), jwt)
+        if isinstance(claims, tuple):
+            return claims
+        if not config.get("disable_iss_validation") and config.get("issuer") and claims.get("iss") != config["issuer"]:
+            return 403, "invalid issuer (iss) claim"
+        k8s = claims.get("kubernetes.io") or {}
+        sa, ns = (k8s.get("serviceaccount") or {}).get("name", ""), k8s.get("namespace", "")
+        names = role.get("bound_service_account_names") or []
+        spaces = role.get("bound_service_account_namespaces") or []
+        if "*" not in names and sa not in names:
+            return 403, "service account name not authorized"
+        if "*" not in spaces and ns not in spaces:
+            return 403, "namespace not authorized"
+        return {"client_token": "hvs." + secrets.token_urlsafe(18), "accessor": secrets.token_urlsafe(12),
+                "policies": ["default", *role.get("token_policies", [])],
+                "token_policies": ["default", *role.get("token_policies", [])],
+                "metadata": {"role": role_name, "service_account_name": sa, "service_account_namespace": ns,
+                             "service_account_uid": (k8s.get("serviceaccount") or {}).get("uid", ""),
+                             "service_account_secret_name": ""},
+                "lease_duration": int(role.get("token_ttl") or 3600), "renewable": True,
+                "entity_id": str(uuid.uuid4()), "token_type": "service", "orphan": True,
+                "mfa_requirement": None, "num_uses": 0}
 
     def reset_unseal(self, index: int) -> None:
         r = self.replicas[index]
