@@ -3,7 +3,8 @@
 One process per Python process, started on first use and stopped at exit: a start costs 1–2 s,
 so sandboxes come and go (one per test) and only register their exporter's address in the
 file-based service discovery file, which Prometheus watches. A target leaving the file gets
-staleness markers at once, so a later sandbox's instant queries never see an earlier one's series.
+staleness markers, and its samples are deleted (admin API), so a later sandbox's queries — range
+queries too — never see an earlier one's series.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class SharedPrometheus:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", "--web.enable-admin-api"],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30  # bounded wait for readiness
         with httpx.Client(timeout=2) as http:
@@ -86,15 +87,27 @@ class SharedPrometheus:
         tmp.write_text(json.dumps(groups))
         tmp.replace(self.sd_file)  # atomic: Prometheus never reads half a file
 
+    def forget(self, selector: str) -> None:
+        """Delete the stored samples of the series ``selector`` matches (tombstones: queries
+        stop seeing them at once)."""
+        try:
+            httpx.post(f"{self.url}/api/v1/admin/tsdb/delete_series", params={"match[]": selector}, timeout=5)
+        except httpx.HTTPError:
+            pass  # a test then sees an earlier sandbox's range data, never a wrong instant value
+
     def add(self, address: str, labels: dict[str, str] | None = None) -> None:
         with self._lock:
             self.targets[address] = labels or {}
             self._write_targets()
+            # Whatever an earlier sandbox left (a scrape racing its removal, the same port reused).
+            keep = "|".join(a.replace(".", "\\.") for a in self.targets if a != address)
+            self.forget(f'{{job="{JOB}",instance!~"{keep}"}}' if keep else f'{{job="{JOB}"}}')
 
     def remove(self, address: str) -> None:
         with self._lock:
             if self.targets.pop(address, None) is not None:
                 self._write_targets()
+            self.forget(f'{{job="{JOB}",instance="{address}"}}')
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -558,17 +558,74 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     _cluster_scoped(b)
     _nodes(b, total_nodes)
     _kube_system(b)
+    _cilium_state(b)
     _cert_manager(b)
     _vault(b)
     _database(b)
-    _cilium_state(b)
     _services(b)
     _filler(b, size, total_nodes, pods, certificates, pvcs)
     add_resource_metrics(store, seed=seed, skip_namespaces=("workloads",))
     # The Harvester management cluster behind these nodes (their VMs, Machines, volumes).
+    _database_clients(store)
     platform = Platform(kube=store, vault=vc, mgmt=build_mgmt(store, seed=seed, t0=b.t0))
     link(platform)
+    _database_metrics(platform)
     return platform
+
+
+# Which app talks to which CNPG cluster, as their Deployments say it (runbook 6.1 step 3).
+DB_CLIENTS = {("harbor", "harbor-core"): ("harbor-pg", "POSTGRESQL_HOST"),
+              ("keycloak", "keycloak"): ("keycloak-pg", "KC_DB_URL_HOST"),
+              ("mattermost", "mattermost"): ("mattermost-pg", "MM_SQLSETTINGS_DATASOURCE"),
+              ("kasm", "kasm-api-deployment"): ("kasm-pg", "KASM_DB_HOST")}
+
+
+def _database_clients(store: ObjectStore) -> None:
+    """The apps' database settings: the -rw Service's host, the -app Secret's password."""
+    for (ns, name), (cluster, var) in DB_CLIENTS.items():
+        def fn(dep: Obj, cluster: str = cluster, var: str = var) -> None:
+            c = dep["spec"]["template"]["spec"]["containers"][0]
+            c["env"] = [{"name": var, "value": f"{cluster}-rw.database.svc.cluster.local"},
+                        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": f"{cluster}-app",
+                                                                                "key": "password"}}}]
+        if store.get(APPS, "Deployment", name, ns) is not None:
+            store.update(APPS, "Deployment", name, ns, fn)
+
+
+def _database_metrics(p: Platform) -> None:
+    """What the exporters serve on a healthy platform: CNPG's instance exporter (lag, backends,
+    max_connections, WAL archiver), the kubelet's volume stats of the CNPG PVCs, and
+    redis_exporter on each Harbor Sentinel (the master it sees)."""
+    m, ns = p.metrics, "database"
+    for cluster, dbname in CNPG_CLUSTERS.items():
+        for i in (1, 2, 3):
+            pod = f"{cluster}-{i}"
+            labels = {"namespace": ns, "pod": pod}
+            m.set("cnpg_pg_replication_lag", labels, 0.0 if i == 1 else 0.2 * i,
+                  "Replication lag behind primary in seconds")
+            for state, n in ((("active", 12), ("idle", 8)) if i == 1 else (("active", 2),)):
+                m.set("cnpg_backends_total", {**labels, "datname": dbname, "usename": dbname,
+                                              "application_name": "", "state": state}, n,
+                      "Number of backends")
+            m.set("cnpg_pg_settings_setting", {**labels, "name": "max_connections"}, 100,
+                  "Setting value")
+            m.set("kubelet_volume_stats_capacity_bytes", {"namespace": ns, "persistentvolumeclaim": pod},
+                  20 * 1024 ** 3)
+            m.set("kubelet_volume_stats_used_bytes", {"namespace": ns, "persistentvolumeclaim": pod},
+                  (3.5 + i / 4) * 1024 ** 3)
+        primary = {"namespace": ns, "pod": f"{cluster}-1"}
+        m.set("cnpg_pg_stat_archiver_seconds_since_last_archival", primary, 42.0,
+              "Seconds since the last successful archival operation")
+        m.set("cnpg_pg_stat_archiver_failed_count", primary, 0, "Number of failed attempts for archiving WAL files")
+    redis = p.kube.get(CORE, "Pod", "harbor-redis-0", "harbor")
+    if redis is not None:
+        address = f"{redis['status']['podIP']}:6379"
+        for i in range(3):
+            labels = {"namespace": "harbor", "pod": f"harbor-redis-sentinel-{i}", "master_name": "mymaster"}
+            m.set("redis_sentinel_master_status", {**labels, "master_address": address, "master_status": "ok"}, 1,
+                  "Master status on Sentinel")
+            m.set("redis_sentinel_master_ok_sentinels", {**labels, "master_address": address}, 3)
+            m.set("redis_sentinel_master_ok_slaves", {**labels, "master_address": address}, 2)
 
 
 ETCD_SNAPSHOT = "k3s.cattle.io/v1"
@@ -603,6 +660,38 @@ def _etcd_snapshots(b: _Builder) -> None:
     for node in b.nodes["cp"]:
         for k in range(SNAPSHOT_RETAIN):
             etcd_snapshot(b, node, newest - timedelta(hours=SNAPSHOT_EVERY_H * k), size=38_797_344 + 4096 * k)
+
+
+def autoscaler_status(when: datetime, groups: list[dict[str, Any]], *, health: str = "Healthy") -> str:
+    """The structured status cluster-autoscaler (>= 1.30) writes to kube-system/cluster-autoscaler-status."""
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f") + "000 +0000 UTC"
+    ready = sum(g["target"] for g in groups)
+    lines = [f"time: {stamp}", "autoscalerStatus: Running", "clusterWide:", "  health:", f"    status: {health}",
+             "    nodeCounts:", "      registered:", f"        total: {ready}", f"        ready: {ready}",
+             "        notStarted: 0", "      longUnregistered: 0", "      unregistered: 0",
+             f"    lastProbeTime: \"{stamp}\"", "  scaleUp:", "    status: NoActivity",
+             f"    lastProbeTime: \"{stamp}\"", "  scaleDown:", "    status: NoCandidates",
+             f"    lastProbeTime: \"{stamp}\"", "nodeGroups:"]
+    for g in groups:
+        lines += [f"- name: {g['name']}", "  health:", "    status: Healthy", "    nodeCounts:",
+                  "      registered:", f"        total: {g['target']}", f"        ready: {g['target']}",
+                  f"    cloudProviderTarget: {g['target']}", f"    minSize: {g['min']}", f"    maxSize: {g['max']}",
+                  "  scaleUp:", f"    status: {g.get('scale_up', 'NoActivity')}"]
+        if g.get("backoff"):
+            lines += ["    backoffInfo:", f"      errorCode: {g['backoff'][0]}", f"      errorMessage: {g['backoff'][1]}"]
+        lines += ["  scaleDown:", "    status: NoCandidates"]
+    return "\n".join(lines) + "\n"
+
+
+AUTOSCALER_GROUPS = [{"name": "fleet-default/rke2-general", "target": 1, "min": 1, "max": 5},
+                     {"name": "fleet-default/rke2-compute", "target": 1, "min": 0, "max": 3}]
+
+
+def _autoscaler_status(b: _Builder) -> None:
+    b.add({"apiVersion": CORE, "kind": "ConfigMap",
+           "metadata": b.meta("cluster-autoscaler-status", "kube-system", annotations={
+               "cluster-autoscaler.kubernetes.io/last-updated": b.t0.strftime("%Y-%m-%d %H:%M:%S.%f") + "000 +0000 UTC"}),
+           "data": {"status": autoscaler_status(b.t0, AUTOSCALER_GROUPS)}})
 
 
 def _cluster_scoped(b: _Builder) -> None:
@@ -713,10 +802,47 @@ def _kube_system(b: _Builder) -> None:
     b.deployment(ks, "rancher-cluster-autoscaler", 1, {"app": "cluster-autoscaler",
                                                        "app.kubernetes.io/name": "rancher-cluster-autoscaler"},
                  "rancher/cluster-autoscaler:v1.33.0", [8085], selector_pool=False, container="cluster-autoscaler")
+    _autoscaler_status(b)
     b.service("default", "kubernetes", {}, [("https", 443, 6443)], cluster_ip="10.43.0.1",
               labels={"component": "apiserver", "provider": "kubernetes"})
     b.deployment("cattle-system", "cattle-cluster-agent", 2, {"app": "cattle-cluster-agent"},
                  "rancher/rancher-agent:v2.12.1", [], selector_pool=False)
+
+
+def _cilium_state(b: _Builder) -> None:
+    """What the Cilium agents and operator keep in the API (runbook 3.x): a CiliumNode per node,
+    the L2 announcement lease for Traefik's address, LB IPAM's condition on the Service, and the
+    kube-dns EndpointSlice over the CoreDNS pods."""
+    ks = "kube-system"
+    for name, ip in b.node_ips.items():
+        i = b.node_index[name]
+        b.add({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+               "metadata": b.meta(name, labels={"kubernetes.io/hostname": name}),
+               "spec": {"addresses": [{"type": "InternalIP", "ip": ip},
+                                      {"type": "CiliumInternalIP", "ip": f"10.{42 + i // 256}.{i % 256}.1"}],
+                        "health": {"ipv4": f"10.{42 + i // 256}.{i % 256}.2"},
+                        "ipam": {"podCIDRs": [f"10.{42 + i // 256}.{i % 256}.0/24"]}},
+               "status": {"ipam": {"operator-status": {}}}})
+    holder = b.nodes["general"][0]
+    b.add({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+           "metadata": b.meta("cilium-l2announce-kube-system-rke2-traefik", ks),
+           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 0,
+                    "acquireTime": b.created.replace("Z", ".000000Z"), "renewTime": iso(b.t0).replace("Z", ".000000Z")}})
+    b.store.update(CORE, "Service", "rke2-traefik", ks, lambda s: s["status"].setdefault("conditions", []).append(
+        {"type": "cilium.io/IPAMRequestSatisfied", "status": "True", "reason": "satisfied", "message": "",
+         "lastTransitionTime": b.created, "observedGeneration": 0}))
+    pods = [p for p in b.store.list(CORE, "Pod", ks)
+            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "rke2-coredns"]
+    b.add({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": b.meta(f"kube-dns-{b.suffix(5)}", ks, {"kubernetes.io/service-name": "kube-dns",
+                                                             "endpointslice.kubernetes.io/managed-by":
+                                                                 "endpointslice-controller.k8s.io"}),
+           "addressType": "IPv4",
+           "endpoints": [{"addresses": [p["status"]["podIP"]], "nodeName": p["spec"]["nodeName"],
+                          "conditions": {"ready": True, "serving": True, "terminating": False},
+                          "targetRef": {"kind": "Pod", "namespace": ks, "name": p["metadata"]["name"],
+                                        "uid": p["metadata"]["uid"]}} for p in pods],
+           "ports": [{"name": "udp-53", "port": 53, "protocol": "UDP"}, {"name": "tcp-53", "port": 53, "protocol": "TCP"}]})
 
 
 def _cert_manager(b: _Builder) -> None:
@@ -781,42 +907,6 @@ def _vault(b: _Builder) -> None:
     b.add({"apiVersion": CORE, "kind": "Secret", "type": "Opaque",
            "metadata": b.meta("vault-init", "terraform-state"),
            "data": {"vault-init.json": _b64(json.dumps(vc.init_json()))}})
-
-
-def _cilium_state(b: _Builder) -> None:
-    """What the Cilium agents and operator keep in the API (runbook 3.x): a CiliumNode per node,
-    the L2 announcement lease for Traefik's address, LB IPAM's condition on the Service, and the
-    kube-dns EndpointSlice over the CoreDNS pods."""
-    ks = "kube-system"
-    for name, ip in b.node_ips.items():
-        i = b.node_index[name]
-        b.add({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
-               "metadata": b.meta(name, labels={"kubernetes.io/hostname": name}),
-               "spec": {"addresses": [{"type": "InternalIP", "ip": ip},
-                                      {"type": "CiliumInternalIP", "ip": f"10.{42 + i // 256}.{i % 256}.1"}],
-                        "health": {"ipv4": f"10.{42 + i // 256}.{i % 256}.2"},
-                        "ipam": {"podCIDRs": [f"10.{42 + i // 256}.{i % 256}.0/24"]}},
-               "status": {"ipam": {"operator-status": {}}}})
-    holder = b.nodes["general"][0]
-    b.add({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-           "metadata": b.meta("cilium-l2announce-kube-system-rke2-traefik", ks),
-           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 0,
-                    "acquireTime": b.created.replace("Z", ".000000Z"), "renewTime": iso(b.t0).replace("Z", ".000000Z")}})
-    b.store.update(CORE, "Service", "rke2-traefik", ks, lambda s: s["status"].setdefault("conditions", []).append(
-        {"type": "cilium.io/IPAMRequestSatisfied", "status": "True", "reason": "satisfied", "message": "",
-         "lastTransitionTime": b.created, "observedGeneration": 0}))
-    pods = [p for p in b.store.list(CORE, "Pod", ks)
-            if p["metadata"]["labels"].get("app.kubernetes.io/name") == "rke2-coredns"]
-    b.add({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-           "metadata": b.meta(f"kube-dns-{b.suffix(5)}", ks, {"kubernetes.io/service-name": "kube-dns",
-                                                             "endpointslice.kubernetes.io/managed-by":
-                                                                 "endpointslice-controller.k8s.io"}),
-           "addressType": "IPv4",
-           "endpoints": [{"addresses": [p["status"]["podIP"]], "nodeName": p["spec"]["nodeName"],
-                          "conditions": {"ready": True, "serving": True, "terminating": False},
-                          "targetRef": {"kind": "Pod", "namespace": ks, "name": p["metadata"]["name"],
-                                        "uid": p["metadata"]["uid"]}} for p in pods],
-           "ports": [{"name": "udp-53", "port": 53, "protocol": "UDP"}, {"name": "tcp-53", "port": 53, "protocol": "TCP"}]})
 
 
 def _vault_raft_objects(b: _Builder, ns: str, labels: dict[str, str]) -> None:

@@ -152,6 +152,21 @@ class KubeClient:
                   namespace: str | None = None) -> dict[str, Any]:
         return await self.request("GET", resource_path(api_version, plural, namespace, name))
 
+    async def metadata(self, api_version: str, plural: str, name: str,
+                       namespace: str | None = None) -> dict[str, Any]:
+        """An object's metadata only (``PartialObjectMetadata``): a Secret's existence, labels and
+        age without its data ever reaching the bot. RBAC still needs ``get`` on it (by name)."""
+        path = resource_path(api_version, plural, namespace, name)
+        status, raw = await self._call("GET", path, None, None, "application/json",
+                                       "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        if not 200 <= status < 300:
+            raise self._failed("GET", path, status, data)
+        return {"metadata": data.get("metadata") or {}}  # never more, whatever the server sent
+
     async def create(self, api_version: str, plural: str, body: dict[str, Any],
                      namespace: str | None = None, *, subresource_of: str | None = None,
                      subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:

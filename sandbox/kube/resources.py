@@ -292,6 +292,11 @@ RESOURCES: tuple[ResourceType, ...] = (
     _crd("postgresql.cnpg.io", "v1", "Pooler", "poolers", True, (), (
         _AGE, _c("Cluster", ".spec.cluster.name"), _c("Type", ".spec.type"),
     ), age=False, scale=ScaleSpec("spec.instances", "status.instances", None)),
+    # -- mariadb-operator (LibreNMS's Galera, runbook 6.4) ---------------------------------------
+    _crd("k8s.mariadb.com", "v1alpha1", "MariaDB", "mariadbs", True, ("mdb",), (
+        _c("Ready", _cond("Ready")), _c("Status", _cond_msg("Ready")),
+        _c("Primary", ".status.currentPrimary"),
+    )),
     # -- Gateway API -------------------------------------------------------------------------
     _crd("gateway.networking.k8s.io", "v1", "Gateway", "gateways", True, ("gtw",), (
         _c("Class", ".spec.gatewayClassName"), _c("Address", ".status.addresses[*].value"),
