@@ -135,14 +135,19 @@ def find_start(charts: list[Flowchart], words: str) -> tuple[Flowchart, Node] | 
     if not words.strip():
         chart = next((c for c in charts if c.root is not None), None)
         return (chart, chart.root) if chart and chart.root else None
-    asked = set(_norm(words).split())
+    asked = set(_norm(words).replace("/", " ").split())
     best: tuple[float, Flowchart, Node] | None = None
     for chart in charts:
         for node in chart.nodes.values():
             said = " ".join([node.label] + [e.label for e in chart.into(node.id)])
-            shared = len(asked & set(_norm(said).split()))
-            if shared and (best is None or shared > best[0]):
-                best = (shared, chart, node)
+            # "TLS/Certificate Issue" matches "tls"; on a tie, a chart's own start wins over a
+            # node deep in another chart ("tls" → chapter 4's flowchart, not section 1's branch),
+            # and a node with a way on over a leaf ("dns" → chapter 3's CoreDNS check, which walks
+            # on, not section 1's leaf that only names 3.6).
+            score = (len(asked & set(_norm(said).replace("/", " ").split())) + (0.5 if not chart.into(node.id) else 0)
+                     + (0.25 if chart.out(node.id) else 0))
+            if score >= 1 and (best is None or score > best[0]):
+                best = (score, chart, node)
     return (best[1], best[2]) if best else None
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Action, ActionEnv, ActionParams, Finding, HandlerContext, KubeClient, NoParams, Outcome, Plan,
+from bot.sdk import (Action, ActionEnv, ActionParams, Answer, Finding, HandlerContext, KubeClient, NoParams, Outcome, Plan,
                      Risk, Severity, SourceError, Status, SuggestedAction, TlsResult, check_settings, condition,
-                     fingerprint, parse_time, remediation_action, sop)
+                     decision, fingerprint, parse_time, remediation_action, sop)
 
 CM = "cert-manager.io/v1"
 NOT_READY_STEP = ("4.1: kubectl describe certificate -n <ns> <name>, then its CertificateRequest's "
@@ -753,3 +753,182 @@ async def _login_test(ctx: HandlerContext, kube: KubeClient, pool: Any, target: 
     return Finding(status=Status.ok, target=where,
                    summary=f"login as {cfg.namespace}/{sa} with role {role} succeeded "
                            f"(policies {', '.join(auth.get('policies') or [])})")
+
+
+# -- 4.4 root CA expiry (4.3's intermediate is vault-pki's); rotation is guidance ----------------
+ROTATION_CHECKLIST = (
+    "Root CA rotation (runbook 4.4) needs the offline root key and a workstation, so the bot cannot do it:",
+    "1. generate the new root CA locally (openssl genrsa 4096; openssl req -x509 -days 5475)",
+    "2. sign a new intermediate CSR from Vault with it (4.3 steps 2–4: intermediate/generate/internal, "
+    "sign offline, intermediate/set-signed)",
+    "3a. push the new root to Harvester (cluster/root-ca.pem, terraform.sh push-secrets)",
+    "3b. update the Rancher registries CA bundle (configure_rancher_registries)",
+    "3c. update the vault-root-ca ConfigMaps in all namespaces (distribute_root_ca)",
+    "3d. distribute the new root CA to clients (browsers, OS trust stores)",
+    "4. delete all TLS secrets (kubectl delete secret -A -l cert-manager.io/certificate-name) and watch them reissue",
+)
+
+
+class CaChecks(BaseModel):
+    """``checks.ca-expiry`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    mount: str = Field("pki_int", description="the PKI mount whose chain ends in the root CA")
+    # The runbook's prevention: "Set calendar reminder at year 14" of a 15-year root.
+    warn_days: float = Field(365, gt=0, description="a root CA closer than this to notAfter: warn")
+    root_ca_namespace: str = "cert-manager"
+    root_ca_configmap: str = "vault-root-ca"
+    root_ca_key: str = "ca.crt"
+
+
+@sop("ca-expiry", title="Root CA: expiry, and the root clients are given is Vault's", sections=("4.4", "4.3"),
+     severity=Severity.P1, causes=("Root CA approaching expiry", "Root CA expired",
+                                   "root CA in the ConfigMap is not the chain's root"))
+async def ca_expiry(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """The root CA at the end of the PKI mount's chain (Vault's ``ca_chain``): expired → crit,
+    within a year → warn with 4.4's rotation checklist (guidance: the root key is offline); and the
+    root CA ConfigMap clients are given holds that same root (4.4 step 3c). The intermediate's
+    dates are vault-pki's (4.3)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cfg = check_settings(ctx, "ca-expiry", CaChecks)
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return [Finding(status=Status.unknown, target="vault", summary="no Vault replica addresses configured")]
+    mount = cfg.mount.strip("/")
+    try:
+        pem = await pool.pki_ca_chain(mount)
+    except SourceError as exc:
+        return [Finding(status=Status.unknown, target=f"pki/{mount} ca_chain", summary=exc.reason)]
+    try:
+        chain = x509.load_pem_x509_certificates(pem.encode()) if pem.strip() else []
+    except ValueError:
+        return [Finding(status=Status.unknown, target=f"pki/{mount} ca_chain", summary="CA chain is not valid PEM")]
+    roots = [c for c in chain if c.subject == c.issuer]
+    if not roots:
+        return [Finding(status=Status.unknown, target=f"pki/{mount} ca_chain",
+                        summary="the chain Vault serves holds no self-signed root CA: expiry not checkable")]
+    root = roots[-1]
+    cn = ", ".join(str(a.value) for a in root.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    days = (root.not_valid_after_utc - datetime.now(timezone.utc)).total_seconds() / 86400
+    when = f"notAfter {root.not_valid_after_utc:%Y-%m-%d}"
+    checklist = "\n".join(ROTATION_CHECKLIST)
+    findings: list[Finding] = []
+    if days < 0:
+        findings.append(Finding(status=Status.crit, target="root CA",
+                                summary=f"Root CA expired: {cn!r} expired {-days:.0f} days ago ({when}); every chain fails",
+                                details=checklist, next_step="4.4: rotate the root CA (guidance: offline key), see details"))
+    elif days < cfg.warn_days:
+        findings.append(Finding(status=Status.warn, target="root CA",
+                                summary=f"Root CA approaching expiry: {cn!r} expires in {days:.0f} days ({when})",
+                                details=checklist, next_step="4.4: plan the root CA rotation (guidance: offline key), see details"))
+    else:
+        findings.append(Finding(status=Status.ok, target="root CA", summary=f"{cn!r} {when} ({days / 365:.1f} years left)"))
+    kube = ctx.kube
+    if kube is not None:
+        target = f"configmap/{cfg.root_ca_namespace}/{cfg.root_ca_configmap}"
+        try:
+            cm = await kube.get("v1", "configmaps", cfg.root_ca_configmap, cfg.root_ca_namespace)
+        except SourceError as exc:
+            findings.append(Finding(status=Status.unknown, target=target,
+                                    summary="missing" if exc.status == 404 else exc.reason))
+        else:
+            given = str((cm.get("data") or {}).get(cfg.root_ca_key) or "")
+            try:
+                theirs = x509.load_pem_x509_certificates(given.encode()) if "BEGIN" in given else []
+            except ValueError:
+                theirs = []
+            if root not in theirs:
+                findings.append(Finding(status=Status.warn, target=target,
+                                        summary=f"root CA in the ConfigMap is not the chain's root {cn!r}: clients given "
+                                                "it refuse every certificate (4.4 step 3c not done)",
+                                        next_step="4.4 step 3c: re-run distribute_root_ca"))
+    return findings
+
+
+# -- /sop triage tls: the decisions of chapter 4's flowchart ------------------------------------
+# Registered by node id (the team's runbook and the sandbox's share the ids; labels differ).
+@decision("CERT_STATUS")
+async def certificates_ready(ctx: HandlerContext) -> Answer:
+    """``kubectl get certificates -A``: any Certificate not Ready → Ready=False."""
+    certs = await ctx.require_kube().list(CM, "certificates")
+    bad = [f"{c['metadata'].get('namespace')}/{c['metadata']['name']} "
+           f"({(condition(c, 'Ready') or {}).get('reason', 'no Ready condition')})"
+           for c in certs if (condition(c, "Ready") or {}).get("status") != "True"]
+    if bad:
+        return Answer("Ready=False", f"{len(bad)} of {len(certs)} certificates not Ready: " + ", ".join(bad[:5]))
+    return Answer("Ready=True", f"all {len(certs)} certificates Ready")
+
+
+@decision("SERVING")
+async def served_certificate(ctx: HandlerContext) -> Answer:
+    """4.5's handshake through the LB IP (the tls-handshake SOP's probes): Traefik's default
+    certificate anywhere first, then an expired one, then a chain clients cannot verify."""
+    findings = await tls_handshake(ctx, NoParams())
+    by = {key: [f for f in findings if key in f.summary] for key in
+          ("serves TRAEFIK DEFAULT CERT", "serves an expired certificate", "client does not trust the Vault Root CA")}
+    for key, branch in (("serves TRAEFIK DEFAULT CERT", "Traefik default cert"),
+                        ("serves an expired certificate", "Expired cert"),
+                        ("client does not trust the Vault Root CA", "Untrusted chain")):
+        if by[key]:
+            return Answer(branch, "; ".join(f"{f.target} {f.summary}" for f in by[key][:3]))
+    unknown = [f for f in findings if f.status is Status.unknown]
+    if unknown:
+        return Answer(None, "; ".join(f"{f.target}: {f.summary}" for f in unknown[:3]))
+    ok = next((f.summary for f in findings if f.target.endswith(":443") and f.status is Status.ok), "every host")
+    return Answer("Correct cert", ok)
+
+
+@decision("CERT_REASON")
+async def not_ready_reason(ctx: HandlerContext) -> Answer:
+    """Why a Certificate is not Ready, from its newest CertificateRequest: the issuer answered and
+    refused (denied, invalid, Vault 4xx such as the role not allowing the name) → Failed; still
+    waiting on the issuer (not Ready, Vault sealed, login failing, no request yet) → Issuing."""
+    kube = ctx.require_kube()
+    certs = [c for c in await kube.list(CM, "certificates") if (condition(c, "Ready") or {}).get("status") != "True"]
+    if not certs:
+        return Answer(None, "every certificate is Ready now")
+    refused, waiting = [], []
+    for cert in certs[:10]:
+        ns, name = cert["metadata"].get("namespace", ""), cert["metadata"]["name"]
+        requests = [r for r in await kube.list(CM, "certificaterequests", ns)
+                    if (r["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") == name]
+        if not requests:
+            waiting.append(f"{ns}/{name}: no CertificateRequest yet")
+            continue
+        newest = max(requests, key=lambda r: int((r["metadata"].get("annotations") or {})
+                                                 .get("cert-manager.io/certificate-revision", "0") or 0))
+        conds = (newest.get("status") or {}).get("conditions") or []
+        ready = next((c for c in conds if c.get("type") == "Ready"), {})
+        final = any(c.get("type") in ("Denied", "InvalidRequest") and c.get("status") == "True" for c in conds)
+        message = ready.get("message", "")
+        line = f"{ns}/{name}: certificaterequest/{newest['metadata']['name']} {ready.get('reason', '')}: {_first_line(message)}"
+        if final or ready.get("reason") == "Failed" or re.search(r"Code: 4\d\d\.(?!.*(permission denied|"
+                                                                   r"not authorized|service account))", message, re.S):
+            refused.append(line)
+        else:
+            waiting.append(line)
+    if refused:
+        return Answer("Failed", "; ".join(refused[:3]))
+    return Answer("Issuing", "; ".join(waiting[:3]))
+
+
+@decision("VAULT_SEALED")
+async def vault_is_sealed(ctx: HandlerContext) -> Answer:
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return Answer(None, "no Vault replicas configured")
+    sealed, read = [], 0
+    for addr in pool.addrs:
+        try:
+            status = await pool.seal_status(addr)
+        except SourceError:
+            continue
+        read += 1
+        if status.get("sealed"):
+            sealed.append(pool.name_of(addr))
+    if not read:
+        return Answer(None, "no Vault replica answered")
+    text = f"{len(sealed)} of {read} Vault replicas sealed" + (f" ({', '.join(sealed)})" if sealed else "")
+    return Answer("Yes" if sealed else "No", text, also=("Sealed",) if sealed else ("Unsealed",))

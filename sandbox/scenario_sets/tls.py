@@ -168,7 +168,32 @@ def _issuer_role_unbound(p: Platform) -> None:
         "auth/kubernetes/login", "PUT", 403, "service account name not authorized"))
 
 
+# -- 4.4 root CA --------------------------------------------------------------------------------
+def _root_ca_expiring(p: Platform, days: int = 200) -> None:
+    """A root CA (and the intermediate it signed) with ``days`` left: year 14 of 15 has passed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sandbox.vault.pki import PkiMaterial, _ca_cert, _name
+
+    old = p.vault.pki
+    assert old is not None
+    t = now()
+    root_key, int_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root_name = _name("Example Org Root CA")
+    _, root = _ca_cert(root_name, root_name, root_key, root_key, t - timedelta(days=15 * 365 - days),
+                       t + timedelta(days=days), None)
+    _, inter = _ca_cert(_name("Example Org Intermediate CA"), root_name, int_key, root_key,
+                        t - timedelta(days=365), t + timedelta(days=days), 0)
+    p.vault.pki = PkiMaterial(root=root, intermediate=inter, kube_ca=old.kube_ca, intermediate_key=int_key)
+    for cm in p.kube.list(CORE, "ConfigMap"):
+        if cm["metadata"]["name"] == "vault-root-ca":
+            p.kube.update(CORE, "ConfigMap", "vault-root-ca", cm["metadata"]["namespace"],
+                          lambda c: c.update(data={"ca.crt": root.pem}))
+
+
 SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("tls-root-ca-expiring", "the root CA expires in 200 days: plan the rotation (4.4)", _root_ca_expiring,
+             section="4.4", status="warn", cause="Root CA approaching expiry: 'Example Org Root CA' expires in 200 days"),
     Scenario("tls-cert-vault-sealed", "Vault sealed: mattermost's certificate request fails 'Vault is sealed' (4.1)",
              _cert_vault_sealed, section="4.1", status="crit", cause="Vault is sealed: certificaterequest/"),
     Scenario("tls-cert-issuer-not-ready", "keycloak's certificate request waits on a ClusterIssuer that is not Ready (4.1)",

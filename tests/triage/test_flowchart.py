@@ -11,8 +11,9 @@ from sandbox.runner import RUNBOOK
 
 
 def test_the_sandbox_runbook_section_1_flowchart_parses_cleanly():
-    [chart] = flowcharts(Runbook.load(RUNBOOK))
-    assert chart.section == "1" and chart.problems == []
+    charts = flowcharts(Runbook.load(RUNBOOK))
+    assert [c.problems for c in charts] == [[] for _ in charts]  # every chapter's flowchart parses cleanly
+    chart = next(c for c in charts if c.section == "1")
     assert chart.root.id == "START"
     scope = chart.nodes["SCOPE"]
     assert scope.decision and scope.label == "What is affected?"
