@@ -551,6 +551,7 @@ from bot.sdk import (K8sNamespace as _K8sNamespace, KubeClient as _KubeClient,  
 KUBEVIRT_API = "kubevirt.io/v1"
 CAPI_API = "cluster.x-k8s.io/v1beta1"
 LONGHORN_API = "longhorn.io/v1beta2"
+RANCHER_API = "provisioning.cattle.io/v1"
 MGMT_NOT_CONFIGURED = ("no management cluster configured (kubernetes.mgmt_kubeconfig, the runbook's "
                        "cluster/kubeconfig-harvester.yaml): Harvester VMs, Rancher machines and Longhorn "
                        "volumes not checked")
@@ -564,11 +565,16 @@ VM_START_STEP = "2.2: the VM is stopped: start it from Harvester (proposed: star
 VM_RESTART_STEP = "2.2: the VM crashed: restart it from Harvester (proposed: restart-vm)"
 VM_CAPACITY_STEP = ("2.1/2.5 escalation: Harvester has no host that fits the VM: escalate to the infrastructure "
                     "team (host resources, storage)")
+VM_BOOT_ESCALATION = ("2.1 escalation: it failed to boot 3 times or more: escalate to the infrastructure team "
+                      "(Harvester node health, storage)")
 VM_PAUSED_STEP = "2.2: the VM is paused (suspended): unpause it in the Harvester UI"
 HARVESTER_STEP = ("2.2 escalation: several VMs or a Harvester host down point at Harvester, not one kubelet: "
                   "escalate to the infrastructure team (Harvester host diagnostics)")
 CP_VMS_STEP = ("2.4 step 1: start the control-plane VMs in Harvester; if they run but the API is down, SSH to a "
                "CP node: systemctl status rke2-server; all 3 down in Harvester: escalate to infrastructure")
+RANCHER_STEP = ("2.4 step 4: if Rancher shows the cluster unavailable but direct access works, the Rancher tunnel "
+                "is broken: use the kubeconfig from a CP node (/etc/rancher/rke2/rke2.yaml, SSH) meanwhile; "
+                "read Rancher's log: kubectl -n cattle-system logs -l app=rancher --tail=50 on Harvester")
 CP_QUORUM_STEP = "2.3 → 10.3: with 2 of 3 control-plane VMs down etcd has no quorum: start them first"
 EFI_STEP = ("2.7 steps 1-2 (Terraform, guidance): terraform state list | grep efi in cluster/, re-run "
             "./terraform.sh apply so the EFI patches apply; step 3: an image without EFI GRUB needs a rebuild")
@@ -728,7 +734,9 @@ def _vm_state_cause(vm: _Vm) -> tuple[str, str, list[SuggestedAction]]:
         return "VM Stopped in Harvester", VM_START_STEP, [SuggestedAction(action="start-vm", params=ref)]
     if vm.printable == "CrashLoopBackOff":
         tries = f", {vm.start_failures} failed starts" if vm.start_failures else ""
-        return f"VM crashed: CrashLoopBackOff{tries}", VM_RESTART_STEP, [SuggestedAction(action="restart-vm", params=ref)]
+        # 2.1's escalation: a VM that keeps failing to boot after 3 attempts is Harvester's problem.
+        step = VM_RESTART_STEP + ("; " + VM_BOOT_ESCALATION if vm.start_failures >= 3 else "")
+        return f"VM crashed: CrashLoopBackOff{tries}", step, [SuggestedAction(action="restart-vm", params=ref)]
     if vm.printable == "ErrorUnschedulable":
         return (f"VM ErrorUnschedulable: {vm.why or 'no Harvester host fits it'}"[:240], VM_CAPACITY_STEP, [])
     if vm.printable == "Paused":
@@ -831,9 +839,9 @@ async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     if mgmt is None:
         return _not_configured()
     cfg = check_settings(ctx, "harvester", HarvesterChecks)
-    machines, vms, hosts, (nodes, guest_error) = await asyncio.gather(
+    machines, vms, hosts, rancher, (nodes, guest_error) = await asyncio.gather(
         mgmt.list(CAPI_API, "machines", cfg.machine_namespace), _vms(mgmt, cfg), mgmt.list("v1", "nodes"),
-        _guest_nodes(ctx))
+        _rancher_clusters(mgmt, cfg), _guest_nodes(ctx))
     findings: list[Finding] = []
     # Which VMs back the cluster: its nodes by name; without the cluster's API, Rancher's machines.
     if nodes is not None:
@@ -896,6 +904,7 @@ async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         else:
             findings.append(Finding(status=Status.ok, target="control-plane VMs",
                                     summary=f"{cp_total}/{cp_total} control-plane VMs Running"))
+    findings += _rancher_view(rancher, machines)
     bad_hosts = [h["metadata"]["name"] for h in hosts if (condition(h, "Ready") or {}).get("status") != "True"]
     if bad_hosts:
         findings.append(Finding(status=Status.crit, target="harvester hosts",
@@ -905,6 +914,35 @@ async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                 summary=f"{len(down)} VMs down at once ({_names(down)}): a Harvester-level issue "
                                         "rather than one node", next_step=HARVESTER_STEP))
     return findings
+
+
+async def _rancher_clusters(mgmt: _KubeClient, cfg: HarvesterChecks) -> list[dict] | None:
+    """Rancher's provisioning Clusters (None when Rancher's API group is not served there)."""
+    try:
+        return await mgmt.list(RANCHER_API, "clusters", cfg.machine_namespace)
+    except _SourceError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+
+
+def _rancher_view(clusters: list[dict] | None, machines: list[dict]) -> list[Finding]:
+    """Whether Rancher sees the cluster its machines belong to as Ready (2.4 'Rancher UI shows
+    the cluster as Unavailable')."""
+    ours = {(m["metadata"].get("labels") or {}).get("cluster.x-k8s.io/cluster-name") for m in machines}
+    out = []
+    for c in clusters or []:
+        name = c["metadata"]["name"]
+        if name not in ours:
+            continue
+        ready = condition(c, "Ready") or {}
+        if ready.get("status") == "True" or (c.get("status") or {}).get("ready") is True and not ready:
+            out.append(Finding(status=Status.ok, target=f"rancher cluster/{name}", summary="Ready in Rancher"))
+        else:
+            why = ready.get("message") or ready.get("reason") or "not Ready"
+            out.append(Finding(status=Status.crit, target=f"rancher cluster/{name}",
+                               summary=f"Rancher shows the cluster unavailable: {why}"[:240], next_step=RANCHER_STEP))
+    return out
 
 
 @sop("vm-boot-config", title="Harvester VM boot settings: EFI firmware and cloud-init user data",

@@ -20,6 +20,7 @@ start/restart subresources (sandbox/kube/kubevirt.py) repair what a scenario bro
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timedelta
 from typing import Any
@@ -166,7 +167,8 @@ def build_mgmt(guest: ObjectStore, *, seed: int = 0, t0: datetime | None = None)
         store.add(_host_node(host, i, iso(t0 - timedelta(days=60))))
     store.add({"apiVersion": RANCHER_PROVISIONING, "kind": "Cluster",
                "metadata": {"name": CLUSTER, "namespace": "fleet-default", "creationTimestamp": created},
-               "spec": {"kubernetesVersion": "v1.34.2+rke2r1", "cloudCredentialSecretName": "cattle-global-data:cc-harvester"},
+               "spec": {"kubernetesVersion": "v1.34.2+rke2r1", "cloudCredentialSecretName": "cattle-global-data:cc-harvester",
+                        "rkeConfig": {"machinePools": json.loads(json.dumps(MACHINE_POOLS))}},
                "status": {"ready": True, "clusterName": "c-m-7x2kq9vd", "clientSecretName": f"{CLUSTER}-kubeconfig",
                           "observedGeneration": 3,
                           "conditions": [{"type": "Ready", "status": "True", "lastUpdateTime": created},
@@ -175,6 +177,25 @@ def build_mgmt(guest: ObjectStore, *, seed: int = 0, t0: datetime | None = None)
     for j, node in enumerate(guest.list(CORE, "Node")):
         add_guest_vm(store, rng, node, host=HOSTS[j % len(HOSTS)], created=created)
     return store
+
+
+# cluster.tf's pools as Rancher holds them; the autoscaler reads min/max (and, for a pool it may
+# scale to zero, the node's resources) from machineDeploymentAnnotations (runbook 2.5).
+_AS = "cluster.provisioning.cattle.io/autoscaler-"
+MACHINE_POOLS: list[dict[str, Any]] = [
+    {"name": "control-plane", "quantity": 3, "controlPlaneRole": True, "etcdRole": True, "workerRole": False,
+     "machineConfigRef": {"kind": "HarvesterConfig", "name": "nc-rke2-control-plane"}},
+    {"name": "general", "quantity": 1, "workerRole": True,
+     "machineConfigRef": {"kind": "HarvesterConfig", "name": "nc-rke2-general"},
+     "machineDeploymentAnnotations": {f"{_AS}min-size": "1", f"{_AS}max-size": "5"}},
+    {"name": "compute", "quantity": 1, "workerRole": True,
+     "machineConfigRef": {"kind": "HarvesterConfig", "name": "nc-rke2-compute"},
+     "machineDeploymentAnnotations": {f"{_AS}min-size": "0", f"{_AS}max-size": "3",
+                                      f"{_AS}resource-cpu": "8", f"{_AS}resource-memory": "32Gi",
+                                      f"{_AS}resource-ephemeral-storage": "100Gi"}},
+    {"name": "database", "quantity": 1, "workerRole": True,
+     "machineConfigRef": {"kind": "HarvesterConfig", "name": "nc-rke2-database"}},
+]
 
 
 def _host_node(name: str, i: int, created: str) -> Obj:
@@ -216,7 +237,7 @@ def link(p: Platform) -> None:
     """A VM that stops or crashes takes its guest node down (the node controller marks it
     Unknown, taints it unreachable); a VM running again brings it back Ready."""
     if p.mgmt is not None:
-        kubevirt.observe(p.mgmt, lambda vm: sync_guest_node(p, vm))
+        kubevirt.observe(p.mgmt, lambda vm: (sync_guest_node(p, vm), sync_rancher_cluster(p)))
 
 
 _UNKNOWN = "Kubelet stopped posting node status."
@@ -253,6 +274,32 @@ def sync_guest_node(p: Platform, vm: Obj) -> None:
         p.kube.update(CORE, "Node", name, "", down)
         add_taint(p, name, "node.kubernetes.io/unreachable", "NoSchedule")
         add_taint(p, name, "node.kubernetes.io/unreachable", "NoExecute")
+
+
+def sync_rancher_cluster(p: Platform) -> None:
+    """Rancher's view: with no control-plane VM running its cluster agent loses the tunnel and
+    the provisioning Cluster turns not Ready; one running again brings it back."""
+    store = mgmt_store(p)
+    cluster = store.get(RANCHER_PROVISIONING, "Cluster", CLUSTER, "fleet-default")
+    if cluster is None:
+        return
+    cps = [m["spec"]["infrastructureRef"]["name"] for m in store.list(CAPI, "Machine", "fleet-default")
+           if (m["metadata"].get("labels") or {}).get("rke.cattle.io/control-plane-role") == "true"]
+    up = any((store.get(KUBEVIRT, "VirtualMachine", vm, VM_NAMESPACE) or {}).get("status", {}).get(
+        "printableStatus") == kubevirt.RUNNING for vm in cps)
+    if bool(cluster["status"].get("ready")) == up:
+        return
+
+    def fn(c: Obj) -> None:
+        c["status"]["ready"] = up
+        cond = next(x for x in c["status"]["conditions"] if x["type"] == "Ready")
+        cond.update(status="True" if up else "False", lastUpdateTime=iso(now()))
+        if up:
+            cond.pop("message", None)
+            cond.pop("reason", None)
+        else:
+            cond.update(reason="Disconnected", message="Cluster agent is not connected")
+    store.update(RANCHER_PROVISIONING, "Cluster", CLUSTER, "fleet-default", fn)
 
 
 # -- what scenarios change -----------------------------------------------------------------------

@@ -134,6 +134,7 @@ async def test_with_the_clusters_api_down_the_cp_vms_are_still_read(sandbox) -> 
         text = "\n".join(f"{f.status.value} {f.target}: {f.summary}" for f in report.findings)
         assert "crit kubernetes API: the bot cannot reach the cluster's API" in text
         assert "all 3 control-plane VMs are down in Harvester" in text
+        assert "crit rancher cluster/rke2: Rancher shows the cluster unavailable: Cluster agent is not connected" in text
         assert [a.action for f in report.findings for a in f.actions] == ["start-vm"] * 3
     finally:
         await ctx.close()
