@@ -48,6 +48,7 @@ DIAGNOSTICS = {
     "policy": {"poddisruptionbudgets"},
     "cert-manager.io": {"certificates", "certificaterequests", "clusterissuers", "issuers"},
     "postgresql.cnpg.io": {"clusters", "backups", "scheduledbackups", "poolers"},
+    "k8s.mariadb.com": {"mariadbs"},
     "gateway.networking.k8s.io": {"gateways", "httproutes"},
     "traefik.io": {"ingressroutes", "tlsstores"},
     "cilium.io": {"ciliuml2announcementpolicies", "ciliumloadbalancerippools", "ciliumnodes",
@@ -61,7 +62,8 @@ DIAGNOSTICS = {
 
 NO_ACTIONS = {k: False for k in ("restart", "scale", "deletePods", "cordon", "drain",
                                  "labelNodes", "reissueCertificates", "applyTlsStore",
-                                 "nodeMaintenance", "replaceNode", "ciliumLB")}
+                                 "nodeMaintenance", "replaceNode", "ciliumLB",
+                                 "cnpgBackup", "cnpgPooler", "cnpgRecovery")}
 # What each remediation action alone must grant cluster-wide: (apiGroup, resource, verb).
 ACTION_GRANTS = {
     "restart": {("apps", "deployments", "patch"), ("apps", "daemonsets", "patch"),
@@ -76,6 +78,9 @@ ACTION_GRANTS = {
     "ciliumLB": {("cilium.io", "ciliuml2announcementpolicies", "create"),
                  ("cilium.io", "ciliumloadbalancerippools", "create"),
                  ("cilium.io", "ciliumloadbalancerippools", "patch")},
+    "cnpgBackup": {("postgresql.cnpg.io", "backups", "create")},
+    "cnpgPooler": {("postgresql.cnpg.io", "poolers", "create")},
+    "cnpgRecovery": {("postgresql.cnpg.io", "clusters", "create")},
     # Procedures (bot/approvals/procedures.py, handlers/daytwo.py).
     "nodeMaintenance": {("", "nodes", "patch"), ("", "pods/eviction", "create"),
                         ("postgresql.cnpg.io", "clusters/status", "patch")},
@@ -94,7 +99,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "actions": {k: True for k in NO_ACTIONS},
         "reissueCertificates": {"namespaces": ["mattermost", "keycloak"]},
         "unsealFromSecret": {"enabled": True}},
-        "vaultLoginCheck": {"enabled": True}},
+        "vaultLoginTest": {"enabled": True}},
     **{f"only-{action}": {"remediation": {
         "enabled": True, "actions": {**NO_ACTIONS, action: True},
         "reissueCertificates": {"namespaces": ["mattermost"]}}} for action in NO_ACTIONS},
@@ -662,9 +667,11 @@ def test_vault_login_check_may_mint_tokens_only_for_cert_managers_issuer_account
     name in one namespace and tells the bot to run it."""
     off = render(chart)
     assert not any(g[3] == "serviceaccounts/token" for g in grants(off))
-    assert yaml.safe_load(one(off, "ConfigMap")["data"]["sopbot.yaml"])["checks"]["vault-k8s-auth"]["login"] is False
-    on = render(chart, {"vaultLoginCheck": {"enabled": True}})
+    assert yaml.safe_load(one(off, "ConfigMap")["data"]["sopbot.yaml"])["checks"]["vault-k8s-auth"]["login_test"] is False
+    on = render(chart, {"vaultLoginTest": {"enabled": True}})
     assert {g for g in grants(on) if g[3] == "serviceaccounts/token"} == {
         ("Role", "cert-manager", "", "serviceaccounts/token", "create", ("vault-issuer",))}
-    checks = yaml.safe_load(one(on, "ConfigMap")["data"]["sopbot.yaml"])["checks"]["vault-k8s-auth"]
-    assert checks == {"login": True, "namespace": "cert-manager", "service_account": "vault-issuer"}
+    checks = yaml.safe_load(one(on, "ConfigMap")["data"]["sopbot.yaml"])["checks"]
+    assert checks["vault-k8s-auth"] == {"login_test": True, "namespace": "cert-manager",
+                                        "service_account": "vault-issuer"}
+    assert checks["cert-issuer"] == {"login_test": True}

@@ -81,10 +81,13 @@ app.kubernetes.io/part-of: sop-bot
 {{- $_ := set $cfg "health" $health }}
 {{- $checks := default dict (get $cfg "checks") }}
 {{- $k8sAuth := default dict (get $checks "vault-k8s-auth") }}
-{{- $_ := set $k8sAuth "login" .Values.vaultLoginCheck.enabled }}
-{{- $_ := set $k8sAuth "namespace" .Values.vaultLoginCheck.namespace }}
-{{- $_ := set $k8sAuth "service_account" .Values.vaultLoginCheck.serviceAccount }}
+{{- $_ := set $k8sAuth "login_test" .Values.vaultLoginTest.enabled }}
+{{- $_ := set $k8sAuth "namespace" .Values.vaultLoginTest.namespace }}
+{{- $_ := set $k8sAuth "service_account" .Values.vaultLoginTest.serviceAccount }}
 {{- $_ := set $checks "vault-k8s-auth" $k8sAuth }}
+{{- $issuer := default dict (get $checks "cert-issuer") }}
+{{- $_ := set $issuer "login_test" .Values.vaultLoginTest.enabled }}
+{{- $_ := set $checks "cert-issuer" $issuer }}
 {{- $_ := set $cfg "checks" $checks }}
 {{- $r := .Values.remediation }}
 {{- $unseal := dict "enabled" (and $r.enabled $r.unsealFromSecret.enabled) "namespace" $r.unsealFromSecret.namespace "secret_name" $r.unsealFromSecret.secretName "key" $r.unsealFromSecret.key }}
@@ -158,5 +161,20 @@ app.kubernetes.io/part-of: sop-bot
 - apiGroups: ["cilium.io"]
   resources: ["ciliumloadbalancerippools"]
   verbs: ["create", "patch"]
+{{- end }}
+{{- if $a.cnpgBackup }}
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["backups"]
+  verbs: ["create"]
+{{- end }}
+{{- if $a.cnpgPooler }}
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["poolers"]
+  verbs: ["create"]
+{{- end }}
+{{- if $a.cnpgRecovery }}
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["clusters"]
+  verbs: ["create"]
 {{- end }}
 {{- end }}
