@@ -123,6 +123,15 @@ async def check_connections(settings: Settings) -> dict[str, str | None]:
                     problems.append(str(exc))
             results["vault"] = "; ".join(problems) or None
         # Optional sources: only checked when configured.
+        if settings.kubernetes.mgmt_kubeconfig is not None:  # the Harvester management cluster
+            if ctx.kube_mgmt is None:
+                results["harvester"] = f"{settings.kubernetes.mgmt_kubeconfig}: not a usable kubeconfig"
+            else:
+                try:
+                    await ctx.kube_mgmt.request("GET", "/version")
+                    results["harvester"] = None
+                except SourceError as exc:
+                    results["harvester"] = exc.reason
         if ctx.prometheus is not None:
             try:
                 await ctx.prometheus.query("vector(1)")

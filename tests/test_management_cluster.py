@@ -13,7 +13,7 @@ from bot.config import RemediationConfig
 from bot.engine import run_sop
 from bot.models import Status
 from bot.registry import load_handlers
-from bot.runtime import build_context
+from bot.runtime import build_context, check_connections
 from sandbox.kube.kubectl import kubectl as run_kubectl
 from sandbox.platform import CAPI, KUBEVIRT
 
@@ -183,3 +183,15 @@ async def test_without_a_management_cluster_each_sop_says_so_once_and_no_alarm(s
             assert action.enabled(env, action.parse(raw)) == "no management cluster configured (kubernetes.mgmt_kubeconfig)"
     finally:
         await ctx.close()
+
+
+async def test_check_config_says_whether_the_management_cluster_answers(sandbox, tmp_path) -> None:
+    results = await check_connections(sandbox.settings())
+    assert results["harvester"] is None and results["kubernetes"] is None
+    bad = tmp_path / "not-a-kubeconfig"
+    bad.write_text("clusters: [")
+    broken = await check_connections(sandbox.settings(
+        kubernetes={"kubeconfig": str(sandbox.kubeconfig), "mgmt_kubeconfig": str(bad)}))
+    assert broken["harvester"] == f"{bad}: not a usable kubeconfig"
+    without = await check_connections(sandbox.settings(kubernetes={"kubeconfig": str(sandbox.kubeconfig)}))
+    assert "harvester" not in without
