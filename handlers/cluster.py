@@ -830,7 +830,8 @@ def _join_causes(vm: _Vm | None, cfg: HarvesterChecks) -> tuple[list[str], list[
 @sop("harvester-vms", title="Harvester VMs behind the nodes: run state, control-plane VMs, hosts",
      sections=("2.2", "2.4"), severity=Severity.P1,
      causes=("VM Stopped in Harvester", "VM crashed", "VM ErrorUnschedulable", "control-plane VMs down",
-             "Harvester host NotReady", "the bot cannot reach the cluster's API"))
+             "Harvester host NotReady", "the bot cannot reach the cluster's API",
+             "Rancher shows the cluster unavailable (tunnel)"))
 async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """The VM behind every node runs in Harvester: a stopped or crashed VM is the cause of its
     node's NotReady (2.2), the control-plane VMs are the first check when the API server is

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -30,12 +31,17 @@ ACTIONS = ("start", "stop", "restart")
 # VM printableStatus values (kubevirt.io/api/core/v1 VirtualMachinePrintableStatus) we model.
 RUNNING, STOPPED, CRASHLOOP, UNSCHEDULABLE = "Running", "Stopped", "CrashLoopBackOff", "ErrorUnschedulable"
 
-# Observers per store (keyed by id: ObjectStore is an unhashable dataclass): fn(vm) after a change.
-_OBSERVERS: dict[int, list[Callable[[Obj], None]]] = {}
+@dataclass
+class _State:
+    """Per store: who hears about VM changes, and where each VM's instance last ran."""
+
+    observers: list[Callable[[Obj], None]] = field(default_factory=list)
+    last_place: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (ns, name) -> (host, ip)
 
 
-# Where each VM's instance last ran: (store id, namespace, name) -> (host, ip).
-_LAST_PLACE: dict[tuple[int, str, str], tuple[str, str]] = {}
+def _state(store: ObjectStore) -> _State:
+    # Kept on the store itself (not in a module dict keyed by id()), so it lives and dies with it.
+    return store.__dict__.setdefault("_kubevirt", _State())
 
 
 def _first_host(store: ObjectStore) -> str:
@@ -44,11 +50,11 @@ def _first_host(store: ObjectStore) -> str:
 
 
 def observe(store: ObjectStore, fn: Callable[[Obj], None]) -> None:
-    _OBSERVERS.setdefault(id(store), []).append(fn)
+    _state(store).observers.append(fn)
 
 
 def _notify(store: ObjectStore, vm: Obj) -> None:
-    for fn in _OBSERVERS.get(id(store), []):
+    for fn in _state(store).observers:
         fn(vm)
 
 
@@ -103,12 +109,12 @@ def set_vm_running(store: ObjectStore, namespace: str, name: str, printable: str
     if vm is None:
         raise KeyError(f"VirtualMachine {namespace}/{name} not found")
     old = store.get(KUBEVIRT, "VirtualMachineInstance", name, namespace)
-    key = (id(store), namespace, name)
+    places = _state(store).last_place
     if old is not None:  # where it ran, so a start puts it back there with its (DHCP-pinned) address
         st = old.get("status") or {}
-        _LAST_PLACE[key] = (st.get("nodeName") or "", ((st.get("interfaces") or [{}])[0]).get("ipAddress", ""))
+        places[(namespace, name)] = (st.get("nodeName") or "", ((st.get("interfaces") or [{}])[0]).get("ipAddress", ""))
         store.remove(KUBEVIRT, "VirtualMachineInstance", name, namespace)
-    last_node, last_ip = _LAST_PLACE.get(key, ("", ""))
+    last_node, last_ip = places.get((namespace, name), ("", ""))
     node = node or last_node or _first_host(store)
     ip = ip or last_ip
     status: dict[str, Any]
