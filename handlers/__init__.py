@@ -11,3 +11,4 @@ from handlers import signals  # noqa: F401  alert signals in Prometheus (7.4)
 from handlers import daytwo  # noqa: F401  chapter 11 (composes the others: import last)
 from handlers import actions  # noqa: F401  remediations (approved by reaction)
 from handlers import triage  # noqa: F401  section 1 flowchart decisions (/sop triage)
+from handlers import triage_network  # noqa: F401  chapter 3 flowchart decisions

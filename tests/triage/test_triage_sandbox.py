@@ -75,8 +75,8 @@ async def test_words_start_where_they_point(sandbox, bot):
     await sandbox.apply("coredns-down")
     thread = await triage_thread(sandbox, bot, "/sop triage dns")
     path = path_of(thread)
-    assert "What is affected?" not in path  # started at the DNS leaf, not the root
-    assert ":checkered_flag: **Check CoreDNS - Section 3.6**" in path
+    assert "What is affected?" not in path  # started at chapter 3's CoreDNS check, not the root
+    assert ":checkered_flag: **Read the CoreDNS logs and restart it - Section 3.6**" in path
     assert "pod-health" in sops_run(thread)
 
 
