@@ -90,6 +90,8 @@ class SOP:
     description: str = ""
     sections: tuple[str, ...] = ()  # every runbook entry covered; sections[0] == section
     causes: tuple[str, ...] = ()    # runbook root causes this SOP can name from evidence
+    # SOPs whose failure explains this one's (an alert thread links to their open threads)
+    explained_by: tuple[str, ...] = ()
 
     def covers(self, number: str) -> bool:
         """Whether ``number`` ("7", "7.2", "7.2/oidc") is, contains or is part of a declared entry."""
@@ -207,12 +209,15 @@ def sop(
     sections: Iterable[str] = (),
     causes: Iterable[str] = (),
     alerts: Iterable[str] = (),
+    explained_by: Iterable[str] = (),
     registry: Registry | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register an async handler ``(ctx, params) -> list[Finding]`` as an SOP.
 
     ``section`` is shorthand for a single entry; with ``sections`` too it goes first.
     The parameter model is taken from the annotation of the handler's ``params`` argument.
+    ``explained_by`` names the SOPs whose failure explains a failure this one finds: an alert
+    thread of this SOP links to their open threads (bot/alerts/related.py).
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", sop_id):
         raise ValueError(f"SOP id {sop_id!r}: use lowercase words joined by '-'")
@@ -238,6 +243,7 @@ def sop(
                 section=covered[0],
                 sections=covered,
                 causes=tuple(causes),
+                explained_by=tuple(explained_by),
                 severity=severity,
                 alerts=tuple(alerts),
                 params=params_model,

@@ -57,7 +57,9 @@ class _Group:
 
 @sop("pod-health", title="Pods not Running/Succeeded, by namespace and reason",
      sections=("11.1", "1", "2.5", "3.6", "7.1/image", "7.6/session"),
-     severity=Severity.P3, alerts=("KubePodCrashLooping", "KubePodNotReady"))
+     severity=Severity.P3, alerts=("KubePodCrashLooping", "KubePodNotReady"),
+     # Crashing pods are most often the symptom: their database or DNS is down (runbook 1).
+     explained_by=("cnpg-health", "dns-health", "node-health"))
 async def pod_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every pod Running or Succeeded (completed Jobs are fine); the others grouped by namespace
     and reason — CrashLoopBackOff, Pending with its cause, ImagePullBackOff, OOMKilled, Error —

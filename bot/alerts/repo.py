@@ -57,6 +57,18 @@ POSTS_MIGRATION = ("alerts-posts-1", [
 ])
 
 
+# Which thread's cause explains which (bot/alerts/related.py): its own table, so the two groups'
+# saves (each under its own group's lock) never overwrite each other's links.
+RELATIONS_MIGRATION = ("alerts-relations-1", [
+    """CREATE TABLE alert_relations (
+        cause_id INTEGER NOT NULL,
+        effect_id INTEGER NOT NULL,
+        PRIMARY KEY (cause_id, effect_id)
+    )""",
+    "CREATE INDEX alert_relations_effect ON alert_relations(effect_id)",
+])
+
+
 class Intent(NamedTuple):
     post_id: str | None
     created_at: float  # epoch seconds
@@ -84,6 +96,7 @@ class GroupRepo:
     async def migrate(self) -> None:
         await self.store.migrate(*MIGRATION)
         await self.store.migrate(*POSTS_MIGRATION)
+        await self.store.migrate(*RELATIONS_MIGRATION)
 
     async def current(self, group_key: str) -> AlertGroup | None:
         """The newest thread of a group key (older ones were followed by a new thread)."""
@@ -153,6 +166,24 @@ class GroupRepo:
                 "UPDATE alert_groups SET state=?, root_id=?, data=?, last_entry=MAX(last_entry, ?) WHERE id=?",
                 (group.state.value, group.root_id, data, entry_id, group.id))
         return group
+
+    # -- related threads ---------------------------------------------------------------------
+    async def relate(self, cause_id: int, effect_id: int) -> None:
+        await self.store.execute(
+            "INSERT INTO alert_relations(cause_id, effect_id) VALUES (?,?) ON CONFLICT DO NOTHING",
+            (cause_id, effect_id))
+
+    async def causes_of(self, group_id: int) -> list[AlertGroup]:
+        rows = await self.store.fetchall(
+            "SELECT g.id, g.data FROM alert_relations r JOIN alert_groups g ON g.id = r.cause_id "
+            "WHERE r.effect_id=? ORDER BY g.id", (group_id,))
+        return [_load(r) for r in rows]
+
+    async def effects_of(self, group_id: int) -> list[AlertGroup]:
+        rows = await self.store.fetchall(
+            "SELECT g.id, g.data FROM alert_relations r JOIN alert_groups g ON g.id = r.effect_id "
+            "WHERE r.cause_id=? ORDER BY g.id", (group_id,))
+        return [_load(r) for r in rows]
 
     # -- post intents ------------------------------------------------------------------------
     async def intent(self, key: str) -> Intent | None:

@@ -107,6 +107,7 @@ class AlertService:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self.threads.stop(timeout_s)
         await self.storm.stop()
         if self.client is not None:
             await self.client.close()

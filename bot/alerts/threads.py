@@ -17,10 +17,12 @@ from bot.alerts.models import AlertGroup, AlertState, AlertStatus, GroupState, W
 from bot.safe_text import code
 from bot.alerts.render import (_cell, cannot_run_message, changed_message, diagnosis_message,
                                reopened_message, resolved_message, root_message, unmapped_message)
+from bot.alerts.related import Dependencies, Link, related_lines
 from bot.alerts.repo import GroupRepo, PriorDiagnosis
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
 from bot.alerts.storm_diag import StormDiagnoses
-from bot.models import Finding, Report
+from bot.flowchart import flowcharts
+from bot.models import Finding, Report, Status
 from bot.ports import Chat
 from bot.registry import SOP, SOPParams
 from bot.runbook import Runbook
@@ -79,6 +81,10 @@ class ThreadManager:
         self.budget = ReplyBudget(replies_per_group, reply_window_s)
         self.flaps = Flaps(flap_window_s)
         self._held: dict[int, list[str]] = {}  # group id → diagnoses the reply cap held back
+        # Which SOPs' failures explain which: from the SOPs' declarations and the runbook's charts.
+        self.deps = Dependencies.build(router.registry, flowcharts(runbook) if runbook else ())
+        self._relevant = set(self.deps.causes) | {c for cs in self.deps.causes.values() for c in cs}
+        self._tasks: set[asyncio.Task[None]] = set()  # re-checks after a cause resolved
 
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)
@@ -135,6 +141,7 @@ class ThreadManager:
         elif group.state is GroupState.resolved:
             if group.storm_id is None and group.root_id:
                 await self.chat.post(group.channel_id, resolved_message(group), root_id=group.root_id)
+            await self._cause_resolved(group)
 
     # -- opening -------------------------------------------------------------------------------
     async def _open(self, payload: WebhookPayload, now: datetime, previous: AlertGroup | None,
@@ -157,7 +164,8 @@ class ThreadManager:
         if self.storm is not None and await self.storm.place(group, now):
             await self.repo.save(group, entry_id)
             return group
-        group.root_message = self._render(group)
+        causes, effects = await self._find_related(group)
+        group.root_message = self._render(group, self._related_text(causes, effects))
         # One key per thread of a group key: a replay (crash, retry, HA duplicate) finds it.
         key = f"alert-root:{_digest(payload.groupKey)}:{previous.id if previous else 0}"
         # Urgent: a new thread must not wait behind other groups' diagnosis replies.
@@ -165,6 +173,12 @@ class ThreadManager:
                                               props={"sopbot_alert_group": payload.groupKey}, urgent=True)
         # Saved at once: a second notification of the group must find the thread.
         await self.repo.save(group, entry_id)
+        for cause in causes:
+            await self.repo.relate(cause.id, group.id)
+        for effect in effects:
+            await self.repo.relate(group.id, effect.id)
+        for other in causes + effects:  # their roots list this thread now
+            await self._refresh_other(other.id)
         return group
 
     async def _reopen(self, group: AlertGroup, payload: WebhookPayload, now: datetime) -> None:
@@ -201,13 +215,13 @@ class ThreadManager:
                 group.severity = sev
 
     # -- root ----------------------------------------------------------------------------------
-    def _render(self, group: AlertGroup) -> str:
+    def _render(self, group: AlertGroup, related: str = "") -> str:
         decisions = [self.router.decide(a.labels, a.annotations) for a in group.alerts.values()]
         sops = _unique(s.id for d in decisions for s in d.sops)
         sections = _unique([s.section for d in decisions for s in d.sops]
                            + [d.suggestions[0].number for d in decisions if not d.sops and d.suggestions])
         message = root_message(group, sections=sections[:3], sop_ids=sops, runbook=self.runbook, now=self.clock())
-        return message + self._folded(group, decisions)
+        return message + related + self._folded(group, decisions)
 
     def _folded(self, group: AlertGroup, decisions: list[Decision]) -> str:
         """What the reply cap kept out of the thread, so the root still shows it."""
@@ -228,7 +242,7 @@ class ThreadManager:
     async def _refresh_root(self, group: AlertGroup) -> None:
         if group.storm_id is not None:
             return  # the storm thread lists it: _saved() tells storm control after the save
-        message = self._render(group)
+        message = self._render(group, await self._related_of(group))
         if message != group.root_message and group.root_id:
             await self.chat.edit(group.root_id, message)
         group.root_message = message
@@ -238,6 +252,109 @@ class ThreadManager:
         await self._refresh_root(group)
         await self.repo.save(group)
         await self._saved(group)
+        if group.state is not GroupState.open:
+            await self._cause_resolved(group)
+
+    # -- related threads (a cause's thread and the threads it explains) --------------------------
+    def _sop_ids(self, group: AlertGroup) -> list[str]:
+        return _unique(s.id for a in group.alerts.values()
+                       for s in self.router.decide(a.labels, a.annotations).sops)
+
+    async def _find_related(self, group: AlertGroup) -> tuple[list[AlertGroup], list[AlertGroup]]:
+        """Open threads whose SOPs explain this group's (its likely causes), and those it explains."""
+        mine = self._sop_ids(group)
+        if not set(mine) & self._relevant:
+            return [], []  # nothing in the graph touches these SOPs: no scan of the open groups
+        causes: list[AlertGroup] = []
+        effects: list[AlertGroup] = []
+        for other in await self.repo.open_groups():
+            if other.group_key == group.group_key or not other.root_id or other.storm_id is not None:
+                continue
+            theirs = self._sop_ids(other)
+            if self.deps.explains(theirs, mine):
+                causes.append(other)
+            elif self.deps.explains(mine, theirs):
+                effects.append(other)
+        return causes, effects
+
+    def _link(self, group: AlertGroup) -> Link:
+        names = tuple(sorted({a.alertname for a in group.alerts.values()}))
+        return Link(names, self.permalink(group.root_id) if group.root_id else "",
+                    group.state is GroupState.open)
+
+    def _related_text(self, causes: list[AlertGroup], effects: list[AlertGroup]) -> str:
+        lines = related_lines([self._link(c) for c in causes], [self._link(e) for e in effects])
+        return "".join("\n" + line for line in lines)
+
+    async def _related_of(self, group: AlertGroup) -> str:
+        if not group.id or not self._relevant:
+            return ""
+        return self._related_text(await self.repo.causes_of(group.id), await self.repo.effects_of(group.id))
+
+    async def _refresh_other(self, group_id: int) -> None:
+        """Re-render another group's root for its links. Not saved: that group's own saves run
+        under its lock, and its next render reads the same links from the relations table."""
+        other = await self.repo.get(group_id)
+        if other is None or not other.root_id or other.storm_id is not None:
+            return
+        message = self._render(other, await self._related_of(other))
+        if message != other.root_message:
+            await self.chat.edit(other.root_id, message)
+
+    async def _cause_resolved(self, cause: AlertGroup) -> None:
+        """The threads this one explains re-check their diagnosis, and say what they found."""
+        if not cause.id or not self._relevant:
+            return
+        for effect in await self.repo.effects_of(cause.id):
+            await self._refresh_other(effect.id)
+            if effect.state is GroupState.open and effect.root_id:
+                task = asyncio.create_task(self._recheck(effect.id, effect.group_key, cause))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _recheck(self, effect_id: int, group_key: str, cause: AlertGroup) -> None:
+        try:
+            async with self.lock(group_key):  # after the cause's lock is released: no lock order
+                group = await self.repo.current(group_key)
+                if group is None or group.id != effect_id or group.state is not GroupState.open:
+                    return
+                await self.diagnose(group, force=True)
+                statuses = [Status(f["status"]) for sop_id, target in self._jobs(group)
+                            if (prior := await self.repo.diagnosis(group.id, sop_id, target)) is not None
+                            for f in prior.findings]
+                bad = sum(s in (Status.warn, Status.crit) for s in statuses)
+                verdict = (f"still {bad} problem{'s' if bad != 1 else ''}: see the diagnosis above" if bad
+                           else "its SOPs now find nothing wrong; it should resolve on its own")
+                names = ", ".join(code(n) for n in self._link(cause).names)
+                where = f"[{names}]({self.permalink(cause.root_id)})" if cause.root_id else names
+                assert group.root_id is not None
+                await self._post_once(f"alert-cause-resolved:{cause.id}:{group.id}", group.channel_id,
+                                      f":link: Its likely cause {where} resolved. Re-checked: {verdict}.",
+                                      root_id=group.root_id)
+        except Exception:
+            log.exception("re-check of group %s after its cause resolved failed", group_key)
+
+    def _jobs(self, group: AlertGroup) -> list[tuple[str, str]]:
+        keys: list[tuple[str, str]] = []
+        for a in group.firing:
+            for sop in self.router.decide(a.labels, a.annotations).sops:
+                key = diagnosis_for(sop, a.labels).key
+                if key not in keys:
+                    keys.append(key)
+        return keys
+
+    async def drain(self) -> None:
+        """Wait for the re-checks started by resolved causes."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Let running re-checks finish within ``timeout_s``, then cancel the rest (a re-check
+        is only a courtesy: the next notification diagnoses again)."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for t in late:
+                t.cancel()
 
     async def _saved(self, group: AlertGroup) -> None:
         if group.storm_id is not None and self.storm is not None:
@@ -257,7 +374,7 @@ class ThreadManager:
             return
         await self.diagnose(group)
 
-    async def diagnose(self, group: AlertGroup) -> None:
+    async def diagnose(self, group: AlertGroup, *, force: bool = False) -> None:
         """Each distinct (SOP, target) of the firing alerts: a reply the first time, then only
         what changed. Unmapped alertnames get one "no SOP matches" reply each."""
         assert group.root_id is not None
@@ -279,6 +396,8 @@ class ThreadManager:
         # A group that fired again after resolving keeps its diagnosis for the flap window.
         fresh_s = max(self.rediagnose_after_s, self.flaps.window_s) \
             if self.flaps.flapping(group.group_key, ts) else self.rediagnose_after_s
+        if force:
+            fresh_s = 0.0  # asked to re-check (its cause resolved)
         todo: list[tuple[Diagnosis, PriorDiagnosis | None]] = []
         held: list[str] = []
         left = self.budget.left(group.id, ts)
