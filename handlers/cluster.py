@@ -858,10 +858,12 @@ async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                 summary=f"the bot cannot reach the cluster's API ({guest_error}); the VMs below "
                                         "come from Rancher's machines in Harvester",
                                 next_step=CP_VMS_STEP))
+    # A VM is named like its node; else Rancher's machine links them (nodeRef → infrastructureRef).
+    by_node = {(m.get("status") or {}).get("nodeRef", {}).get("name"): _vm_for_machine(m, vms) for m in machines}
     down: list[str] = []
     cp_total = cp_down = 0
     for name, is_cp in sorted(backing.items()):
-        vm = vms.get(name)
+        vm = vms.get(name) or by_node.get(name)
         cp_total += is_cp
         node = (nodes or {}).get(name)
         ready = (condition(node, "Ready") or {}).get("status") if node else None
@@ -881,7 +883,7 @@ async def harvester_vms(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         cp_down += is_cp
         cause, step, actions = _vm_state_cause(vm)
         behind = f"node {name} is NotReady because its VM is not running: " if ready not in (None, "True") else ""
-        findings.append(Finding(status=Status.crit, target=f"vm/{vm.namespace}/{name}",
+        findings.append(Finding(status=Status.crit, target=f"vm/{vm.namespace}/{vm.name}",
                                 summary=f"{behind}{cause}"[:300], next_step=step, actions=actions))
     total = len(backing)
     findings.insert(0 if nodes is not None else 1, Finding(

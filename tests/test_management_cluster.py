@@ -195,3 +195,27 @@ async def test_check_config_says_whether_the_management_cluster_answers(sandbox,
     assert broken["harvester"] == f"{bad}: not a usable kubeconfig"
     without = await check_connections(sandbox.settings(kubernetes={"kubeconfig": str(sandbox.kubeconfig)}))
     assert "harvester" not in without
+
+
+async def test_a_vm_named_unlike_its_node_is_found_through_rancher_s_machine(sandbox) -> None:
+    import copy
+
+    from sandbox.kube import kubevirt
+
+    mgmt = sandbox.platform.mgmt
+    vm = copy.deepcopy(mgmt.get(KUBEVIRT, "VirtualMachine", "rke2-general-1", "default"))
+    mgmt.remove(KUBEVIRT, "VirtualMachine", "rke2-general-1", "default")
+    mgmt.remove(KUBEVIRT, "VirtualMachineInstance", "rke2-general-1", "default")
+    vm["metadata"] = {"name": "rke2-pool-general-x7k2p", "namespace": "default", "labels": vm["metadata"]["labels"]}
+    mgmt.add(vm)
+    kubevirt.set_vm_running(mgmt, "default", "rke2-pool-general-x7k2p", kubevirt.STOPPED)
+    mgmt.update(CAPI, "Machine", "rke2-general-1-machine", "fleet-default",
+                lambda m: m["spec"]["infrastructureRef"].update(name="rke2-pool-general-x7k2p"))
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["harvester-vms"], ctx)
+        (stopped,) = [f for f in report.findings if f.actions]
+        assert stopped.target == "vm/default/rke2-pool-general-x7k2p" and "VM Stopped in Harvester" in stopped.summary
+        assert stopped.actions[0].params == {"namespace": "default", "name": "rke2-pool-general-x7k2p"}
+    finally:
+        await ctx.close()
