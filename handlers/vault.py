@@ -410,17 +410,33 @@ INTERMEDIATE_STEP = ("4.3: rotate the intermediate (11.7 procedure: new CSR in V
 
 
 class PkiChecks(BaseModel):
-    """``checks.vault-pki`` in the config."""
+    """``checks.vault-pki`` in the config: the mounts to check, and the signing role as 5.4 step 3
+    writes it (what ``vault-pki-role`` recreates)."""
 
     model_config = ConfigDict(extra="forbid")
     mounts: list[str] = Field(default_factory=lambda: ["pki_int"], description="PKI mounts cert-manager signs with")
     # The runbook's prevention: "Set calendar reminder at year 9" of a 10-year intermediate.
     warn_days: float = Field(365, gt=0, description="a CA closer than this to notAfter: warn")
+    domain: str = Field("example.com", description="<DOMAIN>: the role's allowed_domains")
+    role: str = Field("", description="<DOMAIN_DOT> role name; empty: the domain with '.' as '-dot-'")
+    role_mount: str = Field("pki_int", description="the mount the signing role lives in")
+    allow_subdomains: bool = True
+    max_ttl: str = Field("720h", description="the role's max_ttl")
+
+    @property
+    def role_name(self) -> str:
+        return self.role or self.domain.replace(".", "-dot-")
+
+    def role_body(self) -> dict[str, Any]:
+        """5.4 step 3's `vault write pki_int/roles/<DOMAIN_DOT> …`, field by field."""
+        return {"allowed_domains": [self.domain], "allow_subdomains": self.allow_subdomains,
+                "max_ttl": self.max_ttl, "generate_lease": True, "require_cn": False}
 
 
-@sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role present", sections=("5.4", "4.3"),
-     severity=Severity.P1, causes=("PKI engine not mounted", "intermediate CA missing or expired",
-                                   "no signing role"))
+@sop("vault-pki", title="Vault PKI: engine mounted, CA chain valid, signing role allows the domain",
+     sections=("5.4", "4.3"),
+     severity=Severity.P1, causes=("PKI engine not mounted", "intermediate CA not imported", "intermediate CA expired",
+                                   "no signing role", "signing role does not allow the configured domain"))
 async def vault_pki(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Each PKI mount cert-manager uses is mounted, has its intermediate CA imported and unexpired
     (notAfter of every CA in ``ca_chain``) and at least one signing role (runbook 5.4, 4.3)."""
@@ -451,6 +467,10 @@ async def _pki_mount(pool: Any, mount: str, mounts: dict[str, str] | None, cfg: 
         if exc.status == 404:
             return [Finding(status=Status.crit, target=target, summary=f"PKI engine {mount} not responding: {exc.reason}",
                             next_step=PKI_MOUNT_STEP)]
+        if "no default issuer" in exc.reason:  # Vault ≥ 1.11: the mount has no CA at all
+            return [Finding(status=Status.crit, target=target,
+                            summary=f"intermediate CA not imported in {mount}: reading its CA answers "
+                                    f"{exc.reason}", next_step=PKI_IMPORT_STEP)]
         return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
     findings: list[Finding] = []
     if not ca.strip():
@@ -458,14 +478,43 @@ async def _pki_mount(pool: Any, mount: str, mounts: dict[str, str] | None, cfg: 
                                 summary=f"no CA certificate in {mount}: intermediate CA not imported",
                                 next_step=PKI_IMPORT_STEP))
     findings.extend(_chain_findings(target, chain or ca, cfg))
+    recreate = [SuggestedAction(action="vault-pki-role")]
     if not roles:
         findings.append(Finding(status=Status.crit, target=f"{target} roles",
                                 summary=f"no signing role in {mount}: cert-manager cannot sign",
-                                next_step=PKI_ROLE_STEP))
+                                next_step=PKI_ROLE_STEP, actions=recreate if mount == cfg.role_mount else []))
+    elif mount == cfg.role_mount:
+        findings.extend(await _pki_role(pool, mount, roles, cfg, recreate))
     if not any(f.status is not Status.ok for f in findings):
         findings.append(Finding(status=Status.ok, target=target,
                                 summary=f"mounted, CA chain valid, role(s): {', '.join(roles)}"))
     return findings
+
+
+async def _pki_role(pool: Any, mount: str, roles: list[str], cfg: PkiChecks,
+                    recreate: list[SuggestedAction]) -> list[Finding]:
+    """5.4 diagnostic step 3 (vault read pki_int/roles/<DOMAIN_DOT>): the configured role exists
+    and allows the configured domain and its subdomains."""
+    name, target = cfg.role_name, f"pki/{mount}/roles/{cfg.role_name}"
+    if name not in roles:
+        return [Finding(status=Status.crit, target=target,
+                        summary=f"no signing role {name} in {mount} (roles: {', '.join(roles)}): requests for "
+                                f"*.{cfg.domain} are refused", next_step=PKI_ROLE_STEP, actions=recreate)]
+    try:
+        role = await pool.read_data(f"{mount}/roles/{name}") or {}
+    except SourceError as exc:
+        return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
+    allowed = [str(d) for d in role.get("allowed_domains") or []]
+    problems = []
+    if cfg.domain not in allowed and not role.get("allow_any_name"):
+        problems.append(f"allowed_domains {allowed} lacks {cfg.domain}")
+    if cfg.allow_subdomains and not role.get("allow_subdomains") and not role.get("allow_any_name"):
+        problems.append("allow_subdomains=false")
+    if problems:
+        return [Finding(status=Status.crit, target=target,
+                        summary=f"signing role {name} does not allow the configured domain: {'; '.join(problems)}",
+                        next_step=PKI_ROLE_STEP, actions=recreate)]
+    return []
 
 
 def _chain_findings(target: str, pem: str, cfg: PkiChecks) -> list[Finding]:
@@ -493,29 +542,96 @@ def _chain_findings(target: str, pem: str, cfg: PkiChecks) -> list[Finding]:
 # -- 5.5 Kubernetes auth (and 4.2's "Kubernetes auth not configured in Vault") ----------------
 K8S_AUTH_ENABLE_STEP = "5.5 step 1: enable and configure the auth method (vault auth enable kubernetes; vault write auth/kubernetes/config …)"
 K8S_AUTH_CONFIG_STEP = ("5.5 step 1: refresh the Kubernetes auth config (kubernetes_host = the kubernetes "
-                        "service's ClusterIP, kubernetes_ca_cert = the cluster CA)")
+                        "service's ClusterIP, kubernetes_ca_cert = the cluster CA, issuer)")
 K8S_AUTH_ROLE_STEP = ("5.5 step 2: recreate the role (vault write auth/kubernetes/role/{role} "
                       "bound_service_account_names={sa} bound_service_account_namespaces={ns} policies=cert-manager)")
 K8S_SA_STEP = "4.2: the ServiceAccount {sa} is missing in {ns}: re-apply cert-manager's Vault issuer manifests"
+K8S_LOGIN_STEP = ("5.5: the login fails although config and role match the cluster: check the token reviewer "
+                  "(token_reviewer_jwt expired? the runbook's 1-year SA token) and Vault's logs")
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 class K8sAuthChecks(BaseModel):
-    """``checks.vault-k8s-auth`` in the config: the login cert-manager's ClusterIssuer uses."""
+    """``checks.vault-k8s-auth`` in the config: the login cert-manager's ClusterIssuer uses, and
+    the role the ``vault-k8s-auth-role`` action recreates."""
 
     model_config = ConfigDict(extra="forbid")
     mount: str = "kubernetes"
     role: str = "cert-manager-issuer"
     service_account: str = "vault-issuer"
     namespace: str = "cert-manager"
+    policies: list[str] = Field(default_factory=lambda: ["cert-manager"], description="the role's policies")
+    ttl: str = Field("1h", description="the role's token ttl")
+    ca_namespace: str = Field(VAULT_NAMESPACE, description="namespace whose kube-root-ca.crt is the cluster CA")
+    login_test: bool = Field(True, description="log in with a fresh 10-minute TokenRequest token of the "
+                                               "ServiceAccount (chart: vaultLoginTest)")
 
 
-@sop("vault-k8s-auth", title="Vault Kubernetes auth for cert-manager: method, config, role, ServiceAccount",
+class ClusterAuthFacts(BaseModel):
+    """What Vault's Kubernetes auth config should say, read from the cluster (5.5 step 1)."""
+
+    host: str | None = None
+    ca_pem: str | None = None
+    problems: list[str] = Field(default_factory=list)
+
+
+async def cluster_auth_facts(kube: Any, cfg: K8sAuthChecks) -> ClusterAuthFacts:
+    """The kubernetes Service's ClusterIP (as https://IP:443) and the kube-root-ca.crt CA,
+    exactly as the runbook's refresh commands take them."""
+    facts = ClusterAuthFacts()
+    try:
+        svc = await kube.get("v1", "services", "kubernetes", "default")
+        ip = (svc.get("spec") or {}).get("clusterIP")
+        facts.host = f"https://{ip}:443" if ip else None
+    except SourceError as exc:
+        facts.problems.append(f"service default/kubernetes: {exc.reason}")
+    try:
+        cm = await kube.get("v1", "configmaps", "kube-root-ca.crt", cfg.ca_namespace)
+        facts.ca_pem = str((cm.get("data") or {}).get("ca.crt") or "") or None
+    except SourceError as exc:
+        facts.problems.append(f"configmap {cfg.ca_namespace}/kube-root-ca.crt: {exc.reason}")
+    return facts
+
+
+def _host(value: str) -> str:
+    value = value.rstrip("/")
+    return value if value.count(":") >= 2 else value + ":443"
+
+
+def ca_label(pem: str) -> str:
+    """A CA as people compare it: subject CN and the start of its SHA-256 fingerprint."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        return "not a PEM certificate"
+    from cryptography.hazmat.primitives import hashes
+
+    cn = ", ".join(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)) or "?"
+    return f"{cn} (sha256 {cert.fingerprint(hashes.SHA256()).hex()[:16]})"
+
+
+def _jwt_issuer(jwt: str) -> str | None:
+    """The ``iss`` claim of a token the API server just issued (its ServiceAccount issuer)."""
+    import base64
+    import json
+
+    try:
+        payload = jwt.split(".")[1]
+        return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("iss") or "") or None
+    except (IndexError, ValueError):
+        return None
+
+
+@sop("vault-k8s-auth", title="Vault Kubernetes auth for cert-manager: method, config vs cluster, role, login",
      sections=("5.5", "4.2"), severity=Severity.P2,
-     causes=("Kubernetes auth not configured in Vault", "role missing or binding mismatch",
-             "ServiceAccount vault-issuer missing"))
+     causes=("Kubernetes auth not configured in Vault", "stale API server URL in the auth config",
+             "stale CA certificate in the auth config", "issuer mismatch", "role missing or binding mismatch",
+             "ServiceAccount vault-issuer missing", "login refused (token reviewer or ServiceAccount token)"))
 async def vault_k8s_auth(ctx: HandlerContext, params: NoParams) -> list[Finding]:
-    """The Kubernetes auth method is enabled and configured, cert-manager's role exists and binds
-    its ServiceAccount, and that ServiceAccount exists (runbook 5.5, 4.2). Read-only: no login."""
+    """The Kubernetes auth method is enabled; its config's host, CA and issuer are the cluster's
+    (the kubernetes Service, kube-root-ca.crt, the issuer of a token the cluster issues);
+    cert-manager's role binds its ServiceAccount; and a real login with a fresh TokenRequest token
+    succeeds (runbook 5.5, 4.2). Neither token is kept or shown."""
     cfg = check_settings(ctx, "vault-k8s-auth", K8sAuthChecks)
     pool = ctx.vault
     if pool is None or not pool.addrs:
@@ -536,25 +652,34 @@ async def vault_k8s_auth(ctx: HandlerContext, params: NoParams) -> list[Finding]
     except SourceError as exc:
         return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
     findings: list[Finding] = []
-    if not config or not config.get("kubernetes_host"):
+    config = config or {}
+    refresh = [SuggestedAction(action="vault-k8s-auth-config")]
+    if not config.get("kubernetes_host"):
         findings.append(Finding(status=Status.crit, target=f"{target}/config",
                                 summary="Kubernetes auth has no kubernetes_host configured",
-                                next_step=K8S_AUTH_CONFIG_STEP))
-    step = K8S_AUTH_ROLE_STEP.format(role=cfg.role, sa=cfg.service_account, ns=cfg.namespace)
-    if role is None:
-        findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
-                                summary=f"Vault Kubernetes auth role {cfg.role} does not exist: cert-manager's "
-                                        "login is denied (permission denied)", next_step=step))
-    else:
-        names, spaces = role.get("bound_service_account_names") or [], role.get("bound_service_account_namespaces") or []
-        if not ({cfg.service_account, "*"} & set(names) and {cfg.namespace, "*"} & set(spaces)):
-            findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
-                                    summary=f"role binding mismatch: binds {names} in {spaces}, not "
-                                            f"{cfg.namespace}/{cfg.service_account}", next_step=step))
+                                next_step=K8S_AUTH_CONFIG_STEP, actions=refresh))
+    jwt_issuer: str | None = None
+    login: Finding | None = None
+    sa_ok = True
     if ctx.kube is not None:
+        facts = await cluster_auth_facts(ctx.kube, cfg)
+        findings += [Finding(status=Status.unknown, target="cluster", summary=p) for p in facts.problems]
+        host = str(config.get("kubernetes_host") or "")
+        if host and facts.host and _host(host) != _host(facts.host):
+            findings.append(Finding(status=Status.crit, target=f"{target}/config",
+                                    summary=f"stale API server URL: kubernetes_host {host} is not the cluster's "
+                                            f"API ({facts.host}, the kubernetes Service)",
+                                    next_step=K8S_AUTH_CONFIG_STEP, actions=refresh))
+        ca = str(config.get("kubernetes_ca_cert") or "").strip()
+        if ca and facts.ca_pem and ca != facts.ca_pem.strip():
+            findings.append(Finding(status=Status.crit, target=f"{target}/config",
+                                    summary=f"stale CA certificate: kubernetes_ca_cert is {ca_label(ca)}, the cluster "
+                                            f"CA (kube-root-ca.crt) is {ca_label(facts.ca_pem)}",
+                                    next_step=K8S_AUTH_CONFIG_STEP, actions=refresh))
         try:
             await ctx.kube.get("v1", "serviceaccounts", cfg.service_account, cfg.namespace)
         except SourceError as exc:
+            sa_ok = False
             if exc.status == 404:
                 findings.append(Finding(status=Status.crit, target=f"serviceaccount/{cfg.namespace}/{cfg.service_account}",
                                         summary="ServiceAccount missing: cert-manager has no token to log in with",
@@ -562,8 +687,73 @@ async def vault_k8s_auth(ctx: HandlerContext, params: NoParams) -> list[Finding]
             else:
                 findings.append(Finding(status=Status.unknown, target=f"serviceaccount/{cfg.namespace}/"
                                         f"{cfg.service_account}", summary=exc.reason))
+        if cfg.login_test and sa_ok:
+            login, jwt_issuer = await _login(ctx, pool, cfg, mount)
+    step = K8S_AUTH_ROLE_STEP.format(role=cfg.role, sa=cfg.service_account, ns=cfg.namespace)
+    recreate = [SuggestedAction(action="vault-k8s-auth-role")]
+    if role is None:
+        findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
+                                summary=f"Vault Kubernetes auth role {cfg.role} does not exist: cert-manager's "
+                                        "login is denied (permission denied)", next_step=step, actions=recreate))
+    else:
+        names, spaces = role.get("bound_service_account_names") or [], role.get("bound_service_account_namespaces") or []
+        if not ({cfg.service_account, "*"} & set(names) and {cfg.namespace, "*"} & set(spaces)):
+            findings.append(Finding(status=Status.crit, target=f"{target}/role/{cfg.role}",
+                                    summary=f"role binding mismatch: binds {names} in {spaces}, not "
+                                            f"{cfg.namespace}/{cfg.service_account}", next_step=step, actions=recreate))
+    issuer = str(config.get("issuer") or "")
+    if jwt_issuer and issuer and issuer != jwt_issuer:
+        if config.get("disable_iss_validation"):
+            findings.append(Finding(status=Status.ok, target=f"{target}/config",
+                                    summary=f"issuer {issuer} differs from the cluster's ({jwt_issuer}); not "
+                                            "checked (disable_iss_validation=true)"))
+        else:
+            findings.append(Finding(status=Status.crit, target=f"{target}/config",
+                                    summary=f"issuer mismatch: the config expects {issuer}, the cluster issues "
+                                            f"tokens as {jwt_issuer} (issuer validation on)",
+                                    next_step=K8S_AUTH_CONFIG_STEP, actions=refresh))
+    if login is not None:
+        if login.status is not Status.ok and not any(f.status is Status.crit for f in findings):
+            # Nothing above explains it: the reviewer side (runbook: the SA token expired).
+            login = login.model_copy(update={
+                "summary": login.summary + "; host, CA and role match the cluster, so the token reviewer is "
+                                           "refusing it (the runbook's expired ServiceAccount token?)",
+                "next_step": K8S_LOGIN_STEP})
+        findings.append(login)
     if not any(f.status is not Status.ok for f in findings):
         findings.append(Finding(status=Status.ok, target=target,
-                                summary=f"configured ({(config or {}).get('kubernetes_host')}); role {cfg.role} binds "
-                                        f"{cfg.namespace}/{cfg.service_account}"))
+                                summary=f"configured ({config.get('kubernetes_host')}, cluster CA); role {cfg.role} "
+                                        f"binds {cfg.namespace}/{cfg.service_account}"))
     return findings
+
+
+async def _login(ctx: HandlerContext, pool: Any, cfg: K8sAuthChecks, mount: str) -> tuple[Finding, str | None]:
+    """5.5's "test auth manually": a 10-minute TokenRequest token for the ServiceAccount, then
+    Vault's login with it. Returns the finding and the token's issuer; the token itself stays
+    in this function's locals."""
+    kube = ctx.require_kube()
+    where = f"auth/{mount}/login"
+    who = f"{cfg.namespace}/{cfg.service_account}"
+    try:
+        answer = await kube.create("v1", "serviceaccounts", {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600}}, cfg.namespace, subresource_of=cfg.service_account,
+            subresource="token")
+    except SourceError as exc:
+        why = ("not permitted (chart: vaultLoginTest.enabled grants create serviceaccounts/token on "
+               f"{who})") if exc.status == 403 else exc.reason
+        return Finding(status=Status.unknown, target=where, summary=f"login not tested: TokenRequest {why}"), None
+    jwt = str((answer.get("status") or {}).get("token") or "")
+    del answer
+    issuer = _jwt_issuer(jwt)
+    try:
+        auth = await pool.kubernetes_login(cfg.role, jwt, mount=mount)
+    except SourceError as exc:
+        return Finding(status=Status.crit, target=where,
+                       summary=f"login refused: role {cfg.role} as {who} with a fresh token: {exc.reason}",
+                       next_step=K8S_AUTH_CONFIG_STEP), issuer
+    finally:
+        jwt = ""
+    return Finding(status=Status.ok, target=where,
+                   summary=f"login as {who} (role {cfg.role}) with a fresh token succeeded, policies "
+                           f"{', '.join(auth.get('policies') or []) or 'none'}"), issuer

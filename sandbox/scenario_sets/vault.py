@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sandbox.kube.store import Obj
-from sandbox.platform import CORE, Platform, add_log, iso, now, sync_vault_pods
-from sandbox.scenario_model import Scenario
+from sandbox.platform import CORE, Platform, add_log, iso, now, set_issuer_ready, sync_vault_pods
+from sandbox.scenario_model import Scenario, _vault_api_error
+from sandbox.vault.pki import make_pki
 
 NS = "vault"
 VAULT_LABELS = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": "vault", "component": "server"}
@@ -102,7 +103,87 @@ def _stuck_leader(p: Platform) -> None:
             "node not active but active cluster node not found\""])
 
 
+# -- 5.5 Kubernetes auth -------------------------------------------------------------------------
+def _issuer_failing(p: Platform, error: str, code: int = 403) -> None:
+    set_issuer_ready(p, "vault-issuer", False, "VaultError",
+                     "Failed to initialize Vault client: while requesting a Vault token using the Kubernetes auth: "
+                     + _vault_api_error("auth/kubernetes/login", "PUT", code, error))
+
+
+def _auth_stale_host(p: Platform) -> None:
+    """The API server's Service IP changed with a cluster rebuild; Vault still dials the old one."""
+    p.vault.k8s_auth_config["kubernetes_host"] = "https://10.43.0.2:443"
+    _issuer_failing(p, 'Post "https://10.43.0.2:443/apis/authentication.k8s.io/v1/tokenreviews": '
+                       "dial tcp 10.43.0.2:443: i/o timeout", 500)
+
+
+def _auth_stale_ca(p: Platform) -> None:
+    """The cluster CA was rotated (RKE2 cert rotation); Vault still trusts the old one."""
+    p.vault.k8s_auth_config["kubernetes_ca_cert"] = make_pki().kube_ca.pem
+    _issuer_failing(p, 'Post "https://10.43.0.1:443/apis/authentication.k8s.io/v1/tokenreviews": tls: failed to '
+                       "verify certificate: x509: certificate signed by unknown authority", 500)
+
+
+def _auth_role_mismatch(p: Platform) -> None:
+    """The role was rewritten for another namespace."""
+    p.vault.k8s_roles["cert-manager-issuer"]["bound_service_account_namespaces"] = ["cert-manager-old"]
+    _issuer_failing(p, "namespace not authorized")
+
+
+def _auth_issuer_mismatch(p: Platform) -> None:
+    """Issuer validation switched on with an issuer the cluster does not put in its tokens."""
+    p.vault.k8s_auth_config.update(disable_iss_validation=False, issuer="https://rke2.example.com")
+    _issuer_failing(p, "invalid issuer (iss) claim")
+
+
+def _auth_reviewer_expired(p: Platform) -> None:
+    """The 1-year token_reviewer_jwt from the deployment expired (the runbook's prevention)."""
+    p.vault.reviewer_expired = True
+    _issuer_failing(p, "permission denied")
+
+
+# -- 5.4 PKI engine ------------------------------------------------------------------------------
+def _pki_role_missing(p: Platform) -> None:
+    """The signing role was deleted (vault delete pki_int/roles/example-dot-com)."""
+    p.vault.pki_roles.pop(p.domain.replace(".", "-dot-"), None)
+    p.vault.pki_roles["legacy-dot-internal"] = {"allowed_domains": ["legacy.internal"], "allow_subdomains": True}
+
+
+def _pki_role_wrong_domain(p: Platform) -> None:
+    """The role was rewritten for a test domain: every platform name is refused."""
+    role = p.vault.pki_roles[p.domain.replace(".", "-dot-")]
+    role.update(allowed_domains=["example.org"], allow_subdomains=False)
+
+
+def _pki_not_imported(p: Platform) -> None:
+    """pki_int was lost and re-enabled empty (5.4 step 1 done, steps 2–3 not)."""
+    p.vault.enable_empty_pki("pki_int")
+
+
 SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("vault-pki-role-missing", "pki_int's signing role example-dot-com was deleted (5.4)", _pki_role_missing,
+             section="5.4", status="crit", cause="no signing role example-dot-com in pki_int"),
+    Scenario("vault-pki-role-wrong-domain", "pki_int's signing role allows example.org only, no subdomains (5.4)",
+             _pki_role_wrong_domain, section="5.4", status="crit",
+             cause="signing role example-dot-com does not allow the configured domain: allowed_domains ['example.org'] "
+                   "lacks example.com; allow_subdomains=false"),
+    Scenario("vault-pki-not-imported", "pki_int re-enabled empty: no intermediate CA, no role (5.4)", _pki_not_imported,
+             section="5.4", status="crit",
+             cause="intermediate CA not imported in pki_int: reading its CA answers InvalidRequest: "
+                   "no default issuer currently configured"),
+    Scenario("vault-auth-stale-host", "Vault's Kubernetes auth dials an old API server IP (5.5)", _auth_stale_host,
+             section="5.5", status="crit",
+             cause="stale API server URL: kubernetes_host https://10.43.0.2:443 is not the cluster's API"),
+    Scenario("vault-auth-stale-ca", "Vault's Kubernetes auth trusts a CA the cluster no longer uses (5.5)",
+             _auth_stale_ca, section="5.5", status="crit", cause="stale CA certificate: kubernetes_ca_cert is"),
+    Scenario("vault-auth-role-mismatch", "cert-manager's Vault role binds another namespace (5.5)", _auth_role_mismatch,
+             section="5.5", status="crit", cause="role binding mismatch: binds ['vault-issuer'] in ['cert-manager-old']"),
+    Scenario("vault-auth-issuer-mismatch", "issuer validation on with an issuer the cluster does not use (5.5)",
+             _auth_issuer_mismatch, section="5.5", status="crit",
+             cause="issuer mismatch: the config expects https://rke2.example.com"),
+    Scenario("vault-auth-reviewer-expired", "the auth config's token reviewer JWT expired: every login denied (5.5)",
+             _auth_reviewer_expired, section="5.5", status="crit",
+             cause="so the token reviewer is refusing it"),
     Scenario("vault-stuck-leader", "vault-0 is active but the standbys report no leader (5.3 step 6)",
              _stuck_leader, section="5.3", status="crit",
              cause="stuck leader: vault-0 is active but vault-1, vault-2 follow(s) no leader"),

@@ -411,6 +411,8 @@ def _pki(cluster: VaultCluster, rest: str, method: str, body: dict[str, Any]) ->
     pki = cluster.pki
     assert pki is not None
     chain = pki.intermediate.pem + pki.root.pem
+    if not cluster.pki_imported and method == "GET" and rest in ("ca", "ca/pem", "ca_chain", "cert/ca", "cert/ca_chain"):
+        return vault_error(400, "no default issuer currently configured")
     if method == "GET" and rest == "ca/pem":
         return pem_body(pki.intermediate.pem)
     if method == "GET" and rest == "ca_chain":

@@ -89,6 +89,11 @@ class VaultCluster:
     # Standbys that lost the leader's heartbeats while it still holds the active lock (a stuck
     # leader, 5.3 step 6): they report no leader until a new election (step-down).
     lost_followers: set[int] = field(default_factory=set)
+    # The long-lived token_reviewer_jwt of the auth config expired (runbook 5.5: "ServiceAccount
+    # token expired"): every TokenReview Vault makes with it is refused by the API server.
+    reviewer_expired: bool = False
+    # pki_int has its intermediate imported (runbook 5.4 step 2); False: a freshly enabled mount.
+    pki_imported: bool = True
     leader: int | None = None
     raft_index: int = 4200
     secret_mounts: dict[str, str] = field(default_factory=dict)
@@ -277,6 +282,8 @@ class VaultCluster:
         config = self.k8s_auth_config
         if self.token_reviewer is None or not config.get("kubernetes_host"):
             return 403, "permission denied"
+        if self.reviewer_expired and config.get("token_reviewer_jwt_set"):
+            return 403, "permission denied"  # the review itself answered 401 Unauthorized
         claims = self.token_reviewer(str(config.get("kubernetes_host")), str(config.get("kubernetes_ca_cert") or ""), jwt)
         if isinstance(claims, tuple):
             return claims
@@ -346,3 +353,12 @@ class VaultCluster:
 
     def disable_mount(self, path: str) -> None:
         self.secret_mounts.pop(path.rstrip("/") + "/", None)
+
+    def enable_empty_pki(self, path: str = "pki_int") -> None:
+        """``vault secrets enable -path=pki_int pki`` after the old mount was lost: mounted, but
+        no issuer imported and no role (5.4 steps 2–3 still to do)."""
+        key = path.rstrip("/") + "/"
+        self.secret_mounts[key] = "pki"
+        self.mount_accessors[key] = f"pki_{secrets.token_hex(4)}"
+        self.pki_imported = False
+        self.pki_roles = {}
