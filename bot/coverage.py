@@ -61,9 +61,12 @@ def coverage(registry: Registry, runbook: Runbook, actions: Mapping[str, Any] | 
                 row.alerts += [a for a in s.alerts if a not in row.alerts]
                 row.causes += [c for c in s.causes if c not in row.causes]
         for name, action in sorted((actions or {}).items()):
-            if getattr(action, "section", "") and names(action.section):
-                step = getattr(action, "step", "")
-                row.actions.append(f"{name} ({step})" if step else name)
+            steps = [(getattr(action, "section", ""), getattr(action, "step", "")),
+                     *(getattr(action, "also", None) or {}).items()]
+            for ref, step in steps:
+                if ref and names(ref):
+                    row.actions.append(f"{name} ({step})" if step else name)
+                    break
         row.scenarios = [sc.name for sc in scenarios if getattr(sc, "section", "") and names(sc.section)]
         rows.append(row)
     return rows

@@ -56,8 +56,9 @@ def test_every_declared_section_names_an_entry_of_the_runbook():
         for ref in item.sections:
             assert ref in entries or ref in containers, f"{item.id}: runbook has no entry {ref}"
     for name, action in ACTIONS.items():
-        if action.section:
-            assert action.section in entries or action.section in containers, f"action {name}: {action.section}"
+        for ref in (action.section, *action.also):
+            if ref:
+                assert ref in entries or ref in containers, f"action {name}: {ref}"
 
 
 def test_a_section_reference_covers_its_sub_problems_and_an_exact_one_only_itself():
@@ -100,3 +101,11 @@ def test_the_cli_says_when_there_is_no_runbook(capsys, monkeypatch, tmp_path):
 def test_a_malformed_section_reference_fails_at_import(bad):
     with pytest.raises(ValueError):
         sop("x", title="x", sections=(bad,), severity=Severity.P4, registry=Registry())
+
+
+def test_an_action_counts_for_each_entry_whose_resolution_it_carries_out():
+    rows = shipped()
+    assert any(a.startswith("restart (Resolution 2: restart the Cilium DaemonSet") for a in rows["3.1"].actions)
+    assert any(a.startswith("restart (Resolution 4: restart Traefik") for a in rows["3.4"].actions)
+    assert any(a.startswith("restart (Resolution 1: restart CoreDNS") for a in rows["3.6"].actions)
+    assert not any(a.startswith("restart") for a in rows["3.5"].actions)

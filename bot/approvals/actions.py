@@ -104,6 +104,8 @@ class Action(ABC, Generic[P]):
     title: ClassVar[str]
     section: ClassVar[str] = ""
     step: ClassVar[str] = ""  # the Resolution step of ``section`` it carries out, e.g. "step 1: restart CoreDNS"
+    # Other entries whose Resolution it carries out too, section → step (restart: 3.4's Traefik, 3.6's CoreDNS).
+    also: ClassVar[dict[str, str]] = {}
     risk: ClassVar[Risk] = Risk.low
     # When risk_for depends on the params: the rule in words, shown instead of the static risk.
     risk_rule: ClassVar[str] = ""

@@ -47,6 +47,8 @@ class RolloutRestart(Action[RestartParams]):
     title = "Rollout restart a Deployment, DaemonSet or StatefulSet"
     section = "3.1"
     step = "Resolution 2: restart the Cilium DaemonSet"
+    also = {"3.4": "Resolution 4: restart Traefik when the routes are right but stale",
+            "3.6": "Resolution 1: restart CoreDNS"}
     risk = Risk.low
     params = RestartParams
     changes = "patches the pod template's restartedAt annotation (pods are replaced one by one)"
