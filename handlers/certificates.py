@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Action, ActionEnv, ActionParams, Answer, Finding, HandlerContext, KubeClient, NoParams, Outcome, Plan,
-                     Risk, Severity, SourceError, Status, SuggestedAction, TlsResult, check_settings, condition,
-                     decision, fingerprint, parse_time, remediation_action, sop)
+from bot.sdk import (Action, ActionEnv, ActionParams, Answer, Finding, HandlerContext, K8sName, KubeClient,
+                     NoParams, Outcome, Plan, Risk, Severity, SourceError, Status, SuggestedAction, TlsResult,
+                     check_settings, condition, decision, fingerprint, parse_time, remediation_action, sop)
 
 CM = "cert-manager.io/v1"
 NOT_READY_STEP = ("4.1: kubectl describe certificate -n <ns> <name>, then its CertificateRequest's "
@@ -121,10 +121,10 @@ REQUEST_CAUSES = (
     (re.compile(r"issuer does not have a Ready status condition|Referenced \"?ClusterIssuer\"? not found|"
                 r"issuer .* is not ready", re.I), ISSUER_CAUSE,
      "4.1 step 2 / 4.2: kubectl get clusterissuer vault-issuer -o yaml; run /sop cert-issuer"),
-    (re.compile(r"service account unauthorized|deleted or recreated with a new token|token has expired|"
-                r"service account token.*expired", re.I), TOKEN_CAUSE,
-     "4.1 step 4: kubectl -n cert-manager delete secret vault-issuer-token; kubectl create token vault-issuer "
-     "-n cert-manager --duration=8760h; then force the re-issue (4.1 step 5)"),
+    (TOKEN_RX := re.compile(r"service account unauthorized|deleted or recreated with a new token|token has expired|"
+                            r"service account token.*expired", re.I), TOKEN_CAUSE,
+     TOKEN_STEP := ("4.1 step 4: kubectl -n cert-manager delete secret vault-issuer-token; kubectl create token "
+                    "vault-issuer -n cert-manager --duration=8760h; then force the re-issue (4.1 step 5)")),
     (re.compile(r"permission denied|service account.*(expired|invalid)|token.*expired", re.I),
      "cert-manager cannot log in to Vault (ServiceAccount token or Kubernetes auth role)",
      "4.1 step 4 / 5.5: check the vault-issuer token and Vault's Kubernetes auth role"),
@@ -167,7 +167,8 @@ async def _request_causes(ctx: HandlerContext, kube: KubeClient, refs: list[tupl
                         + (f"; now: {now_text}" if now_text else ""),
                 details=message, next_step="4.1 step 5: the cause is gone: force the re-issue" if fixed else step,
                 actions=[SuggestedAction(action="reissue-certificate", params={"namespace": ns, "certificate": name})]
-                if fixed else []))
+                if fixed else [SuggestedAction(action="recreate-issuer-token", params={"issuer": issuer["metadata"]["name"]})]
+                if cause == TOKEN_CAUSE and issuer is not None and _token_secret_ref(issuer) else []))
     return findings
 
 
@@ -255,6 +256,12 @@ def _first_line(text: str) -> str:
     so a long message keeps its head and its tail."""
     text = " ".join(text.split())
     return text if len(text) <= 200 else f"{text[:80]} … {text[-110:]}"
+
+
+def _tail(text: str, size: int = 100) -> str:
+    """The last words of a message (cert-manager puts the cause last), cut at a word."""
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[-size:].split(" ", 1)[-1]
 
 
 def _refs(lines: list[str], limit: int = 3) -> str:
@@ -599,7 +606,8 @@ class IssuerChecks(BaseModel):
      sections=("4.2",), severity=Severity.P1, alerts=("ClusterIssuerNotReady",),
      causes=("Vault is sealed", "Vault not reachable", "Kubernetes auth not configured in Vault",
              "ServiceAccount vault-issuer missing", "role not bound to the issuer's ServiceAccount",
-             "Vault PKI engine not mounted", "login refused"))
+             "Vault PKI engine not mounted", "login refused",
+             "the issuer's ServiceAccount token expired or was invalidated"))
 async def cert_issuer(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """For each Vault ClusterIssuer, what it needs, read from its own spec (runbook 4.2): Vault
     answering at spec.vault.server (a probe of /v1/sys/health), unsealed, the Kubernetes auth
@@ -661,6 +669,15 @@ async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: Issu
             sa_missing = False
     else:
         sa_missing = False
+    # 2b. A long-lived token Secret instead (4.1 step 4): its data is never read; the issuer's
+    # condition says whether Vault still accepts it.
+    token_secret = _token_secret_ref(issuer)
+    if token_secret and not ready and TOKEN_RX.search(cond.get("message", "")):
+        out.append(Finding(status=Status.crit, target=f"secret/{cfg.namespace}/{token_secret}",
+                           summary=f"{TOKEN_CAUSE}: the issuer logs in with the token in Secret {token_secret}, which "
+                                   f"Vault's TokenReview refuses (… {_tail(cond.get('message', ''))})",
+                           next_step=TOKEN_STEP,
+                           actions=[SuggestedAction(action="recreate-issuer-token", params={"issuer": name})]))
     # 3. Vault's side: auth method, role binding, PKI mount (token reads; not while sealed).
     pool = ctx.vault
     if sealed is False and pool is not None and pool.has_token:
@@ -714,7 +731,7 @@ async def _vault_side(pool: Any, target: str, mount: str, role: str, sa: str, ns
         else:
             names = data.get("bound_service_account_names") or []
             spaces = data.get("bound_service_account_namespaces") or []
-            if not ({sa, "*"} & set(names) and {ns, "*"} & set(spaces)):
+            if sa and not ({sa, "*"} & set(names) and {ns, "*"} & set(spaces)):  # no sa: a token Secret, not read
                 out.append(Finding(status=Status.crit, target=f"vault auth/{mount}/role/{role}",
                                    summary=f"role not bound to the issuer's ServiceAccount: {role} binds {names} in "
                                            f"{spaces}, not {ns}/{sa}", next_step=step))
@@ -932,3 +949,84 @@ async def vault_is_sealed(ctx: HandlerContext) -> Answer:
         return Answer(None, "no Vault replica answered")
     text = f"{len(sealed)} of {read} Vault replicas sealed" + (f" ({', '.join(sealed)})" if sealed else "")
     return Answer("Yes" if sealed else "No", text, also=("Sealed",) if sealed else ("Unsealed",))
+
+
+# -- 4.1 step 4: recreate the issuer's long-lived token ------------------------------------------
+class IssuerTokenParams(ActionParams):
+    issuer: K8sName = Field("vault-issuer", description="the ClusterIssuer whose token Secret is recreated")
+
+
+def _token_secret_ref(issuer: dict) -> str:
+    return str(((((issuer.get("spec") or {}).get("vault") or {}).get("auth") or {}).get("kubernetes") or {})
+               .get("secretRef", {}).get("name") or "")
+
+
+@remediation_action
+class RecreateIssuerToken(Action[IssuerTokenParams]):
+    name = "recreate-issuer-token"
+    title = "Recreate the ClusterIssuer's ServiceAccount token Secret"
+    section = "4.1"
+    step = "4. If SA token expired, recreate: delete secret vault-issuer-token, a new token for vault-issuer"
+    # It replaces the credential every certificate issuance depends on.
+    risk = Risk.high
+    params = IssuerTokenParams
+    changes = ("deletes the issuer's service-account-token Secret and creates it again, empty: the token "
+               "controller writes a fresh token bound to the ServiceAccount as it is now")
+
+    async def _target(self, env: ActionEnv, p: IssuerTokenParams) -> tuple[str, str, dict]:
+        cfg = check_settings(env.ctx, "cert-issuer", IssuerChecks)
+        issuer = await env.ctx.require_kube().get(CM, "clusterissuers", p.issuer)
+        return cfg.namespace, _token_secret_ref(issuer), issuer
+
+    async def plan(self, env: ActionEnv, p: IssuerTokenParams) -> Plan:
+        ns, secret, _ = await self._target(env, p)
+        runbook = [f"kubectl -n {ns} delete secret {secret or 'vault-issuer-token'}",
+                   f"kubectl apply -f services/cert-manager/rbac.yaml   # recreates the token Secret",
+                   f"kubectl get clusterissuer {p.issuer} -w"]
+        if not secret:
+            return Plan(nothing_to_do=f"ClusterIssuer {p.issuer} logs in with serviceAccountRef: cert-manager "
+                                      "requests a fresh token for every login, there is no token Secret to recreate",
+                        runbook=runbook)
+        kube = env.ctx.require_kube()
+        try:
+            # The answer is the Secret itself: only its metadata is used, never its data (the token).
+            dry = await kube.delete("v1", "secrets", secret, ns, dry_run=True)
+        except SourceError as exc:
+            if exc.status != 404:
+                raise
+            dry = {}
+        meta = dry.get("metadata") or {}
+        sa = (meta.get("annotations") or {}).get("kubernetes.io/service-account.name") or "vault-issuer"
+        obj = self._object(secret, ns, sa)
+        return Plan(
+            operations=([f"DELETE v1 secrets {ns}/{secret}"] if meta else []) + [f"CREATE v1 secrets {ns}/{secret}"],
+            preview=(f"Secret {ns}/{secret} " + (f"(uid {str(meta.get('uid', ''))[:8]}…, the API server accepted "
+                                                  "deleting it: dry run)" if meta else "does not exist") +
+                     f" is created again for ServiceAccount {sa}; the token controller fills it:\n```yaml\n"
+                     + _yaml(obj) + "```"),
+            dry_run=bool(meta), state=fingerprint([meta.get("uid"), meta.get("resourceVersion")]),
+            state_text=f"Secret {secret} uid {str(meta.get('uid', 'absent'))[:8]}", runbook=runbook,
+            warnings=[f"until the controller has written the new token, {p.issuer} cannot log in"])
+
+    @staticmethod
+    def _object(secret: str, ns: str, sa: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": secret, "namespace": ns,
+                             "annotations": {"kubernetes.io/service-account.name": sa}}}
+
+    async def run(self, env: ActionEnv, p: IssuerTokenParams) -> Outcome:
+        ns, secret, _ = await self._target(env, p)
+        if not secret:
+            return Outcome(ok=True, summary=f"{p.issuer} uses serviceAccountRef: nothing to recreate")
+        kube = env.ctx.require_kube()
+        sa = "vault-issuer"
+        try:
+            old = await kube.delete("v1", "secrets", secret, ns)
+            sa = ((old.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/service-account.name") or sa
+        except SourceError as exc:
+            if exc.status != 404:
+                raise
+        created = await kube.create("v1", "secrets", self._object(secret, ns, sa), ns)
+        uid = str((created.get("metadata") or {}).get("uid", ""))
+        return Outcome(ok=True, summary=f"recreated Secret {ns}/{secret} (uid {uid[:8]}…) for ServiceAccount {sa}; "
+                                        f"watch clusterissuer/{p.issuer} become Ready")

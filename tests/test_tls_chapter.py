@@ -75,3 +75,46 @@ async def test_without_probes_the_handshake_is_unknown_not_ok(sandbox) -> None:
         await ctx.close()
     assert report.status is Status.unknown
     assert any("no probes configured" in f.summary for f in report.findings if f.status is Status.unknown)
+
+
+async def test_an_invalidated_issuer_token_is_recreated_for_the_serviceaccount_as_it_is_now(sandbox) -> None:
+    import base64
+
+    await sandbox.apply("tls-cert-sa-token-invalid")
+    store = sandbox.platform.kube
+    old = store.get("v1", "Secret", "vault-issuer-token", "cert-manager")
+    old_uid, old_token = old["metadata"]["uid"], old["data"]["token"]
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["cert-issuer"], ctx)
+        token = next(f for f in report.findings if f.target == "secret/cert-manager/vault-issuer-token")
+        assert token.status is Status.crit and "TokenReview refuses" in token.summary
+        assert [(a.action, a.params) for a in token.actions] == [("recreate-issuer-token", {"issuer": "vault-issuer"})]
+        action = ACTIONS["recreate-issuer-token"]
+        env = ActionEnv(ctx=ctx, config=RemediationConfig(enabled=True, approvers=["alice"]))
+        params = action.params(issuer="vault-issuer")
+        plan = await action.plan(env, params)
+        assert plan.dry_run and plan.operations == ["DELETE v1 secrets cert-manager/vault-issuer-token",
+                                                    "CREATE v1 secrets cert-manager/vault-issuer-token"]
+        assert "kubernetes.io/service-account.name: vault-issuer" in plan.preview
+        assert old_token not in plan.preview and "token:" not in plan.preview  # never the Secret's data
+        assert store.get("v1", "Secret", "vault-issuer-token", "cert-manager")["metadata"]["uid"] == old_uid
+        outcome = await action.run(env, params)
+        assert outcome.ok and old_token not in outcome.summary
+    finally:
+        await ctx.close()
+    new = store.get("v1", "Secret", "vault-issuer-token", "cert-manager")
+    assert new["metadata"]["uid"] != old_uid and new["type"] == "kubernetes.io/service-account-token"
+    claims = store.tokens.review(base64.b64decode(new["data"]["token"]).decode())
+    sa = store.get("v1", "ServiceAccount", "vault-issuer", "cert-manager")
+    assert claims is not None and claims["kubernetes.io"]["serviceaccount"]["uid"] == sa["metadata"]["uid"]
+
+
+async def test_an_issuer_with_serviceaccountref_has_no_token_secret_to_recreate(sandbox) -> None:
+    ctx = await build_context(sandbox.settings())
+    try:
+        plan = await ACTIONS["recreate-issuer-token"].plan(
+            ActionEnv(ctx=ctx, config=RemediationConfig(enabled=True)), ACTIONS["recreate-issuer-token"].params())
+    finally:
+        await ctx.close()
+    assert plan.nothing_to_do and "serviceAccountRef" in plan.nothing_to_do

@@ -73,7 +73,11 @@ def reconcile(obj: Obj) -> None:
 
 def after_create(store: "ObjectStore", obj: Obj) -> None:
     """Side effects of a create that in-cluster controllers make right away: a new namespace
-    gets its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap."""
+    gets its `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap; a new
+    `kubernetes.io/service-account-token` Secret gets its long-lived token (the token controller)."""
+    if (obj.get("apiVersion"), obj.get("kind"), obj.get("type")) == ("v1", "Secret", "kubernetes.io/service-account-token"):
+        _fill_token_secret(store, obj)
+        return
     if (obj.get("apiVersion"), obj.get("kind")) != ("v1", "Namespace"):
         return
     ns = obj["metadata"]["name"]
@@ -87,6 +91,28 @@ def after_create(store: "ObjectStore", obj: Obj) -> None:
                    "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
                                 "annotations": dict(template["metadata"].get("annotations") or {})},
                    "data": dict(template.get("data") or {})})
+
+
+def _fill_token_secret(store: "ObjectStore", secret: Obj) -> None:
+    """The legacy token controller: a Secret annotated with an existing ServiceAccount gets a
+    token bound to that account's uid (10 years), its namespace and the cluster CA."""
+    import base64
+
+    meta = secret["metadata"]
+    ns = meta.get("namespace", "")
+    sa = store.get("v1", "ServiceAccount", (meta.get("annotations") or {}).get("kubernetes.io/service-account.name", ""), ns)
+    tokens = getattr(store, "tokens", None)
+    if sa is None or tokens is None or (secret.get("data") or {}).get("token"):
+        return
+    token, _ = tokens.issue(ns, sa["metadata"]["name"], sa["metadata"].get("uid", ""), 10 * 365 * 86400)
+    ca = ((store.get("v1", "ConfigMap", "kube-root-ca.crt", ns) or {}).get("data") or {}).get("ca.crt", "")
+
+    def fill(obj: Obj) -> None:
+        obj.setdefault("metadata", {}).setdefault("annotations", {})["kubernetes.io/service-account.uid"] = \
+            sa["metadata"].get("uid", "")
+        obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in
+                       (("token", token), ("namespace", ns), ("ca.crt", ca))}
+    store.update("v1", "Secret", meta["name"], ns, fill)
 
 
 def pdb_view(store: "ObjectStore", pdb: Obj) -> Obj:

@@ -124,6 +124,11 @@ def _cert_sa_token_invalid(p: Platform) -> None:
         issuer["spec"]["vault"]["auth"]["kubernetes"].pop("serviceAccountRef", None)
         issuer["spec"]["vault"]["auth"]["kubernetes"]["secretRef"] = {"name": "vault-issuer-token", "key": "token"}
     p.kube.update(CERT_MANAGER, "ClusterIssuer", "vault-issuer", "", secret_auth)
+    sa = p.kube.remove(CORE, "ServiceAccount", "vault-issuer", "cert-manager")
+    assert sa is not None
+    p.kube.add({"apiVersion": CORE, "kind": "ServiceAccount",
+                "metadata": {"name": "vault-issuer", "namespace": "cert-manager",
+                             "labels": dict(sa["metadata"].get("labels") or {})}})
     error = _vault_api_error("auth/kubernetes/login", "PUT", 403, "lookup failed: service account unauthorized; this "
                              "could mean it has been deleted or recreated with a new token")
     set_issuer_ready(p, "vault-issuer", False, "VaultError", LOGIN + error)

@@ -61,7 +61,7 @@ DIAGNOSTICS = {
 }
 
 NO_ACTIONS = {k: False for k in ("restart", "scale", "deletePods", "cordon", "drain",
-                                 "labelNodes", "reissueCertificates", "applyTlsStore",
+                                 "labelNodes", "reissueCertificates", "applyTlsStore", "recreateIssuerToken",
                                  "nodeMaintenance", "replaceNode", "ciliumLB",
                                  "cnpgBackup", "cnpgPooler", "cnpgRecovery")}
 # What each remediation action alone must grant cluster-wide: (apiGroup, resource, verb).
@@ -75,6 +75,7 @@ ACTION_GRANTS = {
     "labelNodes": {("", "nodes", "patch")},
     "reissueCertificates": set(),  # namespaced Roles only, see its own test
     "applyTlsStore": {("traefik.io", "tlsstores", "create"), ("traefik.io", "tlsstores", "patch")},
+    "recreateIssuerToken": set(),  # a namespaced Role only, see the secret grants below
     "ciliumLB": {("cilium.io", "ciliuml2announcementpolicies", "create"),
                  ("cilium.io", "ciliumloadbalancerippools", "create"),
                  ("cilium.io", "ciliumloadbalancerippools", "patch")},
@@ -310,6 +311,9 @@ def test_each_action_alone_grants_exactly_its_verbs(chart, action):
     secret_grants = {g for g in grants(objects) if g[3] == "secrets"}
     if action == "reissueCertificates":
         assert secret_grants == {("Role", "mattermost", "", "secrets", "delete", ())}
+    elif action == "recreateIssuerToken":
+        assert secret_grants == {("Role", "cert-manager", "", "secrets", "delete", ("vault-issuer-token",)),
+                                 ("Role", "cert-manager", "", "secrets", "create", ())}
     else:
         assert secret_grants == set()
     remediation_roles = [r for r in of_kind(objects, "ClusterRole")
@@ -320,7 +324,7 @@ def test_each_action_alone_grants_exactly_its_verbs(chart, action):
 def test_certificate_reissue_deletes_secrets_only_in_the_listed_namespaces(chart):
     objects = render(chart, VALUE_SETS["remediation-everything"])
     secret_grants = {g for g in grants(objects) if g[3] == "secrets"}
-    assert {g for g in secret_grants if g[4] == "delete"} == {
+    assert {g for g in secret_grants if g[4] == "delete" and not g[5]} == {
         ("Role", ns, "", "secrets", "delete", ()) for ns in ("mattermost", "keycloak")}
     assert not any(g[0] == "ClusterRole" and "secret" in g[3] for g in grants(objects))
 
