@@ -749,7 +749,8 @@ def _vm_state_cause(vm: _Vm) -> tuple[str, str, list[SuggestedAction]]:
      severity=Severity.P2,
      causes=("machine stuck Provisioning", "VM not running (Stopped, crashed, ErrorUnschedulable)",
              "EFI boot issue (firmware)", "cloud-init failure (user data not valid YAML)",
-             "network from the VM to Rancher (ruled in by elimination, SSH to confirm)"))
+             "network from the VM to Rancher (ruled in by elimination, SSH to confirm)",
+             "no VM created (the node driver's error from the Machine's InfrastructureReady)"))
 async def node_join(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """Every Rancher machine of the cluster has joined as a node; one stuck Provisioning longer
     than the timeout is explained from its VM: run state, firmware, cloud-init user data, and
@@ -791,7 +792,7 @@ async def node_join(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                             f"{cfg.provisioning_timeout_min:g} min)"))
             continue
         vm = _vm_for_machine(m, vms)
-        causes, steps, actions = _join_causes(vm, cfg)
+        causes, steps, actions = _join_causes(vm, cfg, m)
         findings.append(Finding(
             status=Status.crit, target=target,
             summary=(f"stuck {phase} for {age:.0f} min (over {cfg.provisioning_timeout_min:g} min), no node "
@@ -806,11 +807,19 @@ async def node_join(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     return findings
 
 
-def _join_causes(vm: _Vm | None, cfg: HarvesterChecks) -> tuple[list[str], list[str], list[SuggestedAction]]:
+def _join_causes(vm: _Vm | None, cfg: HarvesterChecks,
+                 machine: dict) -> tuple[list[str], list[str], list[SuggestedAction]]:
     """The runbook's three causes (cloud-init, network to Rancher, EFI) checked against the VM."""
     if vm is None:
-        return (["no VM for it in Harvester (the node driver did not create one)"],
-                ["2.1 escalation: check Harvester host health and storage"], [])
+        # Rancher's provisioning job reports why the node driver made no VM in these conditions.
+        infra = next((c for t in ("InfrastructureReady", "BootstrapReady")
+                      if (c := _find_condition((machine.get("status") or {}).get("conditions"), t))
+                      and c.get("status") == "False" and c.get("message")), None)
+        msg = str(infra["message"]) if infra else ""
+        msg = msg if len(msg) <= 200 else "…" + msg[-200:]  # Rancher puts the driver's own words last
+        why = f": {infra['type']} False: {msg}" if infra else ""
+        return ([f"no VM for it in Harvester (the node driver did not create one){why}"],
+                ["2.1 escalation: check Harvester host health and storage availability"], [])
     if not vm.running:
         cause, step, actions = _vm_state_cause(vm)
         return [cause], [step], actions

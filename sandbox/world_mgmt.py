@@ -315,13 +315,23 @@ def set_vm_state(p: Platform, name: str, printable: str, message: str = "") -> O
 
 def add_stuck_machine(p: Platform, node: str, *, pool: str, minutes: float, firmware: str = "efi",
                       user_data: str = USER_DATA, agent: bool = True,
-                      printable: str = kubevirt.RUNNING, message: str = "") -> None:
+                      printable: str = kubevirt.RUNNING, message: str = "", vm: bool = True,
+                      infra_message: str = "") -> None:
     """A scale-up whose node never joined: Machine Provisioning for ``minutes``, its VM in
-    ``printable`` state (Running: the instance is up, the guest agent connected when ``agent``)."""
+    ``printable`` state (Running: the instance is up, the guest agent connected when ``agent``);
+    without ``vm`` none was created and the Machine's InfrastructureReady says ``infra_message``."""
     store = mgmt_store(p)
     created = iso(now() - timedelta(minutes=minutes))
     rng = random.Random(node)
     claim = f"{node}-disk-0-{''.join(rng.choice('bcdfghjklmnpqrstvwxz2456789') for _ in range(5))}"
+    if not vm:
+        machine = machine_object(node, pool=pool, control_plane=False, created=created, ip=None, kubelet=None,
+                                 phase="Provisioning")
+        machine["status"]["conditions"].insert(0, {
+            "type": "InfrastructureReady", "status": "False", "severity": "Error", "reason": "ProvisioningFailed",
+            "message": infra_message, "lastTransitionTime": iso(now() - timedelta(minutes=2))})
+        store.add(machine)
+        return
     store.add(vm_object(node, cpu=8, mem_gi=32, firmware=firmware, user_data=user_data,
                         created=created, disk_claim=claim))
     host = HOSTS[len(store.list(KUBEVIRT, "VirtualMachine")) % len(HOSTS)]

@@ -44,6 +44,24 @@ def _vm_bios(p: Platform) -> None:
     add_stuck_machine(p, NEW_NODE, pool="general", minutes=18, firmware="bios", agent=False)
 
 
+def _machine_efi(p: Platform) -> None:
+    add_stuck_machine(p, "rke2-compute-2", pool="compute", minutes=22, firmware="bios", agent=False)
+
+
+def _machine_cloud_init(p: Platform) -> None:
+    """The guest booted (agent up) but cloud-init stopped at the YAML: RKE2 never installed."""
+    add_stuck_machine(p, NEW_NODE, pool="general", minutes=30, user_data=BROKEN_USER_DATA)
+
+
+def _machine_no_vm(p: Platform) -> None:
+    """The node driver could not create the VM: no VM, the Machine's InfrastructureReady says why."""
+    add_stuck_machine(p, NEW_NODE, pool="general", minutes=40, vm=False, infra_message=(
+        "failed creating server [fleet-default/rke2-general-2] of kind (HarvesterMachine) for machine "
+        "rke2-general-2-machine in infrastructure provider: CreateError: Error creating machine: Error in driver "
+        "during machine creation: failed to create volume rke2-general-2-disk-0: storage class harvester-longhorn: "
+        "insufficient storage"))
+
+
 def _cloud_init_yaml(p: Platform) -> None:
     set_user_data(p, _worker(p, "compute"), BROKEN_USER_DATA)
 
@@ -67,6 +85,15 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("rancher-machine-unschedulable", "a new machine's VM fits on no Harvester host (memory)",
              _machine_unschedulable, section="2.1", status="crit",
              cause="VM ErrorUnschedulable: 0/3 nodes are available: 3 Insufficient memory"),
+    Scenario("rancher-machine-efi", "a new compute machine's VM has BIOS firmware: it never boots, no node",
+             _machine_efi, section="2.1", status="crit",
+             cause="EFI boot issue: firmware bootloader is bios, the golden image needs efi"),
+    Scenario("rancher-machine-cloud-init", "a new machine's VM booted but its cloud-init user data is malformed",
+             _machine_cloud_init, section="2.1", status="crit",
+             cause="cloud-init failure: user data is not valid YAML at line 11 column 1"),
+    Scenario("rancher-machine-no-vm", "the node driver could not create a new machine's VM (storage)",
+             _machine_no_vm, section="2.1", status="crit",
+             cause="no VM for it in Harvester (the node driver did not create one): InfrastructureReady False"),
     Scenario("harvester-vm-bios", "a new machine's VM boots with BIOS firmware; the golden image needs EFI",
              _vm_bios, section="2.7", status="crit",
              cause="EFI boot issue: firmware bootloader is bios, the golden image needs efi"),
