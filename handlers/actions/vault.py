@@ -22,13 +22,14 @@ import base64
 import binascii
 import json
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
 from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, Outcome, Plan, Risk, SecretProgress,
-                     SecretPrompt, SourceError, fingerprint, remediation_action)
+                     SecretPrompt, SourceError, check_settings, fingerprint, remediation_action)
 from handlers.actions.common import Unavailable, kube, table
+from handlers.vault import DEFAULT_ISSUER, K8sAuthChecks, PkiChecks, ca_label, cluster_auth_facts
 
 _SHARE = re.compile(r"^(?:[0-9a-fA-F]{32,130}|[A-Za-z0-9+/]{20,180}={0,2})$")
 
@@ -341,3 +342,157 @@ class StepDown(Action[StepDownParams]):
                 return Outcome(ok=True, summary=f"{active[0]} stepped down; leader now {now[0]} (verified)")
             await asyncio.sleep(0.5)
         return Outcome(ok=False, summary=f"{active[0]} stepped down but no leader was elected within 15 s (5.3 escalation)")
+
+
+# -- 5.4 step 3 and 5.5 steps 1–2: rewrite Vault config from the bot's config --------------------
+class NoParams(ActionParams):
+    pass
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "[]"
+    return str(value)
+
+
+def _same(now: dict[str, Any] | None, after: dict[str, Any], ttl_keys: tuple[str, ...] = ()) -> bool:
+    """The fields the action would write already hold those values (ttls compared in seconds)."""
+    if now is None:
+        return False
+    for k, v in after.items():
+        if k in ttl_keys:
+            if _seconds(now.get(k)) != _seconds(v):
+                return False
+        elif (sorted(now.get(k) or []) if isinstance(v, list) else now.get(k)) != (sorted(v) if isinstance(v, list) else v):
+            return False
+    return True
+
+
+def _seconds(value: Any) -> int:
+    text = str(value or 0).strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    return int(text) if text.isdigit() else -1
+
+
+async def _read(pool: Any, path: str) -> dict[str, Any] | None:
+    try:
+        return await pool.read_data(path)
+    except SourceError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+class _VaultWrite(Action[NoParams]):
+    """A Vault logical write computed from the bot's config, previewed field by field."""
+
+    risk = Risk.high
+    params = NoParams
+    source: ClassVar[str] = "the bot's config"
+
+    def enabled(self, env: ActionEnv, params: NoParams) -> str | None:
+        pool = env.ctx.vault
+        if pool is None or not pool.has_token:
+            return "needs a Vault token allowed to write it (vault.token; docs/rbac.md lists the policy)"
+        return None
+
+    async def target(self, env: ActionEnv) -> tuple[str, dict[str, Any], tuple[str, ...], str]:
+        """(path, body, ttl keys, runbook command)."""
+        raise NotImplementedError
+
+    def show(self, key: str, value: Any) -> str:
+        return _show(value)
+
+    def rows(self, now: dict[str, Any] | None, after: dict[str, Any]) -> list[list[str]]:
+        return [[k, "—" if now is None or k not in now else self.show(k, now[k]), self.show(k, v)]
+                for k, v in after.items()]
+
+    async def plan(self, env: ActionEnv, p: NoParams) -> Plan:
+        pool = _pool(env)
+        path, body, ttls, command = await self.target(env)
+        now = await _read(pool, path)
+        if _same(now, body, ttls):
+            return Plan(nothing_to_do=f"{path} already holds these values", runbook=[command])
+        return Plan(operations=[f"POST /v1/{path}: " + ", ".join(f"{k}={self.show(k, v)}" for k, v in body.items()),
+                                f"GET /v1/{path} (verify)"],
+                    preview=(f"**Preview** (from {self.source}; `—`: not set now" + (", role missing" if now is None else "")
+                             + ")\n" + table(["field", "now", "after"], self.rows(now, body))),
+                    state=fingerprint(now), state_text=f"{path} as read now", runbook=[command])
+
+    async def run(self, env: ActionEnv, p: NoParams) -> Outcome:
+        pool = _pool(env)
+        path, body, ttls, _ = await self.target(env)
+        await pool.write(path, body)
+        after = await _read(pool, path)
+        if not _same(after, body, ttls):
+            return Outcome(ok=False, summary=f"wrote {path} but reading it back differs")
+        return Outcome(ok=True, summary=f"wrote {path} (verified by reading it back)")
+
+
+@remediation_action
+class RecreatePkiRole(_VaultWrite):
+    name = "vault-pki-role"
+    title = "Recreate the PKI signing role from the bot's config"
+    section = "5.4"
+    step = "Step 3: recreate signing role"
+    changes = "writes the PKI signing role (POST <mount>/roles/<name>) from checks.vault-pki"
+
+    async def target(self, env: ActionEnv) -> tuple[str, dict[str, Any], tuple[str, ...], str]:
+        cfg = check_settings(env.ctx, "vault-pki", PkiChecks)
+        body = cfg.role_body()
+        command = (f"vault write {cfg.role_mount}/roles/{cfg.role_name} allowed_domains={cfg.domain} "
+                   f"allow_subdomains={str(cfg.allow_subdomains).lower()} max_ttl={cfg.max_ttl} "
+                   "generate_lease=true require_cn=false")
+        return f"{cfg.role_mount}/roles/{cfg.role_name}", body, ("max_ttl",), command
+
+
+@remediation_action
+class RecreateK8sAuthRole(_VaultWrite):
+    name = "vault-k8s-auth-role"
+    title = "Recreate cert-manager's Vault Kubernetes auth role from the bot's config"
+    section = "5.5"
+    step = "Step 2: recreate cert-manager role"
+    changes = "writes the Kubernetes auth role (POST auth/<mount>/role/<name>) from checks.vault-k8s-auth"
+
+    async def target(self, env: ActionEnv) -> tuple[str, dict[str, Any], tuple[str, ...], str]:
+        cfg = check_settings(env.ctx, "vault-k8s-auth", K8sAuthChecks)
+        body = {"bound_service_account_names": [cfg.service_account],
+                "bound_service_account_namespaces": [cfg.namespace], "policies": list(cfg.policies), "ttl": cfg.ttl}
+        command = (f"vault write auth/{cfg.mount}/role/{cfg.role} bound_service_account_names={cfg.service_account} "
+                   f"bound_service_account_namespaces={cfg.namespace} policies={','.join(cfg.policies)} ttl={cfg.ttl}")
+        return f"auth/{cfg.mount.strip('/')}/role/{cfg.role}", body, ("ttl",), command
+
+
+@remediation_action
+class RefreshK8sAuthConfig(_VaultWrite):
+    name = "vault-k8s-auth-config"
+    title = "Refresh Vault's Kubernetes auth config from the cluster (API server URL, CA)"
+    section = "5.5"
+    step = "Step 1: refresh Kubernetes auth config"
+    changes = "writes auth/<mount>/config: kubernetes_host and kubernetes_ca_cert read from the cluster"
+    source = "the cluster"
+
+    async def target(self, env: ActionEnv) -> tuple[str, dict[str, Any], tuple[str, ...], str]:
+        cfg = check_settings(env.ctx, "vault-k8s-auth", K8sAuthChecks)
+        facts = await cluster_auth_facts(kube(env), cfg)
+        if facts.host is None or facts.ca_pem is None:
+            raise Unavailable("cannot read the cluster's API address or CA: " + "; ".join(facts.problems))
+        pool = _pool(env)
+        now = await _read(pool, f"auth/{cfg.mount.strip('/')}/config") or {}
+        # The runbook's issuer; kept if the config already has one, it is only checked when
+        # issuer validation is on (vault-k8s-auth compares it with the cluster's).
+        body = {"kubernetes_host": facts.host, "kubernetes_ca_cert": facts.ca_pem,
+                "issuer": str(now.get("issuer") or DEFAULT_ISSUER),
+                "disable_iss_validation": bool(now.get("disable_iss_validation", True))}
+        command = ('K8S_HOST="https://$(kubectl get svc kubernetes -n default -o jsonpath=\'{.spec.clusterIP}\')"; '
+                   f"vault write auth/{cfg.mount}/config kubernetes_host=\"${{K8S_HOST}}:443\" "
+                   "kubernetes_ca_cert=@/tmp/k8s-ca.crt issuer=\"https://kubernetes.default.svc.cluster.local\"")
+        return f"auth/{cfg.mount.strip('/')}/config", body, (), command
+
+    def show(self, key: str, value: Any) -> str:
+        # The CA is a page of PEM: show whose it is, not the text.
+        return ca_label(str(value)) if key == "kubernetes_ca_cert" and value else _show(value)
