@@ -272,7 +272,11 @@ class Sandbox:
             # Probes reach the LB IP and the in-cluster Vault Service through the sandbox's listeners.
             "probe": self.probe_config(),
             "checks": {"cert-issuer": {"login_test": True},
-                       "tls-handshake": {"tlsstore": {"secret": "wildcard-example-com-tls"}}},
+                       "tls-handshake": {"tlsstore": {"secret": "wildcard-example-com-tls"}},
+                       # The runbook's 3.2 objects, so create-l2-policy/create-lb-pool/expand-lb-pool are offered.
+                       "l2-announcements": {"policy": {"name": "default-l2-policy", "interfaces": ["^eth[0-9]+"]},
+                                            "pool": {"name": "default-pool", "blocks": ["203.0.113.200/29"]}},
+                       "traefik-lb": {"expand_block": "203.0.113.208/29"}},
             **({"prometheus": {"url": self._prometheus.url, "timeout_s": 5}} if self._prometheus else {}),
         }
 

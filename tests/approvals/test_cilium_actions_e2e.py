@@ -41,8 +41,8 @@ async def test_l2_announcements_proposes_the_configured_policy_and_it_is_created
     assert made["spec"] == {"interfaces": ["^eth[0-9]+"], "externalIPs": True, "loadBalancerIPs": True}
 
 
-async def test_creating_from_config_is_blocked_without_config_and_idle_when_it_exists(sandbox, bots):
-    await bots.start()
+async def test_creating_from_config_is_blocked_without_config(sandbox, bots):
+    await bots.start(sections={"checks": {}})
     await sandbox.apply("lb-ip-pending")  # the pool is gone
     await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop fix create-lb-pool")
     refusal = await wait_for(lambda: next((x.message for x in bot_posts(sandbox)
