@@ -7,13 +7,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
 
-from bot.flowchart import problems as flowchart_problems
-from bot.triage import Triage
+from bot.flowchart import flowcharts, problems as flowchart_problems
+from bot.triage import Triage, alert_words, triage_markdown
 from bot.alerts.service import AlertService
 from bot.authz import Authorizer
 from bot.alerts.threads import ReportHook
@@ -367,17 +368,27 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
         metrics.observe_report(report)
         return report
 
+    async def triage(labels: dict[str, str], annotations: dict[str, str]) -> str:
+        # An alert no SOP handles gets the runbook's flowchart walked from where its words point.
+        charts = flowcharts(bot.runbook) if bot.runbook is not None else []
+        return await triage_markdown(charts, alert_words(labels, annotations), bot.ctx, bot.registry,
+                                     bot.runbook, trigger=bot.trigger, timeout_s=bot.handler_timeout_s)
+
     service = AlertService(s.alertmanager, store=store, chat=chat, registry=bot.registry, run=run,
                            channel_id=chat.channel_id, default_channel=s.mattermost.channel,
                            runbook=bot.runbook, client=client, permalink=lambda pid: base + pid,
                            leader=leader, on_report=on_report,
-                           backoff=Backoff.from_config(s.mattermost))
+                           backoff=Backoff.from_config(s.mattermost), triage=triage)
     await service.start()
     return service
 
 
 async def serve(settings: Settings) -> int:
     logs.setup(settings.logging.level, settings.logging.json_format, secret_values(settings))
+    # A webhook's answer waits on the store's writer thread handing its commit back: with the
+    # default 5 ms switch interval that thread may wait that long for the GIL while the event
+    # loop works on something else (a storm's processing), at every commit.
+    sys.setswitchinterval(0.001)
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -187,6 +187,40 @@ def next_markdown(result: Walk, runbook: Any, trigger: str, ran: list[str]) -> s
     return "\n".join(lines)
 
 
+# Words that say nothing about where to start ("the pod is down" matches every label with "is").
+_STOP = frozenset("a an and are at be by for from has have in is it its of on or that the this to was "
+                  "were will with not no than more over under too high low cluster fail failed failing "
+                  "alert firing".split())
+
+
+def alert_words(labels: dict[str, str], annotations: dict[str, str]) -> str:
+    """An alert's own words for ``find_start``: its name split at case changes, its summary."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", labels.get("alertname", ""))
+    said = f"{name} {annotations.get('summary', '')}"
+    return " ".join(w for w in _norm(said).replace("/", " ").split() if len(w) > 2 and w not in _STOP)
+
+
+async def triage_markdown(charts: list[Flowchart], words: str, ctx: "HandlerContext", registry: Any,
+                          runbook: Any, *, trigger: str = "sop", timeout_s: float = 30.0) -> str:
+    """A triage for an alert no SOP handles: where its words point in the flowcharts (else the
+    root), the path with its evidence, one line per SOP of the section reached, what to do next."""
+    found = find_start(charts, words) or find_start(charts, "")
+    if found is None:
+        return ""
+    chart, start = found
+    result = await walk(chart, start, ctx)
+    sops = registry.for_section(result.leaf.section) if result.leaf and result.leaf.section else []
+    sops = [s for s in sops if not any(f.is_required() for f in s.params.model_fields.values())]
+    lines = [path_markdown(result, runbook).replace("#### Triage path", "#### :compass: Triage path", 1)]
+    for item in sops:
+        report = await run_sop(item, ctx, None, timeout_s=timeout_s)
+        worst = [f for f in report.findings if f.status is report.status]
+        said = f" — {text(worst[0].target)}: {text(worst[0].summary)}" if worst and report.status is not Status.ok else ""
+        lines.append(f"- {EMOJI[report.status]} `{report.sop_id}`{said}")
+    lines.append(next_markdown(result, runbook, trigger, [s.id for s in sops]))
+    return "\n".join(lines)
+
+
 class Triage:
     """The ``triage`` subcommand of a running bot (``bot.service.Bot``)."""
 

@@ -23,7 +23,7 @@ from bot.alerts.repo import GroupRepo
 from bot.alerts.router import Router
 from bot.alerts.storm import StormControl
 from bot.backoff import Backoff
-from bot.alerts.threads import ChannelId, Clock, ReportHook, RunSOP, ThreadManager, utcnow
+from bot.alerts.threads import ChannelId, Clock, ReportHook, RunSOP, ThreadManager, TriageAlert, utcnow
 from bot.chat.models import ReactionEvent
 from bot.clients.alertmanager import AlertmanagerClient
 from bot.config import AlertmanagerConfig
@@ -42,7 +42,8 @@ class AlertService:
                  permalink: Callable[[str], str] | None = None, clock: Clock = utcnow,
                  concurrency: int = 8, backoff: Backoff | None = None,
                  leader: Callable[[], bool] = lambda: True,
-                 on_report: Callable[[], Iterable[ReportHook]] = lambda: ()):
+                 on_report: Callable[[], Iterable[ReportHook]] = lambda: (),
+                 triage: TriageAlert | None = None):
         self.config = config
         self.store = store
         self.inbox = Inbox(store, backoff=backoff)
@@ -59,7 +60,7 @@ class AlertService:
                                      permalink=permalink, clock=clock, storm=self.storm,
                                      on_report=on_report, diagnose_concurrency=concurrency,
                                      replies_per_group=config.replies_per_group,
-                                     reply_window_s=config.reply_window_s,
+                                     reply_window_s=config.reply_window_s, triage=triage,
                                      flap_window_s=config.flap_window_s)
         self.escalator = Escalator(repo=self.repo, threads=self.threads, chat=chat,
                                    config=config.escalation, clock=clock)

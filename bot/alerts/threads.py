@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 RunSOP = Callable[[SOP, SOPParams], Awaitable[Report]]
 ChannelId = Callable[[str], Awaitable[str]]
+# A triage of an unmapped alert from its labels and annotations (bot.triage.triage_markdown).
+TriageAlert = Callable[[dict[str, str], dict[str, str]], Awaitable[str]]
 # ``Bot.on_report`` hooks: (report, channel_id, thread root id, requester)
 ReportHook = Callable[[Report, str, str, str], Awaitable[None]]
 REQUESTER = "alertmanager"  # who "asked" for an alert diagnosis's proposals
@@ -63,7 +65,8 @@ class ThreadManager:
                  storm: StormPlacer | None = None,
                  on_report: Callable[[], Iterable[ReportHook]] = lambda: (),
                  diagnose_concurrency: int = 8, replies_per_group: int = 10,
-                 reply_window_s: float = 600.0, flap_window_s: float = 600.0):
+                 reply_window_s: float = 600.0, flap_window_s: float = 600.0,
+                 triage: TriageAlert | None = None):
         self.repo = repo
         self.chat = chat
         self.router = router
@@ -76,6 +79,7 @@ class ThreadManager:
         self.clock = clock
         self.storm = storm
         self.on_report = on_report  # read at each call: features add hooks after start
+        self.triage = triage
         self._locks: dict[str, asyncio.Lock] = {}
         self._diagnose_slots = asyncio.Semaphore(diagnose_concurrency)
         self.budget = ReplyBudget(replies_per_group, reply_window_s)
@@ -380,10 +384,12 @@ class ThreadManager:
         assert group.root_id is not None
         jobs: dict[tuple[str, str], Diagnosis] = {}
         unmapped: dict[str, Decision] = {}
+        unmapped_alert: dict[str, AlertState] = {}
         for a in group.firing:
             decision = self.router.decide(a.labels, a.annotations)
             if not decision.sops:
                 unmapped.setdefault(a.alertname, decision)
+                unmapped_alert.setdefault(a.alertname, a)
             for sop in decision.sops:
                 d = diagnosis_for(sop, a.labels)
                 jobs.setdefault(d.key, d)
@@ -418,9 +424,19 @@ class ThreadManager:
         for alertname, decision in unmapped.items():
             if await self.repo.diagnosis(group.id, "", alertname) is None:
                 if self.budget.spend(group.id, ts):
-                    await self._post_once(f"alert-unmapped:{group.id}:{_digest(alertname)}", group.channel_id,
-                                          unmapped_message(alertname, decision.suggestions, self.runbook,
-                                                           decision.problem), root_id=group.root_id)
+                    key = f"alert-unmapped:{group.id}:{_digest(alertname)}"
+                    message = unmapped_message(alertname, decision.suggestions, self.runbook, decision.problem)
+                    if self.triage is not None and await self.repo.intent(key) is None:
+                        # No SOP of its own: walk the runbook's flowchart from where its words point.
+                        a = unmapped_alert[alertname]
+                        try:
+                            walked = await self.triage(a.labels, a.annotations)
+                        except Exception:
+                            log.exception("triage of unmapped alert %s failed", alertname)
+                            walked = ""
+                        if walked:
+                            message += "\n\n" + walked
+                    await self._post_once(key, group.channel_id, message, root_id=group.root_id)
                 # Over the cap: folded into the root's list of unmatched names, never replied later.
                 await self.repo.save_diagnosis(group.id, "", alertname, "-", [], now)
         if held != self._held.get(group.id, []):
