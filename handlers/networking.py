@@ -850,7 +850,13 @@ class DnsChecks(BaseModel):
     cluster_ip: str | None = Field("10.43.0.10", description="the kubelets' clusterDNS; null: not checked")
     scale_to: int = Field(3, ge=1, le=10, description="replicas the runbook scales CoreDNS to under load")
     agent_logs: int = Field(6, ge=0, le=50, description="Cilium agents whose log is read for DNS proxy errors")
+    servfail_ratio: float = Field(0.03, gt=0, lt=1, description="SERVFAIL share of answers (5m) that is an error, "
+                                                                "as CoreDNSErrorsHigh fires")
 
+
+SERVFAIL_PROMQL = ('sum(rate(coredns_dns_responses_total{rcode="SERVFAIL"}[5m])) '
+                   '/ sum(rate(coredns_dns_responses_total[5m]))')
+REJECTS_PROMQL = "sum(rate(coredns_forward_max_concurrent_rejects_total[5m]))"
 
 DNS_PATTERNS = (
     LogPattern(regex=r"plugin/loop: Loop .* detected", cause="CoreDNS forwarding loop (3.6)"),
@@ -867,10 +873,14 @@ DNS_PROXY_PATTERNS = (
 
 @sop("dns-health", title="DNS: CoreDNS pods and logs, kube-dns Service and endpoints, Cilium DNS proxy",
      section="3.6", severity=Severity.P1,
-     causes=("CoreDNS pods crashed", "kube-dns service ClusterIP changed", "Cilium DNS proxy errors"))
+     alerts=("CoreDNSErrorsHigh",),
+     causes=("CoreDNS pods crashed", "kube-dns service ClusterIP changed", "Cilium DNS proxy errors",
+             "CoreDNS overloaded"))
 async def dns_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
     """CoreDNS pods Ready with their restarts and log errors, the kube-dns Service on its ClusterIP
-    with ready endpoints (EndpointSlices), and the Cilium agents' DNS proxy errors (runbook 3.6)."""
+    with ready endpoints (EndpointSlices), CoreDNS's own metrics in Prometheus when there is one (the
+    SERVFAIL share CoreDNSErrorsHigh alerts on, forward rejections under load), and the Cilium
+    agents' DNS proxy errors (runbook 3.6)."""
     cfg = check_settings(ctx, "dns-health", DnsChecks)
     kube = ctx.require_kube()
     findings: list[Finding] = []
@@ -923,6 +933,8 @@ async def dns_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
         else:
             findings.append(Finding(status=Status.ok, target=f"svc/{cfg.namespace}/{cfg.service}",
                                     summary=f"ClusterIP {ip}, {ready} ready endpoint(s)"))
+    if ctx.prometheus is not None:
+        findings += await _coredns_metrics(ctx, cfg, len(pods))
     # The Cilium agents' DNS proxy (3.6 step 3), where the runbook runs cilium status | grep DNS.
     if cfg.agent_logs:
         agents = await kube.list("v1", "pods", KS, label_selector="k8s-app=cilium")
@@ -933,6 +945,39 @@ async def dns_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                     summary=f"{cause} on {len(hits)} agent(s): {line}",
                                     details="\n".join(f"{p}: {ln}" for p, _, ln in hits), next_step=DNS_PROXY_STEP))
     return findings
+
+
+async def _coredns_metrics(ctx: HandlerContext, cfg: DnsChecks, replicas: int) -> list[Finding]:
+    """CoreDNS's exporter metrics (the runbook's Prometheus scrape job 7): the SERVFAIL share of
+    answers over 5 minutes and the forward plugin's max_concurrent rejections (load)."""
+    prom = ctx.prometheus
+    assert prom is not None
+    ratio, failed = await ctx.attempt(prom.query(SERVFAIL_PROMQL), "prometheus coredns")
+    if failed is not None:
+        return [failed]
+    rejects, failed = await ctx.attempt(prom.query(REJECTS_PROMQL), "prometheus coredns")
+    if failed is not None:
+        return [failed]
+    share = ratio[0].value if ratio else None
+    rejected = rejects[0].value if rejects else 0.0
+    if share is None or share != share:  # no series yet (or 0/0: no queries at all)
+        return [Finding(status=Status.ok, target="coredns metrics",
+                        summary="no CoreDNS answers in Prometheus over the last 5 minutes (scrape job not set up?)")]
+    target = f"deployment/{cfg.namespace}/{cfg.deployment} metrics"
+    if rejected > 0:
+        return [Finding(status=Status.crit if share >= cfg.servfail_ratio else Status.warn, target=target,
+                        summary=f"CoreDNS overloaded: the forward plugin rejects {rejected:.1f} queries/s "
+                                f"(max_concurrent reached); {share:.0%} of answers SERVFAIL (5m)",
+                        next_step=DNS_SCALE_STEP,
+                        actions=[SuggestedAction(action="scale", params={
+                            "namespace": cfg.namespace, "name": cfg.deployment, "replicas": str(cfg.scale_to)})]
+                        if replicas < cfg.scale_to else [])]
+    if share >= cfg.servfail_ratio:
+        return [Finding(status=Status.warn, target=target,
+                        summary=f"CoreDNSErrorsHigh: {share:.1%} of answers SERVFAIL over 5 minutes "
+                                f"(threshold {cfg.servfail_ratio:.0%})",
+                        next_step="3.6: the CoreDNS logs name the failing zone or upstream; " + DNS_RESTART_STEP)]
+    return [Finding(status=Status.ok, target=target, summary=f"{share:.2%} of answers SERVFAIL (5m), no forward rejections")]
 
 
 # -- 3.7 dual-NIC policy routing (guidance) -------------------------------------------------------------

@@ -570,6 +570,7 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     platform = Platform(kube=store, vault=vc, mgmt=build_mgmt(store, seed=seed, t0=b.t0))
     link(platform)
     _database_metrics(platform)
+    _coredns_metrics(platform)
     return platform
 
 
@@ -843,6 +844,21 @@ def _cilium_state(b: _Builder) -> None:
                           "targetRef": {"kind": "Pod", "namespace": ks, "name": p["metadata"]["name"],
                                         "uid": p["metadata"]["uid"]}} for p in pods],
            "ports": [{"name": "udp-53", "port": 53, "protocol": "UDP"}, {"name": "tcp-53", "port": 53, "protocol": "TCP"}]})
+
+
+def _coredns_metrics(p: Platform) -> None:
+    """What CoreDNS's prometheus plugin serves (:9153, the runbook's scrape job 7): answers by
+    rcode growing scrape after scrape (so rate() has a trend), a trickle of SERVFAIL, no
+    forward rejections."""
+    zone = {"server": "dns://:53", "zone": ".", "view": "", "plugins": ""}
+    for pod in ("rke2-coredns-rke2-coredns-0", "rke2-coredns-rke2-coredns-1"):
+        labels = {"namespace": "kube-system", "pod": pod, **zone}
+        p.metrics.set("coredns_dns_responses_total", {**labels, "rcode": "NOERROR"}, lambda n: 5000.0 + 400.0 * n,
+                      "Counter of response status codes.")
+        p.metrics.set("coredns_dns_responses_total", {**labels, "rcode": "NXDOMAIN"}, lambda n: 800.0 + 60.0 * n)
+        p.metrics.set("coredns_dns_responses_total", {**labels, "rcode": "SERVFAIL"}, lambda n: 3.0 + 0.2 * n)
+        p.metrics.set("coredns_forward_max_concurrent_rejects_total", {"namespace": "kube-system", "pod": pod}, 0.0,
+                      "Counter of the number of queries rejected because the concurrent queries were at maximum.")
 
 
 def _cert_manager(b: _Builder) -> None:

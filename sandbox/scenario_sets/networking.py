@@ -260,6 +260,15 @@ def _cilium_dns_proxy_errors(p: Platform) -> None:
         ])
 
 
+def _coredns_overloaded(p: Platform) -> None:
+    """A job floods DNS: the forward plugin hits max_concurrent, a third of answers SERVFAIL."""
+    for pod in ("rke2-coredns-rke2-coredns-0", "rke2-coredns-rke2-coredns-1"):
+        labels = {"namespace": KS, "pod": pod, "server": "dns://:53", "zone": ".", "view": "", "plugins": ""}
+        p.metrics.set("coredns_dns_responses_total", {**labels, "rcode": "SERVFAIL"}, lambda n: 3.0 + 300.0 * n)
+        p.metrics.set("coredns_forward_max_concurrent_rejects_total", {"namespace": KS, "pod": pod},
+                      lambda n: 40.0 * n)
+
+
 # -- 3.8 VXLAN -------------------------------------------------------------------------------------
 def _vxlan_port_blocked(p: Platform) -> None:
     """A firewall change drops UDP 8472 between the database nodes and the rest."""
@@ -334,6 +343,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("cilium-dns-proxy-errors", "three Cilium agents' DNS proxies time out forwarding lookups (3.6)",
              _cilium_dns_proxy_errors,
              section="3.6", status="crit", cause="Cilium DNS proxy errors on 3 agent(s)"),
+    Scenario("coredns-overloaded", "CoreDNS under load: forward max_concurrent rejections, a third of answers "
+             "SERVFAIL (3.6 step 2)", _coredns_overloaded,
+             section="3.6", status="crit", cause="CoreDNS overloaded: the forward plugin rejects"),
     # 3.8
     Scenario("vxlan-mtu-mismatch", "cilium-config mtu=1500 on a 1500-byte underlay: VXLAN packets do not fit (3.8)",
              lambda p: _cilium_config(p, mtu="1500"),
