@@ -299,7 +299,8 @@ class TlsChecks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     root_ca_namespace: str = Field("cert-manager", description="namespace of the root CA ConfigMap clients are given")
-    root_ca_configmap: str = Field("vault-root-ca", description="the ConfigMap distribute_root_ca writes")
+    root_ca_configmap: str = Field("vault-root-ca", description="the ConfigMap distribute_root_ca writes (the chart "
+                                                             "grants get on this name only)")
     root_ca_key: str = "ca.crt"
     port: int = Field(443, description="Traefik's websecure port on the LB IP")
     warn_days: float = Field(7, ge=0, description="a served certificate closer than this to notAfter: warn")
@@ -650,7 +651,7 @@ async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: Issu
         if sealed:
             out.append(Finding(status=Status.crit, target=f"{target} vault",
                                summary=f"Vault is sealed: {server}/v1/sys/health answered {health.status}",
-                               next_step=SEALED_STEP))
+                               next_step=SEALED_STEP, actions=[SuggestedAction(action="vault-unseal")]))
         elif health.status >= 500:
             out.append(Finding(status=Status.crit, target=f"{target} vault",
                                summary=f"Vault at {server} answered {health.status} {health.reason}", next_step=VAULT_REACH_STEP))
