@@ -1047,7 +1047,7 @@ async def vxlan_health(ctx: HandlerContext, params: NoParams) -> list[Finding]:
                                         f"(expected {cfg.routing_mode}/{cfg.tunnel_protocol}, the port the firewall opens)",
                                 next_step="3.8: the tunnel settings come from the rke2-cilium chart_values in cluster.tf"))
     mtu = config.get("mtu")
-    if mtu and mtu.isdigit() and int(mtu) not in (0,) and int(mtu) > cfg.max_mtu:
+    if mtu and mtu.isdigit() and int(mtu) > cfg.max_mtu:  # 0 / unset: Cilium derives it from the device
         findings.append(Finding(status=Status.crit, target="configmap/kube-system/cilium-config",
                                 summary=f"MTU mismatch: mtu={mtu} leaves no room for VXLAN's 50-byte header "
                                         f"(at most {cfg.max_mtu})", next_step=VXLAN_MTU_STEP))
