@@ -299,8 +299,7 @@ class TlsChecks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     root_ca_namespace: str = Field("cert-manager", description="namespace of the root CA ConfigMap clients are given")
-    root_ca_configmap: str = Field("vault-root-ca", description="the ConfigMap distribute_root_ca writes (the chart "
-                                                             "grants get on this name only)")
+    root_ca_configmap: str = Field("vault-root-ca", description="the ConfigMap distribute_root_ca writes")
     root_ca_key: str = "ca.crt"
     port: int = Field(443, description="Traefik's websecure port on the LB IP")
     warn_days: float = Field(7, ge=0, description="a served certificate closer than this to notAfter: warn")
