@@ -123,6 +123,18 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
     return findings
 
 
+async def cert_manager_summary(ctx: HandlerContext) -> str:
+    """One line for an action's outcome after Vault came back (5.2 step 5)."""
+    if ctx.kube is None:
+        return ""
+    found = await _cert_manager_recovery(ctx, True)
+    bad = [f for f in found if f.status is not Status.ok]
+    if not bad:
+        return "; ".join(f"cert-manager: {f.summary}" for f in found)
+    return ("5.2 step 5: " + "; ".join(f"{f.target} {f.summary}" for f in bad)
+            + " (cert-manager retries within about 30 s: run /sop vault-status again)")
+
+
 def _leader_agreement(unsealed: list[dict[str, Any]], leaders: list[str]) -> list[Finding]:
     """One leader that every unsealed replica follows; a standby following nobody (or another
     node) while one is active means a stuck leader (5.3 step 6)."""
@@ -757,3 +769,105 @@ async def _login(ctx: HandlerContext, pool: Any, cfg: K8sAuthChecks, mount: str)
     return Finding(status=Status.ok, target=where,
                    summary=f"login as {who} (role {cfg.role}) with a fresh token succeeded, policies "
                            f"{', '.join(auth.get('policies') or []) or 'none'}"), issuer
+
+
+# -- 10.4 Vault DR readiness; the Vault row of 11.4/11.5 -----------------------------------------
+DR_GUIDANCE = ("10.4 restore is guidance: Option A needs the snapshot file in vault-0 (kubectl cp), a new "
+               "`vault operator init` and `raft snapshot restore -force` in a shell, then the OLD unseal keys; "
+               "Option B rebuilds the PKI (deploy-cluster.sh --from 2). The bot cannot copy files or exec "
+               "into pods; it checks that a recent snapshot exists and unseals afterwards (vault-unseal)")
+SNAPSHOT_STEP = ("11.4: take a snapshot now (vault operator raft snapshot save, kubectl cp it off the pod) and "
+                 "fix the snapshot job; 11.5 wants one weekly, kept 4 weeks")
+
+
+class DrChecks(BaseModel):
+    """``checks.vault-dr`` in the config: where Raft snapshots are taken, if anywhere."""
+
+    model_config = ConfigDict(extra="forbid")
+    snapshot_cronjob: str | None = Field(
+        None, description="namespace/name of the CronJob running `vault operator raft snapshot save`; "
+                          "unset: snapshots are taken by hand (11.4) and the bot cannot see them")
+    max_age_days: float = Field(8, gt=0, description="11.5: weekly, plus a day's grace")
+
+    def cronjob(self) -> tuple[str, str] | None:
+        if not self.snapshot_cronjob:
+            return None
+        ns, _, name = self.snapshot_cronjob.partition("/")
+        return (ns, name) if name else (VAULT_NAMESPACE, ns)
+
+
+@sop("vault-dr", title="Vault DR readiness: a recent Raft snapshot (10.4, 11.5)", sections=("10.4", "11.4", "11.5"),
+     severity=Severity.P2,
+     causes=("no recent Raft snapshot", "the snapshot job failed", "snapshot job suspended or missing"))
+async def vault_dr(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Whether a restore under 10.4 Option A is possible: the configured snapshot CronJob
+    (``checks.vault-dr.snapshot_cronjob``) last succeeded within 11.5's weekly schedule and its
+    newest Job did not fail. What it reads is the job's record, not the file: where the job
+    writes the snapshot (a PVC, an object store) is outside the bot's reach, and the report says so."""
+    cfg = check_settings(ctx, "vault-dr", DrChecks)
+    where = cfg.cronjob()
+    if where is None:
+        return [Finding(status=Status.ok, target="vault snapshots",
+                        summary="no snapshot location configured (checks.vault-dr.snapshot_cronjob): the runbook "
+                                "takes Raft snapshots by hand (11.4), which the bot cannot see",
+                        details=DR_GUIDANCE)]
+    ns, name = where
+    target = f"cronjob/{ns}/{name}"
+    kube = ctx.require_kube()
+    try:
+        cron = await kube.get("batch/v1", "cronjobs", name, ns)
+    except SourceError as exc:
+        if exc.status == 404:
+            return [Finding(status=Status.warn, target=target,
+                            summary=f"snapshot job missing: no CronJob {ns}/{name} (checks.vault-dr.snapshot_cronjob)",
+                            next_step=SNAPSHOT_STEP, details=DR_GUIDANCE)]
+        return [Finding(status=Status.unknown, target=target, summary=exc.reason)]
+    findings: list[Finding] = []
+    spec, status = cron.get("spec") or {}, cron.get("status") or {}
+    schedule = spec.get("schedule", "?")
+    if spec.get("suspend"):
+        findings.append(Finding(status=Status.warn, target=target,
+                                summary=f"snapshot job suspended (spec.suspend=true, schedule {schedule})",
+                                next_step=SNAPSHOT_STEP))
+    last = parse_time(status.get("lastSuccessfulTime"))
+    now = datetime.now(timezone.utc)
+    if last is None:
+        findings.append(Finding(status=Status.warn, target=target,
+                                summary=f"no recent Raft snapshot: the CronJob never succeeded (schedule {schedule})",
+                                next_step=SNAPSHOT_STEP))
+    else:
+        days = (now - last).total_seconds() / 86400
+        if days > cfg.max_age_days:
+            findings.append(Finding(status=Status.warn, target=target,
+                                    summary=f"no recent Raft snapshot: the last successful one is {days:.0f} days old "
+                                            f"({last:%Y-%m-%d}; 11.5: weekly)", next_step=SNAPSHOT_STEP))
+    failed = await _last_job_failure(kube, ns, name)
+    if failed:
+        findings.append(Finding(status=Status.warn, target=target, summary=f"the snapshot job failed: {failed}",
+                                next_step=SNAPSHOT_STEP))
+    if not findings and last is not None:
+        age = (now - last).total_seconds() / 3600
+        findings.append(Finding(status=Status.ok, target=target,
+                                summary=f"last successful Raft snapshot {age / 24:.1f} days ago (schedule {schedule}); "
+                                        "the file itself is not listed (the bot cannot read where the job writes it)",
+                                details=DR_GUIDANCE))
+    else:
+        findings[0] = findings[0].model_copy(update={"details": DR_GUIDANCE})
+    return findings
+
+
+async def _last_job_failure(kube: Any, ns: str, cronjob: str) -> str:
+    """The newest Job the CronJob created, if it failed: its Failed condition's reason and message."""
+    try:
+        jobs = await kube.list("batch/v1", "jobs", ns)
+    except SourceError:
+        return ""
+    owned = [j for j in jobs if any(r.get("kind") == "CronJob" and r.get("name") == cronjob
+                                    for r in (j.get("metadata") or {}).get("ownerReferences") or [])]
+    if not owned:
+        return ""
+    newest = max(owned, key=lambda j: (j.get("metadata") or {}).get("creationTimestamp") or "")
+    cond = condition(newest, "Failed")
+    if cond and cond.get("status") == "True":
+        return f"Job {newest['metadata']['name']}: {cond.get('reason', '')}: {cond.get('message', '')}".rstrip(": ")
+    return ""

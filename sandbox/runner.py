@@ -272,6 +272,8 @@ class Sandbox:
             # Probes reach the LB IP and the in-cluster Vault Service through the sandbox's listeners.
             "probe": self.probe_config(),
             "checks": {"cert-issuer": {"login_test": True},
+                       # The weekly Raft snapshot CronJob of the sandbox world (runbook 10.4, 11.5).
+                       "vault-dr": {"snapshot_cronjob": "vault/vault-raft-snapshot"},
                        "tls-handshake": {"tlsstore": {"secret": "wildcard-example-com-tls"}},
                        # The runbook's 3.2 objects, so create-l2-policy/create-lb-pool/expand-lb-pool are offered.
                        "l2-announcements": {"policy": {"name": "default-l2-policy", "interfaces": ["^eth[0-9]+"]},

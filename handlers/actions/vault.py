@@ -29,7 +29,8 @@ from pydantic import Field, SecretStr
 from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, Outcome, Plan, Risk, SecretProgress,
                      SecretPrompt, SourceError, check_settings, fingerprint, remediation_action)
 from handlers.actions.common import Unavailable, kube, table
-from handlers.vault import DEFAULT_ISSUER, K8sAuthChecks, PkiChecks, ca_label, cluster_auth_facts
+from handlers.vault import (DEFAULT_ISSUER, K8sAuthChecks, PkiChecks, ca_label, cert_manager_summary,
+                            cluster_auth_facts)
 
 _SHARE = re.compile(r"^(?:[0-9a-fA-F]{32,130}|[A-Za-z0-9+/]{20,180}={0,2})$")
 
@@ -175,7 +176,12 @@ class UnsealVault(Action[UnsealParams]):
         if still:
             return Outcome(ok=False, summary="still sealed: " + ", ".join(
                 f"{s.name} ({s.error or 'progress ' + s.progress})" for s in still))
-        return Outcome(ok=True, summary=f"unsealed {', '.join(sorted(names))} (verified: sealed=false)")
+        try:
+            recovery = await cert_manager_summary(env.ctx)
+        except SourceError as exc:
+            recovery = f"cert-manager not checked: {exc.reason}"
+        return Outcome(ok=True, summary=f"unsealed {', '.join(sorted(names))} (verified: sealed=false)"
+                                        + (f". {recovery}" if recovery else ""))
 
     async def accept_secret(self, env: ActionEnv, params: UnsealParams, secret: SecretStr) -> SecretProgress:
         share = secret.get_secret_value().strip()

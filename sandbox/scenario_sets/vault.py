@@ -160,7 +160,38 @@ def _pki_not_imported(p: Platform) -> None:
     p.vault.enable_empty_pki("pki_int")
 
 
+# -- 10.4 / 11.5: Raft snapshots ----------------------------------------------------------------
+def _snapshot_stale(p: Platform) -> None:
+    """The snapshot CronJob has not succeeded for 19 days (the weekly schedule missed twice)."""
+    stamp = iso(now() - timedelta(days=19))
+    p.kube.update("batch/v1", "CronJob", "vault-raft-snapshot", NS,
+                  lambda c: c["status"].update(lastSuccessfulTime=stamp, lastScheduleTime=stamp))
+
+
+def _snapshot_failing(p: Platform) -> None:
+    """Last night's snapshot Job failed: the token it uses was revoked."""
+    cron = p.kube.get("batch/v1", "CronJob", "vault-raft-snapshot", NS)
+    assert cron is not None
+    t = now()
+    p.kube.add({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "vault-raft-snapshot-29410380", "namespace": NS,
+                             "creationTimestamp": iso(t - timedelta(hours=3)),
+                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "vault-raft-snapshot",
+                                                  "uid": cron["metadata"]["uid"], "controller": True}]},
+                "spec": {"backoffLimit": 6, "template": cron["spec"]["jobTemplate"]["spec"]["template"]},
+                "status": {"failed": 7, "startTime": iso(t - timedelta(hours=3)), "conditions": [
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit",
+                     "lastProbeTime": iso(t - timedelta(hours=2)), "lastTransitionTime": iso(t - timedelta(hours=2))}]}})
+
+
 SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("vault-snapshot-stale", "the Vault Raft snapshot CronJob last succeeded 19 days ago (11.5)",
+             _snapshot_stale, section="11.5", status="warn",
+             cause="no recent Raft snapshot: the last successful one is 19 days old"),
+    Scenario("vault-snapshot-failing", "the newest Vault snapshot Job failed, BackoffLimitExceeded (10.4)",
+             _snapshot_failing, section="10.4", status="warn",
+             cause="the snapshot job failed: Job vault-raft-snapshot-29410380: BackoffLimitExceeded"),
     Scenario("vault-pki-role-missing", "pki_int's signing role example-dot-com was deleted (5.4)", _pki_role_missing,
              section="5.4", status="crit", cause="no signing role example-dot-com in pki_int"),
     Scenario("vault-pki-role-wrong-domain", "pki_int's signing role allows example.org only, no subdomains (5.4)",

@@ -72,3 +72,28 @@ async def test_step_down_is_not_proposed_when_no_replica_leads(sandbox, bots):
     await rt.bot.drain()
     refusal = next(x.message for x in bot_posts(sandbox) if "Not proposing `vault-step-down" in x.message)
     assert "no replica is active: step-down needs a leader to step down" in refusal
+
+
+async def test_after_unsealing_the_outcome_says_whether_cert_manager_recovered(sandbox, bots):
+    await bots.start(approvers=["alice", "bob"], unseal_from_secret={"enabled": True})
+    await sandbox.apply("vault-sealed")  # the ClusterIssuer failed while Vault was sealed
+    p = await propose(sandbox, "alice", "vault-unseal source=secret")
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    sandbox.mattermost.react("bob", p.id, "white_check_mark")
+    final = await wait_state(sandbox, p.id, "succeeded")
+    assert "unsealed vault-0, vault-1, vault-2 (verified: sealed=false)" in final
+    # cert-manager has not retried yet: the outcome names the issuer still failing (5.2 step 5).
+    assert "5.2 step 5: clusterissuer/vault-issuer cert-manager has not recovered: Ready=False: " \
+           "Failed to initialize Vault client" in final
+    assert "run /sop vault-status again" in final
+
+
+async def test_after_unsealing_a_healthy_cert_manager_is_confirmed(sandbox, bots):
+    await bots.start(approvers=["alice", "bob"], unseal_from_secret={"enabled": True})
+    await sandbox.apply("vault-partially-sealed")
+    p = await propose(sandbox, "alice", "vault-unseal source=secret")
+    sandbox.mattermost.react("alice", p.id, "white_check_mark")
+    sandbox.mattermost.react("bob", p.id, "white_check_mark")
+    final = await wait_state(sandbox, p.id, "succeeded")
+    assert "unsealed vault-1, vault-2 (verified: sealed=false). cert-manager: ClusterIssuer(s) vault-issuer " \
+           "Ready; no CertificateRequest pending" in final
