@@ -118,3 +118,52 @@ async def test_an_issuer_with_serviceaccountref_has_no_token_secret_to_recreate(
     finally:
         await ctx.close()
     assert plan.nothing_to_do and "serviceAccountRef" in plan.nothing_to_do
+
+
+async def _cert_finding(sandbox, target: str):
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["cert-health"], ctx)
+    finally:
+        await ctx.close()
+    return next(f for f in report.findings if f.target == target)
+
+
+async def test_the_role_cause_is_shown_with_vaults_role_and_the_reissue_follows_its_fix(sandbox) -> None:
+    await sandbox.apply("tls-cert-role-denied")
+    target = "certificate/harbor/harbor-example-com-tls"
+    denied = await _cert_finding(sandbox, target)
+    assert "common name harbor.example.com not allowed by this role" in denied.summary
+    assert ("now: Vault role pki_int/roles/example-dot-com allowed_domains ['internal.example.com'] "
+            "(allow_subdomains true, allow_bare_domains false) does not cover harbor.example.com") in denied.summary
+    assert denied.actions == [] and denied.next_step.startswith("4.1 step 3")
+    sandbox.platform.vault.pki_roles["example-dot-com"]["allowed_domains"] = ["example.com"]  # the fix, by hand
+    fixed = await _cert_finding(sandbox, target)
+    assert "covers harbor.example.com" in fixed.summary and fixed.next_step.startswith("4.1 step 5")
+    assert [(a.action, a.params) for a in fixed.actions] == [
+        ("reissue-certificate", {"namespace": "harbor", "certificate": "harbor-example-com-tls"})]
+
+
+async def test_a_sealed_vault_is_counted_and_the_reissue_follows_the_unseal(sandbox) -> None:
+    await sandbox.apply("tls-cert-vault-sealed")
+    target = "certificate/mattermost/mattermost-example-com-tls"
+    sealed = await _cert_finding(sandbox, target)
+    assert sealed.summary.startswith("Vault is sealed: certificaterequest/") and "now: 3 of 3 Vault replicas sealed" in sealed.summary
+    assert sealed.actions == []
+    sandbox.platform.vault.unseal_all()
+    after = await _cert_finding(sandbox, target)
+    assert "now: 0 of 3 Vault replicas sealed" in after.summary
+    assert [a.action for a in after.actions] == ["reissue-certificate"]
+
+
+def test_probing_sops_take_no_target_from_chat() -> None:
+    # Probe targets come from cluster objects and the config: these SOPs accept no argument at all.
+    for sop_id in ("tls-handshake", "cert-issuer"):
+        params = REGISTRY[sop_id].params
+        assert params.model_fields == {}, sop_id
+        try:
+            params.model_validate({"host": "169.254.169.254"})
+        except ValueError as exc:
+            assert "host" in str(exc)
+        else:
+            raise AssertionError(f"{sop_id} accepted a host argument")
