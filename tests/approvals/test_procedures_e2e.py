@@ -14,7 +14,7 @@ from bot.approvals.procedures import PROCEDURES, Gate, Procedure, Step, StepRun,
 from bot.approvals import ActionParams, Outcome, Plan
 from bot.chat.models import ReactionEvent
 from sandbox.platform import set_pod_ready
-from tests.approvals.conftest import kubectl_json, wait_for
+from tests.approvals.conftest import kubectl, kubectl_json, wait_for
 from tests.approvals.support import bot_posts, post, replies, wait_reply
 
 APPROVE = "white_check_mark"
@@ -145,17 +145,26 @@ async def test_node_maintenance_rejected_by_x_changes_nothing(sandbox, bots):
                for n in range(1, 8))
 
 
-async def test_draining_a_second_database_node_is_refused_by_the_considerations(sandbox, bots):
+async def test_a_cnpg_primary_without_a_replica_elsewhere_blocks_the_maintenance(sandbox, bots):
     await bots.start(quorum_high=1)
-    other = "rke2-database-1"
-    # A CNPG primary with no replica elsewhere: draining would stop the database.
+    other = "rke2-database-1"  # every CNPG instance runs here in the small sandbox
     p = await start_procedure(sandbox, "alice", f"node-maintenance node={other}")
-    assert "no ready replica on another node" in step_line(sandbox, p.id, 1) or \
-        "no ready replica on another node" in p.message
+    assert "no ready replica on another node" in p.message  # the dry run says so up front
     sandbox.mattermost.react("alice", p.id, APPROVE)
     line = await wait_step(sandbox, p.id, 1, "❌")
     assert "draining would stop the database" in line
     assert not (await node(sandbox, other))["spec"].get("unschedulable")
+
+
+async def test_one_control_plane_node_at_a_time(sandbox, bots):
+    await bots.start(quorum_high=1)
+    await kubectl(sandbox, "cordon", "rke2-cp-2")
+    p = await start_procedure(sandbox, "alice", "node-maintenance node=rke2-cp-1")
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+    line = await wait_step(sandbox, p.id, 1, "❌")
+    assert "rke2-cp-2 already cordoned or NotReady: drain one control-plane node at a time" in line
+    assert "Next (runbook): 11.3 Special Considerations" in post(sandbox, p.id).message
+    assert not (await node(sandbox, "rke2-cp-1"))["spec"].get("unschedulable")
 
 
 # -- 10.2 single node replacement ------------------------------------------------------------------
@@ -307,3 +316,61 @@ async def test_abort_stops_a_procedure_waiting_at_a_failed_step(sandbox, bots, p
     assert "only a stopped procedure resumes" in reply["text"]
     await bots.running[-1].bot.drain()
     assert probe.runs == {"one": 1, "two": 0, "three": 0}
+
+
+async def test_restart_at_a_gate_resumes_there_and_repeats_no_step(sandbox, bots):
+    rt = await bots.start(quorum_high=1)
+    p = await start_procedure(sandbox, "alice", f"node-maintenance node={NODE}")
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+    await approve_gate(sandbox, p.root_id, 4)
+    await wait_step(sandbox, p.id, 6, "⏸")  # maintenance window: waits for the uncordon approval
+    done = [step_line(sandbox, p.id, n) for n in range(1, 6)]
+    await bots.stop(rt)
+    g = gate_post(sandbox, p.root_id, 6)
+    sandbox.mattermost.react("alice", g.id, APPROVE)  # approved while the bot is down
+    rt2 = await bots.start(quorum_high=1)
+    await wait_status(sandbox, p.id, "**succeeded**")
+    assert [step_line(sandbox, p.id, n) for n in range(1, 6)] == done  # steps 1–5 untouched
+    assert not (await node(sandbox, NODE))["spec"].get("unschedulable")
+    started = [e for e in await rt2.approvals.repo.audit(100) if e["event"] == "step-started"]
+    # Each step that ran started exactly once (step 2 had nothing to do and never started).
+    assert sorted(e["detail"]["step"] for e in started) == [1, 3, 4, 5, 6, 7]
+
+
+async def test_cnpg_primary_is_switched_over_before_the_drain(sandbox, bots):
+    """11.3: a CNPG primary on the node moves first. The sandbox has no CNPG operator: the test
+    plays it (promotes the target the bot asked for)."""
+    plat = sandbox.platform
+    db_node = "rke2-database-1"
+    clusters = [c["metadata"]["name"] for c in plat.kube.list("postgresql.cnpg.io/v1", "Cluster", "database")]
+    for c in clusters:  # one replica of each cluster on another node, as anti-affinity would place it
+        plat.kube.update("v1", "Pod", f"{c}-2", "database", lambda pod: pod["spec"].update(nodeName="rke2-general-1"))
+    await bots.start(quorum_high=1)
+    p = await start_procedure(sandbox, "alice", f"node-maintenance node={db_node}")
+    assert "CNPG primary of harbor-pg" in p.message  # the considerations' dry run
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+
+    def asked() -> list[str]:
+        return [c for c in clusters if plat.kube.get("postgresql.cnpg.io/v1", "Cluster", c, "database")
+                ["status"]["targetPrimary"] == f"{c}-2"]
+    await wait_for(lambda: len(asked()) >= 1, what="the first switchover request")
+    promoted: set[str] = set()
+    while len(promoted) < len(clusters):  # the operator: promote what was asked, one by one
+        for c in asked():
+            if c in promoted:
+                continue
+            for pod, role in ((f"{c}-1", "replica"), (f"{c}-2", "primary")):
+                plat.kube.update("v1", "Pod", pod, "database", lambda o, role=role: o["metadata"]["labels"].update(
+                    {"cnpg.io/instanceRole": role, "role": role}))
+            plat.kube.update("postgresql.cnpg.io/v1", "Cluster", c, "database",
+                             lambda o, c=c: o["status"].update(currentPrimary=f"{c}-2", phase="Cluster in healthy state"))
+            promoted.add(c)
+        await wait_for(lambda: len(asked()) > len(promoted) or len(promoted) == len(clusters), timeout=20,
+                       what="the next switchover request")
+    line = await wait_step(sandbox, p.id, 2, "✅")
+    assert "switched over" in line and f"database/{clusters[0]}: {clusters[0]}-1 → {clusters[0]}-2" in line
+    await wait_step(sandbox, p.id, 4, "⏸")  # the drain asks again; nobody evicted a primary before
+    reply = await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop fix abort 1")
+    assert "aborted" in reply["text"]
+    await wait_status(sandbox, p.id, "**aborted**")
+    assert "vault/vault-0" in await pods_on(sandbox, db_node)  # the drain never ran
