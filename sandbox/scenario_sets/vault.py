@@ -126,7 +126,9 @@ def _auth_stale_ca(p: Platform) -> None:
 
 def _auth_role_mismatch(p: Platform) -> None:
     """The role was rewritten for another namespace."""
-    p.vault.k8s_roles["cert-manager-issuer"]["bound_service_account_namespaces"] = ["cert-manager-old"]
+    role = p.vault.k8s_roles.setdefault("cert-manager-issuer", {"bound_service_account_names": ["vault-issuer"],
+                                                                  "policies": ["cert-manager"]})
+    role["bound_service_account_namespaces"] = ["cert-manager-old"]
     _issuer_failing(p, "namespace not authorized")
 
 
@@ -151,7 +153,8 @@ def _pki_role_missing(p: Platform) -> None:
 
 def _pki_role_wrong_domain(p: Platform) -> None:
     """The role was rewritten for a test domain: every platform name is refused."""
-    role = p.vault.pki_roles[p.domain.replace(".", "-dot-")]
+    # setdefault: composes after a scenario that deleted the role (it comes back wrong).
+    role = p.vault.pki_roles.setdefault(p.domain.replace(".", "-dot-"), {"allow_subdomains": True})
     role.update(allowed_domains=["example.org"], allow_subdomains=False)
 
 
