@@ -10,7 +10,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from test_chart import CHART, KUBE_VERSIONS, one, render
+from test_chart import CHART, KUBE_VERSIONS, notes, one, render
 from test_chart_vs_code import VERBS, _literal
 
 from bot.approvals.actions import ACTIONS
@@ -167,3 +167,9 @@ def test_with_remediation_the_writes_are_exactly_the_management_actions(chart):
 def test_mistyped_management_values_are_refused(chart):
     with pytest.raises(helm.HelmValuesError, match="startVM"):
         render(chart, {"mgmtKubeconfig": {"rbac": {"render": True, "actions": {"startVM": True}}}})
+
+
+def test_the_install_notes_say_how_to_apply_the_management_rbac(chart):
+    text = notes(chart, {"mgmtKubeconfig": {"existingSecret": "harvester-kubeconfig"}})
+    assert "--show-only templates/rbac-management.yaml" in text and "Secret harvester-kubeconfig" in text
+    assert "rbac-management.yaml" not in notes(chart)
