@@ -786,7 +786,10 @@ async def node_join(ctx: HandlerContext, params: NoParams) -> list[Finding]:
             findings.append(Finding(status=Status.crit, target=target, summary=f"phase Failed: {why}"[:240],
                                     next_step=JOIN_DELETE_STEP, actions=delete))
             continue
-        if phase not in ("Pending", "Provisioning", "Provisioned") or age <= cfg.provisioning_timeout_min:
+        if phase not in ("Pending", "Provisioning", "Provisioned"):
+            findings.append(Finding(status=Status.ok, target=target, summary=f"{phase} (created {age:.0f} min ago)"))
+            continue
+        if age <= cfg.provisioning_timeout_min:
             findings.append(Finding(status=Status.ok, target=target,
                                     summary=f"{phase} for {age:.0f} min (stuck only after "
                                             f"{cfg.provisioning_timeout_min:g} min)"))
@@ -1021,6 +1024,10 @@ async def longhorn_volumes(ctx: HandlerContext, params: NoParams) -> list[Findin
                                 summary=f"{len(by['faulted'])} faulted (no healthy replica, data unavailable): "
                                         f"{_names(by['faulted'])}{cause}"[:400],
                                 details="\n".join(by["faulted"][:50]), next_step=LONGHORN_STEP))
+    if by.get("unknown"):
+        findings.append(Finding(status=Status.warn, target="volumes without robustness",
+                                summary=f"{len(by['unknown'])} attached volume(s) report robustness unknown: "
+                                        f"{_names(by['unknown'])}", next_step=LONGHORN_STEP))
     if by.get("degraded"):
         findings.append(Finding(status=Status.warn, target="degraded volumes",
                                 summary=f"{len(by['degraded'])} degraded (fewer replicas than wanted){cause}"[:400],

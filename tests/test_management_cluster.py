@@ -219,3 +219,23 @@ async def test_a_vm_named_unlike_its_node_is_found_through_rancher_s_machine(san
         assert stopped.actions[0].params == {"namespace": "default", "name": "rke2-pool-general-x7k2p"}
     finally:
         await ctx.close()
+
+
+async def test_a_faulted_longhorn_volume_is_critical_and_names_its_claim(sandbox) -> None:
+    from sandbox.platform import LONGHORN
+
+    mgmt = sandbox.platform.mgmt
+    vol = mgmt.list(LONGHORN, "Volume", "longhorn-system")[0]
+    mgmt.update(LONGHORN, "Volume", vol["metadata"]["name"], "longhorn-system",
+                lambda v: v["status"].update(robustness="faulted"))
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["longhorn-volumes"], ctx)
+        by = {f.target: f for f in report.findings}
+        faulted = by["faulted volumes"]
+        pvc = vol["status"]["kubernetesStatus"]["pvcName"]
+        assert faulted.status is Status.crit and f"{vol['metadata']['name']} ({pvc})" in faulted.summary
+        assert "no Harvester node is NotReady" in faulted.summary
+        assert by["volumes"].summary == "5/6 Longhorn volumes healthy" and report.status is Status.crit
+    finally:
+        await ctx.close()
