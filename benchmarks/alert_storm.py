@@ -3,7 +3,8 @@ duplicates, against the bot (its own process, ``sopbot run``) and the sandbox (t
 
 What it prints:
 - webhook 2xx latency p50/p99 (client side, until the bot's answer: stored durably, not yet processed),
-  next to the floor: a SQLite ``synchronous=FULL`` commit on the same disk, measured during the storm
+  next to the floor: a SQLite ``synchronous=FULL`` commit on the same disk, measured during the storm;
+  both in a sender process of their own (as Alertmanager is), not in this one, busy with the sandbox
 - webhook → thread: first webhook of a group until its root post exists in Mattermost (groups with
   their own thread, from the post's create_at), or until the bot filed it in the storm thread
   (stormed groups, read from the bot's database every 20 ms)
@@ -38,6 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bot_process import memory_mb, pct, start_bot, stop_bot, wait_ready  # noqa: E402
+from bot.store import inbox_path  # noqa: E402
 from sandbox.mattermost.state import RateLimit  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 
@@ -124,45 +126,37 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
         sb.mattermost.check_rate = counting  # type: ignore[method-assign]
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
         db_path = Path(cfg["store"]["path"])
+        inbox_db = inbox_path(db_path)  # the webhook inbox's own file (bot.store)
         proc = start_bot(work / "bench.yaml", work / "bot.log", env=ENV)
-        headers = {"Authorization": f"Bearer {sb.alertmanager_token}"}
-        latencies: list[float] = []
-        last_status: dict[str, tuple[int, str]] = {}  # group → (inbox id, status) of its last accepted
-        failures: dict[int, int] = {}
-        first_sent: dict[str, float] = {}
         storm_seen: dict[str, float] = {}
         try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+            async with aiohttp.ClientSession() as http:
                 await wait_ready(http, sb.bot_url, work / "bot.log")
-
-                async def send(at: float, body: dict[str, Any], t0: float) -> None:
-                    await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
-                    first_sent.setdefault(body["groupKey"], time.time())
-                    data = json.dumps(body).encode()
-                    for _attempt in range(5):  # as Alertmanager: retry what was not a 2xx
-                        start = time.perf_counter()
-                        async with http.post(f"{sb.bot_url}/alertmanager", data=data, headers={
-                                **headers, "Content-Type": "application/json"}) as r:
-                            answer = await r.read()
-                        latencies.append((time.perf_counter() - start) * 1000)
-                        if r.status < 300:
-                            entry = (json.loads(answer)["id"], body["status"])
-                            last_status[body["groupKey"]] = max(last_status.get(body["groupKey"], entry), entry)
-                            return
-                        failures[r.status] = failures.get(r.status, 0) + 1
-                        await asyncio.sleep(0.5)
-
                 watching = asyncio.create_task(watch_storm(db_path, storm_seen))
-                floor = CommitFloor(work / "floor.db")
-                floor.start()
                 t0 = time.monotonic()
-                await asyncio.gather(*(send(at, body, t0) for at, body in sends))
+                # The sender (and the floor) in a process of its own, as Alertmanager is: the
+                # figures are the bot's and the disk's, not this process's sandbox at work.
+                (work / "sends.json").write_text(json.dumps({"url": f"{sb.bot_url}/alertmanager",
+                                                             "token": sb.alertmanager_token,
+                                                             "floor": str(work / "floor.db"),
+                                                             "sends": sends}))
+                sender = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--send", str(work / "sends.json"),
+                    stdout=asyncio.subprocess.PIPE)
+                out, _ = await sender.communicate()
+                if sender.returncode != 0:
+                    raise SystemExit(f"the sender failed ({sender.returncode})")
+                sent = json.loads(out)
+                latencies, failures, first_sent = sent["latencies"], sent["failures"], sent["first_sent"]
+                last_status = {k: tuple(v) for k, v in sent["last_status"].items()}
+                floor_times = sent["floor"]
                 sent_in = time.monotonic() - t0
-                floor.stop()
+                if not inbox_db.exists():  # a version of the bot with the inbox in the main file
+                    inbox_db = db_path
                 # Processing done: nothing pending in the inbox and every group filed.
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline:
-                    if db_count(db_path, "SELECT COUNT(*) FROM alert_inbox WHERE state='pending'") == 0 \
+                    if db_count(inbox_db, "SELECT COUNT(*) FROM alert_inbox WHERE state='pending'") == 0 \
                             and db_count(db_path, "SELECT COUNT(DISTINCT group_key) FROM alert_groups") >= n_groups:
                         break
                     await asyncio.sleep(0.1)
@@ -200,8 +194,8 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
         expected = {"firing": "open", "resolved": "resolved"}
         out_of_order = sorted(k for k, (_, status) in last_status.items() if final.get(k) != expected[status])
         n_resolved = sum(1 for _, status in last_status.values() if status == "resolved")
-        failed_entries = db.execute("SELECT COUNT(*) FROM alert_inbox WHERE state!='done'").fetchone()[0]
         db.close()
+        failed_entries = db_count(inbox_db, "SELECT COUNT(*) FROM alert_inbox WHERE state!='done'")
         lost = sum(len(fps - have.get(k, set())) for k, fps in fingerprints.items())
 
         times = sorted(sb.mattermost.post_times("sop-bot"))
@@ -220,8 +214,8 @@ async def main(n_alerts: int, n_groups: int, seconds: float, seed: int) -> None:
           f"(repeats and HA duplicates) sent over {sent_in:.1f} s")
     print(f"webhook 2xx latency     : p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 99):.1f} ms, "
           f"max {max(latencies):.1f} ms   (target p99 <= 10 ms)")
-    print(f"SQLite commit floor     : p50 {pct(floor.times, 50):.1f} ms, p99 {pct(floor.times, 99):.1f} ms, "
-          f"max {max(floor.times, default=float('nan')):.1f} ms   ({len(floor.times)} synchronous=FULL commits "
+    print(f"SQLite commit floor     : p50 {pct(floor_times, 50):.1f} ms, p99 {pct(floor_times, 99):.1f} ms, "
+          f"max {max(floor_times, default=float('nan')):.1f} ms   ({len(floor_times)} synchronous=FULL commits "
           f"of one row on the same disk, during the storm)")
     print(f"non-2xx answers         : {failures or 'none'}")
     print(f"webhook -> own root post: p50 {pct(root_latency, 50):.0f} ms, p99 {pct(root_latency, 99):.0f} ms "
@@ -272,6 +266,40 @@ class CommitFloor:
         db.close()
 
 
+async def send_all(url: str, token: str, sends: list[tuple[float, dict[str, Any]]], floor_db: Path) -> dict[str, Any]:
+    """The sender process: every webhook at its time, retried as Alertmanager does (what was
+    not a 2xx), each answer's latency; the commit floor measured meanwhile, in this process."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    last_status: dict[str, tuple[int, str]] = {}  # group → (inbox id, status) of its last accepted
+    failures: dict[int, int] = {}
+    first_sent: dict[str, float] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+        async def send(at: float, body: dict[str, Any], t0: float) -> None:
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            first_sent.setdefault(body["groupKey"], time.time())
+            data = json.dumps(body).encode()
+            for _attempt in range(5):
+                start = time.perf_counter()
+                async with http.post(url, data=data, headers=headers) as r:
+                    answer = await r.read()
+                latencies.append((time.perf_counter() - start) * 1000)
+                if r.status < 300:
+                    entry = (json.loads(answer)["id"], body["status"])
+                    last_status[body["groupKey"]] = max(last_status.get(body["groupKey"], entry), entry)
+                    return
+                failures[r.status] = failures.get(r.status, 0) + 1
+                await asyncio.sleep(0.5)
+
+        floor = CommitFloor(floor_db)
+        floor.start()
+        t0 = time.monotonic()
+        await asyncio.gather(*(send(at, body, t0) for at, body in sends))
+        floor.stop()
+    return {"latencies": latencies, "last_status": last_status, "failures": failures,
+            "first_sent": first_sent, "floor": floor.times}
+
+
 def db_count(path: Path, sql: str) -> int:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
@@ -305,9 +333,14 @@ if __name__ == "__main__":
     parser.add_argument("--groups", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument("--send", type=Path, help=argparse.SUPPRESS)  # the sender process
     parser.add_argument("--asyncio-debug", action="store_true",
                         help="log the bot's slow callbacks (>100 ms) to bot.log in the work dir")
     a = parser.parse_args()
+    if a.send:
+        job = json.loads(a.send.read_text())
+        print(json.dumps(asyncio.run(send_all(job["url"], job["token"], job["sends"], Path(job["floor"])))))
+        raise SystemExit(0)
     if a.asyncio_debug:
         ENV["PYTHONASYNCIODEBUG"] = "1"
     asyncio.run(main(a.alerts, a.groups, a.seconds, a.seed))

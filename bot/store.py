@@ -1,17 +1,25 @@
 """Durable state in SQLite (aiosqlite). Each feature owns its tables and declares them with
-``Store.migrate``; SQL stays plain so a PostgreSQL backend can implement the same methods."""
+``Store.migrate``; SQL stays plain so a PostgreSQL backend can implement the same methods.
+
+Two files: the main database, and beside it a small one (``<name>-inbox<suffix>``) for the
+tables whose writes someone is waiting on (the webhook inbox, ``Store.migrate(urgent=True)``).
+A webhook's commit then never waits for a processing transaction, not even inside SQLite (one
+writer per file): its answer costs one durable commit of its own file. The main connection
+attaches the small file read-only, so every read sees both by plain table names."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -64,54 +72,62 @@ class Store:
     # tiny probe write can still succeed while every webhook's insert fails.
     failure_window_s = 30.0
 
-    def __init__(self, db: aiosqlite.Connection, writer: aiosqlite.Connection | None = None):
+    def __init__(self, db: aiosqlite.Connection, writer: "UrgentWriter | None" = None):
         self.db = db
-        # Urgent writes have a connection (and so a thread) of their own: they never queue
-        # behind the reads the background work sends to ``db``. The lock keeps them from
-        # contending with ``db``'s writes inside SQLite (whose busy wait sleeps in steps of ms).
-        self.writer = writer or db
-        # One writer at a time: a transaction spans several awaits.
+        # The urgent writes' thread and connection, to the inbox file (``db`` attaches it
+        # read-only); None for ":memory:", where they go to ``db``, ahead in its lock's queue.
+        self.writer = writer
+        if writer is not None:
+            writer.on_error = self._note
+        # One writer at a time on ``db``: a transaction spans several awaits.
         self._lock = WriteLock()
-        self._urgent: list[tuple[str, Sequence[Any], asyncio.Future[int]]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._failure: tuple[float, str] | None = None  # (monotonic time, reason) of the last one
 
     @classmethod
     async def open(cls, path: Path | str) -> "Store":
         memory = str(path) == ":memory:"
         opened: list[aiosqlite.Connection] = []
+        writer: UrgentWriter | None = None
         try:
             if not memory:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(1 if memory else 2):  # ":memory:" twice would be two databases
-                db = await aiosqlite.connect(str(path), isolation_level=None)
-                opened.append(db)
-                db.row_factory = aiosqlite.Row
-                await db.execute("PRAGMA journal_mode=WAL")
-                # FULL: a webhook acknowledged with 2xx must survive a crash (nothing lost).
-                await db.execute("PRAGMA synchronous=FULL")
-                await db.execute("PRAGMA busy_timeout=5000")
-            db = opened[0]
-            await db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")
-            await db.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at REAL)")
+            main = await _connect(path, opened)
+            if not memory:
+                writer = await UrgentWriter.open(inbox_path(path))
+                # Read-only: a BEGIN IMMEDIATE on ``main`` then takes no write lock on the inbox
+                # file (SQLite starts only a read transaction on a read-only attached database).
+                await main.execute("ATTACH DATABASE ? AS inbox", (f"file:{quote(str(inbox_path(path)))}?mode=ro",))
+            await _tables(main)
         except (OSError, sqlite3.Error) as exc:
             for db in opened:  # their threads would keep the process alive after the error
                 await db.close()
+            if writer is not None:
+                await writer.close()
             raise StoreError(_cannot_open(path, exc)) from None
-        return cls(opened[0], opened[-1])
+        return cls(main, writer)
 
     @property
     def connections(self) -> tuple[aiosqlite.Connection, ...]:
-        return (self.db,) if self.writer is self.db else (self.db, self.writer)
+        return (self.db,)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        for db in self.connections:
-            await db.close()
+        if self.writer is not None:
+            await self.writer.close()
+        await self.db.close()
 
-    async def migrate(self, name: str, statements: Iterable[str]) -> None:
-        """Run a feature's DDL once, by name."""
+    async def migrate(self, name: str, statements: Iterable[str], urgent: bool = False) -> None:
+        """Run a feature's DDL once, by name; ``urgent``: in the inbox file (tables whose writes
+        go through ``execute_urgent``)."""
+        if urgent:
+            statements = list(statements)
+
+            def run(db: sqlite3.Connection) -> None:
+                if db.execute("SELECT 1 FROM migrations WHERE name=?", (name,)).fetchone() is None:
+                    for sql in statements:
+                        db.execute(sql)
+                    db.execute("INSERT INTO migrations(name) VALUES (?)", (name,))
+            await self.run_urgent(run)
+            return
         async with self.transaction():
             row = await (await self.db.execute("SELECT 1 FROM migrations WHERE name=?", (name,))).fetchone()
             if row is None:
@@ -147,6 +163,9 @@ class Store:
         try:
             async with self.transaction() as db:
                 await db.execute("INSERT OR REPLACE INTO store_probe(id, at) VALUES (1, ?)", (time.time(),))
+            if self.writer is not None:  # the inbox file too: the webhooks' commits go there
+                await self.execute_urgent("INSERT OR REPLACE INTO store_probe(id, at) VALUES (1, ?)",
+                                          (time.time(),))
         except sqlite3.Error as exc:
             return f"the store cannot commit: {exc}"
         return None
@@ -158,41 +177,28 @@ class Store:
             return cur.lastrowid or 0
 
     async def execute_urgent(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One write someone is waiting on (a webhook's 2xx), durable when this returns; returns
-        lastrowid. It goes ahead of queued transactions, on ``writer``, and the urgent writes
-        that arrive meanwhile share its commit (one fsync): the wait is about one commit, not
-        one per write queued before it. A failing statement fails its whole batch."""
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._urgent.append((sql, params, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_urgent(), name="store-urgent")
-        return await fut
+        """One write someone is waiting on (a webhook's 2xx), to a table of the inbox file,
+        durable when this returns; returns lastrowid."""
+        return await self.run_urgent(lambda db: db.execute(sql, params).lastrowid or 0)
 
-    async def _flush_urgent(self) -> None:
-        db = self.writer
-        while self._urgent:
-            await self._lock.acquire(urgent=True)
-            batch, self._urgent = self._urgent, []
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                rowids = [(await db.execute(sql, params)).lastrowid or 0 for sql, params, _ in batch]
-                await db.execute("COMMIT")
-            except Exception as exc:
-                self._note(exc)
-                try:
-                    if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            finally:
-                self._lock.release()
-            for (*_, fut), rowid in zip(batch, rowids):
-                if not fut.done():
-                    fut.set_result(rowid)
+    async def fetch_urgent(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """An urgent write with ``RETURNING``: its rows, once committed."""
+        return await self.run_urgent(lambda db: db.execute(sql, params).fetchall())
+
+    async def run_urgent(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(connection)`` in a transaction of the inbox file (``UrgentWriter``); its
+        result once committed. A failing write fails its whole batch."""
+        if self.writer is not None:
+            return await self.writer.submit(fn)
+        await self._lock.acquire(urgent=True)
+        try:
+            # aiosqlite's own queue to its thread: the transaction runs there as one call.
+            return (await self.db._execute(_commit_batch, self.db._conn, [fn]))[0]
+        except Exception as exc:
+            self._note(exc)
+            raise
+        finally:
+            self._lock.release()
 
     # Cursors closed at once: an open statement pins its connection to an old snapshot, and
     # that connection's next BEGIN IMMEDIATE, after the other one committed, would be "locked".
@@ -203,6 +209,123 @@ class Store:
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
+
+
+class UrgentWriter:
+    """The inbox file's connection in a thread of its own. What is submitted while a commit is
+    in progress shares the next one (group commit: one fsync for all), and the thread settles
+    the waiting futures itself: an answer needs the event loop once after its commit, however
+    busy the loop is with the processing."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.on_error: Callable[[BaseException], None] = lambda exc: None
+        self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="store-urgent", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, path: Path) -> "UrgentWriter":
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            try:
+                conn.row_factory = sqlite3.Row
+                for pragma in _PRAGMAS:
+                    conn.execute(pragma)
+                for sql in _TABLES:
+                    conn.execute(sql)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+        return cls(await asyncio.to_thread(connect))
+
+    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._closing:
+                raise sqlite3.ProgrammingError("the store is closed")
+            self._ops.append((fn, fut))
+            self._cond.notify()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ops and not self._closing:
+                    self._cond.wait()
+                if not self._ops:
+                    return
+                batch, self._ops = self._ops, []
+            try:
+                results, error = _commit_batch(self.conn, [fn for fn, _ in batch]), None
+            except Exception as exc:
+                results, error = [], exc
+            loop = batch[0][1].get_loop()
+            try:
+                loop.call_soon_threadsafe(self._settle, batch, results, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]], results: list[Any],
+                error: BaseException | None) -> None:
+        if error is not None:
+            self.on_error(error)
+        for i, (_, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(results[i])
+
+    async def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)  # what was submitted is committed first
+        self.conn.close()
+
+
+def inbox_path(path: Path | str) -> Path:
+    """The inbox file beside the main database: ``sopbot.db`` → ``sopbot-inbox.db``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-inbox{path.suffix}")
+
+
+# FULL: a webhook acknowledged with 2xx must survive a crash (nothing lost).
+_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000")
+_TABLES = ("CREATE TABLE IF NOT EXISTS main.migrations (name TEXT PRIMARY KEY)",
+           "CREATE TABLE IF NOT EXISTS main.store_probe (id INTEGER PRIMARY KEY, at REAL)")
+
+
+async def _connect(path: Path | str, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(str(path), isolation_level=None)
+    opened.append(db)
+    db.row_factory = aiosqlite.Row
+    for pragma in _PRAGMAS:
+        await db.execute(pragma)
+    return db
+
+
+async def _tables(db: aiosqlite.Connection) -> None:
+    for sql in _TABLES:
+        await db.execute(sql)
+
+
+def _commit_batch(db: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    """In the writer's thread: one transaction, one commit, for the whole batch."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        results = [fn(db) for fn in fns]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # a failed COMMIT may have rolled back already
+            db.execute("ROLLBACK")
+        raise
+    return results
 
 
 def _cannot_open(path: Path | str, exc: BaseException) -> str:

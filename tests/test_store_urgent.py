@@ -1,10 +1,12 @@
 """The webhook's commit (Inbox.add, Store.execute_urgent) waits on its own commit only: not
-behind the background transactions queued before it, nor behind a slow read the background
-work sent to the store, and concurrent ones share commits."""
+for a background transaction in progress nor those queued behind it (the inbox has a file of
+its own), nor behind a slow read the background work sent to the store, and concurrent ones
+share commits. A database of the one-file layout moves its inbox over, ids continuing."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from bot.alerts.inbox import Inbox
@@ -14,7 +16,7 @@ SLOW_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHE
              "SELECT count(*) FROM c")
 
 
-async def test_a_webhook_commit_goes_ahead_of_queued_background_transactions(tmp_path: Path):
+async def test_a_webhook_commit_does_not_wait_for_background_transactions(tmp_path: Path):
     store = await Store.open(tmp_path / "bot.db")
     inbox = Inbox(store)
     await inbox.migrate()
@@ -42,11 +44,11 @@ async def test_a_webhook_commit_goes_ahead_of_queued_background_transactions(tmp
     await held.wait()
     queued = [asyncio.create_task(background(n)) for n in range(1, 21)]
     await asyncio.sleep(0.05)  # all 20 are waiting for the store
-    answer = asyncio.create_task(webhook())
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(webhook(), timeout=5)  # committed while the transaction is held
+    assert done == ["webhook"]
     release.set()
-    await asyncio.gather(first, answer, *queued)
-    assert done[:2] == ["held", "webhook"]  # after the one in progress, before the 20 queued
+    await asyncio.gather(first, *queued)
+    assert done[:2] == ["webhook", "held"]
     assert [e.id for e in await inbox.pending()] == [1]
     assert (await store.fetchone("SELECT COUNT(*) AS n FROM work"))["n"] == 21
     await store.close()
@@ -77,10 +79,38 @@ async def test_a_failing_urgent_write_fails_its_callers_and_the_store_goes_on(tm
     store = await Store.open(tmp_path / "bot.db")
     inbox = Inbox(store)
     await inbox.migrate()
-    await store.execute("DROP TABLE alert_inbox")
+    await store.run_urgent(lambda db: db.execute("DROP TABLE alert_inbox"))
     results = await asyncio.gather(inbox.add("{}"), inbox.add("{}"), return_exceptions=True)
     assert all(isinstance(r, Exception) and "no such table" in str(r) for r in results)
-    await store.execute("CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY, received_at REAL, body TEXT, "
-                        "state TEXT DEFAULT 'pending', attempts INTEGER DEFAULT 0, error TEXT DEFAULT '')")
+    await store.run_urgent(lambda db: db.execute(
+        "CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY, received_at REAL, body TEXT, "
+        "state TEXT DEFAULT 'pending', attempts INTEGER DEFAULT 0, error TEXT DEFAULT '')"))
     assert await inbox.add("{}") == 1
+    await store.close()
+
+
+async def test_an_inbox_of_the_one_file_layout_moves_to_its_file_ids_continuing(tmp_path: Path):
+    path = tmp_path / "bot.db"
+    old = sqlite3.connect(path)  # an earlier version: the inbox in the main database
+    old.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY)")
+    old.execute("INSERT INTO migrations VALUES ('alerts-inbox-1')")
+    old.execute("CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, "
+                "body TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', "
+                "attempts INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '')")
+    old.executemany("INSERT INTO alert_inbox(id, received_at, body, state) VALUES (?, 1.0, ?, ?)",
+                    [(1, "", "done"), (2, '{"n": 2}', "pending"), (7, "", "done")])
+    old.commit()
+    old.close()
+    store = await Store.open(path)
+    inbox = Inbox(store)
+    await inbox.migrate()
+    assert [(e.id, e.body) for e in await inbox.pending()] == [(2, '{"n": 2}')]
+    assert await inbox.add("{}") == 8  # above every id the groups may remember
+    await store.close()
+    with sqlite3.connect(path) as main:
+        assert main.execute("SELECT name FROM sqlite_master WHERE name='alert_inbox'").fetchall() == []
+    store = await Store.open(path)  # and the next start finds it where it left it
+    inbox = Inbox(store)
+    await inbox.migrate()
+    assert [e.id for e in await inbox.pending()] == [2, 8]
     await store.close()

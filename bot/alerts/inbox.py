@@ -1,6 +1,11 @@
 """The durable inbox: every accepted webhook body is committed (synchronous=FULL) before the
 2xx goes back, and marked done only after it was processed. A bot killed in between finds the
-entry pending at its next start and processes it then."""
+entry pending at its next start and processes it then.
+
+The table lives in the store's inbox file (``Store.migrate(urgent=True)``): every write to it
+goes through ``Store.execute_urgent``, so a webhook's commit never waits for a processing
+transaction, and the ``done`` marks share the webhooks' commits. Reads go through the main
+connection, which attaches that file read-only."""
 
 from __future__ import annotations
 
@@ -40,7 +45,24 @@ class Inbox:
         self.clock = clock
 
     async def migrate(self) -> None:
-        await self.store.migrate(*MIGRATION)
+        await self.store.migrate(*MIGRATION, urgent=True)
+        if self.store.writer is not None:
+            await self._move_from_main()
+
+    async def _move_from_main(self) -> None:
+        """An upgrade from the one-file layout: the entries (pending ones above all) move to
+        the inbox file with their ids, so new ids continue above them (groups remember the
+        last entry applied, and an older id would be taken for a stale notification)."""
+        old = await self.store.fetchone(
+            "SELECT 1 FROM main.sqlite_master WHERE type='table' AND name='alert_inbox'")
+        if old is None:
+            return
+        rows = [tuple(r) for r in await self.store.fetchall(
+            "SELECT id, received_at, body, state, attempts, error FROM main.alert_inbox ORDER BY id")]
+        await self.store.run_urgent(lambda db: db.executemany(
+            "INSERT OR IGNORE INTO alert_inbox(id, received_at, body, state, attempts, error) "
+            "VALUES (?, ?, ?, ?, ?, ?)", rows))
+        await self.store.execute("DROP TABLE main.alert_inbox")  # after the copy is durable
 
     async def add(self, body: str) -> int:
         """Commit one webhook body; the caller answers 2xx only after this returns."""
@@ -54,35 +76,33 @@ class Inbox:
         return [Entry(r["id"], r["received_at"], r["body"], r["attempts"]) for r in rows]
 
     async def done(self, entry_id: int) -> None:
-        await self.store.execute("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
+        await self.store.execute_urgent("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
 
     async def failed_attempt(self, entry_id: int, error: str) -> float | None:
         """Count a failed processing attempt: seconds until the next one, or None when the
         entry is given up on (older than the retry horizon; a 2xx was a promise, so never
         after a fixed number of tries)."""
-        async with self.store.transaction() as db:
-            await db.execute("UPDATE alert_inbox SET attempts=attempts+1, error=? WHERE id=?",
-                             (error[:500], entry_id))
-            row = await (await db.execute("SELECT attempts, received_at FROM alert_inbox WHERE id=?",
-                                          (entry_id,))).fetchone()
-            if row is None:
-                return None
-            give_up = self.backoff.expired(row["received_at"], self.clock())
-            if give_up:
-                await db.execute("UPDATE alert_inbox SET state='failed' WHERE id=?", (entry_id,))
-                return None
-        return self.backoff.delay(row["attempts"])
+        rows = await self.store.fetch_urgent(
+            "UPDATE alert_inbox SET attempts=attempts+1, error=? WHERE id=? RETURNING attempts, received_at",
+            (error[:500], entry_id))
+        if not rows:
+            return None
+        attempts, received_at = rows[0]
+        if self.backoff.expired(received_at, self.clock()):
+            await self.store.execute_urgent("UPDATE alert_inbox SET state='failed' WHERE id=?", (entry_id,))
+            return None
+        return self.backoff.delay(attempts)
 
     async def give_up(self, entry_id: int, error: str) -> None:
-        await self.store.execute("UPDATE alert_inbox SET state='failed', error=? WHERE id=?",
-                                 (error[:500], entry_id))
+        await self.store.execute_urgent("UPDATE alert_inbox SET state='failed', error=? WHERE id=?",
+                                        (error[:500], entry_id))
 
     async def prune(self, older_than_s: float = 7 * 86400) -> int:
         """Forget processed entries after a while (their bodies are already dropped)."""
-        async with self.store.transaction() as db:
-            cur = await db.execute("DELETE FROM alert_inbox WHERE state='done' AND received_at < ?",
-                                   (time.time() - older_than_s,))
-            return cur.rowcount or 0
+        deleted = await self.store.fetch_urgent(
+            "DELETE FROM alert_inbox WHERE state='done' AND received_at < ? RETURNING id",
+            (time.time() - older_than_s,))
+        return len(deleted)
 
     async def oldest_pending(self) -> float | None:
         """When the oldest unprocessed notification was accepted (the backlog's age)."""

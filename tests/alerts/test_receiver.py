@@ -126,7 +126,7 @@ async def test_an_oversize_body_is_413(tmp_path):
 
 async def test_a_store_failure_is_503_so_alertmanager_retries(running):
     client, service, chat, store = running
-    await store.db.execute("DROP TABLE alert_inbox")
+    await store.run_urgent(lambda db: db.execute("DROP TABLE alert_inbox"))
     resp = await client.post("/alertmanager", json=BODY, headers=BEARER)
     assert resp.status == 503
 
@@ -177,8 +177,8 @@ async def test_processed_entries_are_pruned_after_a_week_pending_ones_never(tmp_
     ids = [await inbox.add("{}") for _ in range(3)]
     await inbox.done(ids[0])
     await inbox.done(ids[2])
-    await store.execute("UPDATE alert_inbox SET received_at = received_at - 8 * 86400 WHERE id IN (?, ?)",
-                        (ids[0], ids[1]))
+    await store.execute_urgent("UPDATE alert_inbox SET received_at = received_at - 8 * 86400 "
+                               "WHERE id IN (?, ?)", (ids[0], ids[1]))
     assert await inbox.prune() == 1
     assert [e.id for e in await inbox.pending()] == [ids[1]]
     assert await inbox.count("done") == 1
