@@ -444,18 +444,24 @@ def _hosts(gateways: list[dict], routes: list[dict]) -> dict[str, list[tuple[dic
     return {h: p for h, p in out.items() if p}
 
 
-def _listener_problem(gw: dict, ls: dict) -> str:
+def _listener_problem(gw: dict, ls: dict, certs: list[dict]) -> tuple[str, bool]:
     """Why a listener's certificate cannot be served: its ResolvedRefs condition (Traefik sets it
-    False, InvalidCertificateRef, when the Secret is missing or not a TLS secret)."""
+    False, InvalidCertificateRef, when the Secret is missing or not a TLS secret), else no
+    Certificate filling the Secret it names (the Secret itself is not read; a hand-made Secret has
+    none, so that one only counts as evidence when the wrong certificate is served).
+    ``(problem, definite)``; ``("", False)`` when none."""
     refs = [r.get("name", "") for r in (ls.get("tls") or {}).get("certificateRefs") or []]
     if not refs:
-        return f"listener {ls.get('name')} has no tls.certificateRefs"
+        return f"listener {ls.get('name')} has no tls.certificateRefs", True
     status = next((s for s in (gw.get("status") or {}).get("listeners") or [] if s.get("name") == ls.get("name")), {})
     cond = next((c for c in status.get("conditions") or [] if c.get("type") == "ResolvedRefs"), None)
     if cond is not None and cond.get("status") == "False":
         return (f"listener {ls.get('name')} certificateRef {', '.join(refs)}: ResolvedRefs=False "
-                f"({cond.get('reason', '')}): {_first_line(cond.get('message', ''))}")
-    return ""
+                f"({cond.get('reason', '')}): {_first_line(cond.get('message', ''))}"), True
+    ns = gw["metadata"].get("namespace", "")
+    if not any(c["metadata"].get("namespace") == ns and (c.get("spec") or {}).get("secretName") in refs for c in certs):
+        return f"listener {ls.get('name')} certificateRef {', '.join(refs)}: no Certificate in {ns} fills that Secret", False
+    return "", False
 
 
 def _served_finding(host: str, result: TlsResult, pairs: list[tuple[dict, dict]], certs: list[dict],
@@ -464,10 +470,12 @@ def _served_finding(host: str, result: TlsResult, pairs: list[tuple[dict, dict]]
     gw, ls = pairs[0]
     gw_ref = f"gateway/{gw['metadata'].get('namespace', '')}/{gw['metadata']['name']}"
     seen = (f"subject CN={leaf.subject_cn}, issuer CN={leaf.issuer_cn}, notAfter {leaf.not_after:%Y-%m-%d}")
-    problems = [p for p in (_listener_problem(g, listener) for g, listener in pairs) if p]
+    found = [_listener_problem(g, listener, certs) for g, listener in pairs]
+    problems = [p for p, definite in found if p and definite]
+    evidence = [p for p, _ in found if p]  # with the Certificate-less refs, when the wrong certificate is served
     step = GATEWAY_TLS_STEP.format(ns=gw["metadata"].get("namespace", ""), name=gw["metadata"]["name"])
     if leaf.traefik_default:
-        why = "; ".join(problems) or "no certificate loaded for this name"
+        why = "; ".join(evidence) or "no certificate loaded for this name"
         if not default_ok:
             why += "; and the TLSStore default certificate is not configured"
         return Finding(status=Status.crit, target=f"https://{host}",
@@ -489,8 +497,8 @@ def _served_finding(host: str, result: TlsResult, pairs: list[tuple[dict, dict]]
                        next_step=SERVED_EXPIRED_STEP, actions=reissue)
     if not leaf.matches(host):
         return Finding(status=Status.crit, target=f"https://{host}",
-                       summary=f"serves a certificate for other names ({', '.join(leaf.sans) or leaf.subject_cn}; {seen})",
-                       next_step=step)
+                       summary=f"serves a certificate for other names ({', '.join(leaf.sans) or leaf.subject_cn}; {seen})"
+                               + (f": {'; '.join(evidence)}" if evidence else ""), next_step=step)
     if result.verified is False:
         return Finding(status=Status.crit, target=f"https://{host}",
                        summary=f"client does not trust the Vault Root CA: the served chain does not verify against "

@@ -232,7 +232,12 @@ class Prober:
                                   "Accept: */*\r\nConnection: close\r\n\r\n").encode("ascii"))
                     await writer.drain()
                     head = await reader.readuntil(b"\r\n\r\n")
-                    body = await reader.read(self.max_body_bytes)
+                    body = b""
+                    while len(body) < self.max_body_bytes:  # bounded: a large answer is cut, not read whole
+                        chunk = await reader.read(self.max_body_bytes - len(body))
+                        if not chunk:
+                            break
+                        body += chunk
                 finally:
                     writer.close()
         except TimeoutError:
