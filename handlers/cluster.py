@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Finding, HandlerContext, HostPort, NoParams, Sample, Severity, SOPParams,
+from bot.sdk import (Finding, HandlerContext, HostPort, LogPattern, NoParams, Sample, Severity, SOPParams,
                      SourceError, Status, SuggestedAction, check_settings, condition, parse_time,
                      promql_string, quantity, sop)
 
@@ -314,6 +314,229 @@ def _build(key: tuple[str, str, str], common: tuple[str, str, str] | None) -> st
     labels = ("", "kernel ", "")
     parts = [f"{label}{v}" for label, v, c in zip(labels, key, common or ("", "", "")) if common is None or v != c]
     return " / ".join(parts) or "the same build"
+
+
+# -- 2.5 Cluster Autoscaler Not Scaling -------------------------------------------------------------
+RANCHER_CLUSTERS = "provisioning.cattle.io/v1"
+MIN_SIZE = "cluster.provisioning.cattle.io/autoscaler-min-size"
+MAX_SIZE = "cluster.provisioning.cattle.io/autoscaler-max-size"
+# Scale from zero: the autoscaler cannot read a template node, so the pool says what a node has.
+ZERO_RESOURCES = tuple(f"cluster.provisioning.cattle.io/autoscaler-resource-{r}" for r in ("cpu", "memory", "ephemeral-storage"))
+AUTOSCALER_LOG_PATTERNS = (
+    LogPattern(regex=r"401 Unauthorized|[Ii]nvalid token|token .*expired|Unauthorized", cause="Rancher token expired or invalid"),
+    LogPattern(regex=r"x509: certificate signed by unknown authority|x509: ", cause="Rancher CA certificate not trusted"),
+    LogPattern(regex=r"cloud.?config|cloud provider .*(config|configuration)", cause="cloud-config wrong or missing"),
+    LogPattern(regex=r"\b(E\d{4}|level=error|error|failed)\b", cause=""),
+)
+AUTOSCALER_CREDS_STEP = ("2.5 steps 1-2: check the cloud-config secret (kubectl -n kube-system get secret "
+                         "cluster-autoscaler-cloud-config) and that its Rancher token is still valid; fix it, then "
+                         "restart the autoscaler (step 4)")
+AUTOSCALER_CA_STEP = ("2.5: the autoscaler does not trust Rancher's CA: put Rancher's CA certificate in the "
+                      "cloud-config (or its CA bundle) and restart the autoscaler")
+AUTOSCALER_POOL_STEP = ("2.5 step 3: set the machine pool's autoscaler-min-size/autoscaler-max-size in "
+                        "cluster.tf (machineDeploymentAnnotations; for a pool scaled from zero also "
+                        "autoscaler-resource-cpu/memory/ephemeral-storage) and apply it")
+AUTOSCALER_BACKOFF_STEP = ("2.5 Escalation: scale-up did not bring a node in time: check the new machine in Rancher "
+                           "and Harvester's capacity (2.1); no capacity for new VMs: escalate to the infrastructure team")
+AUTOSCALER_DOWN_STEP = "2.5: the autoscaler is not running: kubectl -n kube-system describe deployment -l app.kubernetes.io/name=rancher-cluster-autoscaler"
+AUTOSCALER_RESTART_STEP = "2.5 step 4: force a scale-up by restarting the autoscaler"
+
+
+class AutoscalerChecks(BaseModel):
+    """``checks.autoscaler`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = Field("kube-system", description="the autoscaler's namespace")
+    selector: str = Field("app.kubernetes.io/name=rancher-cluster-autoscaler", description="its Deployment's and pods' labels")
+    status_configmap: str = Field("cluster-autoscaler-status", description="the status ConfigMap it writes")
+    status_stale_s: float = Field(600, gt=0, description="a status older than this: the autoscaler loop is not running")
+    cluster: str | None = Field(None, description="the provisioning.cattle.io Cluster in fleet-default; null: the first")
+    pools: list[str] = Field(["general", "compute"], description="machine pools the autoscaler must manage (cluster.tf)")
+    pending_grace_s: float = Field(120, ge=0, description="pods Pending shorter than this are not yet a scale-up problem")
+
+
+@sop("autoscaler", title="Cluster autoscaler: pending pods, status, log errors, pool min/max", section="2.5",
+     severity=Severity.P3,
+     causes=("Rancher token expired or invalid", "Rancher CA certificate not trusted",
+             "cloud-config wrong or missing", "machine pool min/max annotations missing",
+             "scale-up timed out (Harvester capacity)", "no scale-up triggered for pending pods"))
+async def autoscaler(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """Pods Pending for resources and what the autoscaler said about them (events), its status
+    ConfigMap (health, node groups, backoff), the errors in its log (Rancher token, CA,
+    cloud-config), and each machine pool's min/max annotations (runbook 2.5)."""
+    cfg = check_settings(ctx, "autoscaler", AutoscalerChecks)
+    kube = ctx.require_kube()
+    findings: list[Finding] = []
+    deploys = await kube.list("apps/v1", "deployments", cfg.namespace, label_selector=cfg.selector)
+    restart = [SuggestedAction(action="restart", params={"kind": "deployment", "namespace": cfg.namespace,
+                                                         "name": deploys[0]["metadata"]["name"]})] if deploys else []
+    if not deploys:
+        findings.append(Finding(status=Status.warn, target="autoscaler",
+                                summary=f"no autoscaler Deployment in {cfg.namespace} ({cfg.selector})",
+                                next_step=AUTOSCALER_DOWN_STEP))
+    else:
+        d = deploys[0]
+        ready, want = (d.get("status") or {}).get("readyReplicas", 0), (d.get("spec") or {}).get("replicas", 1)
+        findings.append(Finding(status=Status.ok if ready >= want else Status.warn,
+                                target=f"deployment/{cfg.namespace}/{d['metadata']['name']}",
+                                summary=f"{ready}/{want} ready", next_step="" if ready >= want else AUTOSCALER_DOWN_STEP))
+    pending = await _pending_for_resources(ctx, cfg)
+    findings += await _autoscaler_status(ctx, cfg, bool(pending))
+    log_findings = await _autoscaler_log(ctx, cfg, restart)
+    findings += log_findings
+    findings += await _pool_annotations(ctx, cfg)
+    if pending:
+        said = "; ".join(f"{name}: {why}" for name, why in pending[:3])
+        triggered = any("triggered scale-up" in why and "didn't" not in why for _, why in pending)
+        findings.append(Finding(status=Status.warn, target="pending pods",
+                                summary=f"{len(pending)} pod(s) Pending for resources"
+                                        + ("" if triggered else ", no scale-up triggered") + f": {said}",
+                                next_step=AUTOSCALER_RESTART_STEP if not log_findings else AUTOSCALER_CREDS_STEP,
+                                actions=restart if not triggered else []))
+    return findings
+
+
+async def _pending_for_resources(ctx: HandlerContext, cfg: AutoscalerChecks) -> list[tuple[str, str]]:
+    """(ns/pod, what the scheduler and the autoscaler said) for pods Pending on resources."""
+    pods = await ctx.require_kube().list("v1", "pods", field_selector="status.phase=Pending")
+    now = datetime.now(timezone.utc)
+    out = []
+    for pod in pods:
+        sched = condition(pod, "PodScheduled") or {}
+        message = sched.get("message") or ""
+        if sched.get("status") != "False" or "Insufficient" not in message:
+            continue
+        since = parse_time(sched.get("lastTransitionTime")) or parse_time(pod["metadata"].get("creationTimestamp"))
+        if since and (now - since).total_seconds() < cfg.pending_grace_s:
+            continue
+        ns, name = pod["metadata"].get("namespace", ""), pod["metadata"]["name"]
+        events, _ = await ctx.attempt(ctx.events(ns, kind="Pod", name=name), "events")
+        scaler = next((e for e in events or [] if e.reason in ("TriggeredScaleUp", "NotTriggerScaleUp")), None)
+        insufficient = ", ".join(sorted(set(re.findall(r"Insufficient \w+", message))))
+        out.append((f"{ns}/{name}", insufficient + (f"; autoscaler: {scaler.message[:160]}" if scaler
+                                                    else "; no event from the autoscaler")))
+    return out
+
+
+async def _autoscaler_status(ctx: HandlerContext, cfg: AutoscalerChecks, pending: bool) -> list[Finding]:
+    """kube-system/cluster-autoscaler-status: the structured status (1.30+) or the older text."""
+    import yaml
+
+    try:
+        cm = await ctx.require_kube().get("v1", "configmaps", cfg.status_configmap, cfg.namespace)
+    except SourceError as exc:
+        if exc.status != 404:
+            raise
+        return [Finding(status=Status.warn if pending else Status.ok, target=f"configmap/{cfg.status_configmap}",
+                        summary="no status ConfigMap: the autoscaler has not run its loop (or --write-status-configmap=false)",
+                        next_step=AUTOSCALER_DOWN_STEP if pending else "")]
+    raw = (cm.get("data") or {}).get("status") or ""
+    # "2025-07-25 22:59:22.661669494 +0000 UTC", Go's time.String()
+    updated = (cm["metadata"].get("annotations") or {}).get("cluster-autoscaler.kubernetes.io/last-updated", "")
+    m = re.match(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)", updated)
+    stamp = parse_time(f"{m.group(1)}T{m.group(2)}Z") if m else None
+    findings: list[Finding] = []
+    age = (datetime.now(timezone.utc) - stamp).total_seconds() if stamp else None
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        doc = None
+    if isinstance(doc, dict) and ("autoscalerStatus" in doc or "nodeGroups" in doc):
+        wide = doc.get("clusterWide") or {}
+        health = (wide.get("health") or {}).get("status", "?")
+        scale_up = (wide.get("scaleUp") or {}).get("status", "?")
+        groups = []
+        for g in doc.get("nodeGroups") or []:
+            gh = g.get("health") or {}
+            up = g.get("scaleUp") or {}
+            groups.append(f"{g.get('name')} {gh.get('cloudProviderTarget', '?')} (min {gh.get('minSize', '?')}, "
+                          f"max {gh.get('maxSize', '?')})")
+            if up.get("status") == "Backoff":
+                info = up.get("backoffInfo") or {}
+                findings.append(Finding(status=Status.warn, target=f"node group {g.get('name')}",
+                                        summary=f"scale-up timed out, node group {g.get('name')} in backoff: "
+                                                f"{info.get('errorCode', '')} {info.get('errorMessage', '')}".strip(),
+                                        next_step=AUTOSCALER_BACKOFF_STEP))
+        state = doc.get("autoscalerStatus", "?")
+    else:
+        health = (re.search(r"Health:\s*(\w+)", raw) or [None, "?"])[1]
+        scale_up = (re.search(r"ScaleUp:\s*(\w+)", raw) or [None, "?"])[1]
+        groups = re.findall(r"Name:\s*(\S+)", raw)
+        state = "Running" if raw else "?"
+    fine = health == "Healthy" and (age is None or age <= cfg.status_stale_s)
+    summary = (f"{state}, cluster {health}, scale-up {scale_up}; node groups: {', '.join(groups) or 'none'}"
+               + (f"; status written {_age(age)} ago" if age is not None else ""))
+    if age is not None and age > cfg.status_stale_s:
+        summary += " (stale: the autoscaler loop is not running)"
+    findings.insert(0, Finding(status=Status.ok if fine else Status.warn, target=f"configmap/{cfg.status_configmap}",
+                               summary=summary, next_step="" if fine else AUTOSCALER_DOWN_STEP))
+    if not groups:
+        findings.append(Finding(status=Status.warn, target="node groups",
+                                summary="the autoscaler manages no node group: machine pool min/max annotations missing?",
+                                next_step=AUTOSCALER_POOL_STEP))
+    return findings
+
+
+async def _autoscaler_log(ctx: HandlerContext, cfg: AutoscalerChecks, restart: list[SuggestedAction]) -> list[Finding]:
+    pods, failed = await ctx.attempt(ctx.require_kube().list("v1", "pods", cfg.namespace, label_selector=cfg.selector),
+                                     "autoscaler pods")
+    if failed is not None or not pods:
+        return [failed] if failed else []
+    pod = pods[0]["metadata"]["name"]
+    hits, failed = await ctx.attempt(ctx.log_hits(cfg.namespace, pod, AUTOSCALER_LOG_PATTERNS, tail=200, quote=1),
+                                     f"pod/{cfg.namespace}/{pod} log")
+    if failed is not None:
+        return [failed]
+    named = [h for h in hits if h.pattern.cause]
+    if not named:
+        return []
+    hit = named[0]
+    step = AUTOSCALER_CA_STEP if "CA" in hit.pattern.cause else AUTOSCALER_CREDS_STEP
+    return [Finding(status=Status.warn, target=f"pod/{cfg.namespace}/{pod} log",
+                    summary=f"{hit.pattern.cause}: {hit.lines[-1][:240]}", details="\n".join(hit.lines),
+                    next_step=step, actions=restart)]
+
+
+async def _pool_annotations(ctx: HandlerContext, cfg: AutoscalerChecks) -> list[Finding]:
+    """The machine pools of Rancher's provisioning Cluster on the management cluster: min/max,
+    and for a pool the autoscaler may take to zero the node's resources (scale from zero)."""
+    mgmt = ctx.kube_mgmt
+    if mgmt is None:  # Rancher's Cluster objects live where Rancher runs, not in this cluster
+        return [Finding(status=Status.ok, target="machine pools",
+                        summary="pool min/max annotations not checked: no management cluster configured "
+                                "(kubernetes.mgmt_kubeconfig)")]
+    try:
+        clusters = await mgmt.list(RANCHER_CLUSTERS, "clusters", "fleet-default")
+    except SourceError as exc:
+        if exc.status in (403, 404):
+            return [Finding(status=Status.unknown, target="machine pools",
+                            summary="pool annotations not checkable: provisioning.cattle.io clusters on the "
+                                    f"management cluster: {exc.reason}")]
+        raise
+    clusters = [c for c in clusters if cfg.cluster in (None, c["metadata"]["name"])]
+    if not clusters:
+        return []
+    pools = (((clusters[0].get("spec") or {}).get("rkeConfig") or {}).get("machinePools")) or []
+    problems, fine = [], []
+    by_name = {p.get("name"): p for p in pools}
+    problems += [f"{name} is not a machine pool of the cluster" for name in cfg.pools if name not in by_name]
+    for name in cfg.pools:
+        pool = by_name.get(name)
+        if pool is None:
+            continue
+        ann = pool.get("machineDeploymentAnnotations") or {}
+        lacking = [a.rsplit("/", 1)[1] for a in (MIN_SIZE, MAX_SIZE) if a not in ann]
+        if int(pool.get("quantity", 1) or 0) == 0 or ann.get(MIN_SIZE) == "0":
+            lacking += [a.rsplit("/", 1)[1] for a in ZERO_RESOURCES if a not in ann]
+        if lacking:
+            problems.append(f"{name} lacks {', '.join(lacking)}")
+        else:
+            fine.append(f"{name} {ann[MIN_SIZE]}..{ann[MAX_SIZE]}")
+    if problems:
+        return [Finding(status=Status.warn, target="machine pools",
+                        summary="machine pool min/max annotations missing: " + "; ".join(problems),
+                        next_step=AUTOSCALER_POOL_STEP)]
+    return [Finding(status=Status.ok, target="machine pools", summary="autoscaled pools: " + (", ".join(fine) or "none"))]
 
 
 # -- 2.3 etcd Cluster Health Degraded ---------------------------------------------------------------

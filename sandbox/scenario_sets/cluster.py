@@ -8,7 +8,7 @@ from sandbox.kube.store import Obj
 from sandbox.platform import (CORE, Platform, add_event, add_log, add_taint, iso, now, set_condition,
                               set_pod_unschedulable, set_pod_waiting)
 from sandbox.scenario_model import Scenario, _first_pod, _scheduling_message, _worker
-from sandbox.world import etcd_snapshot
+from sandbox.world import AUTOSCALER_GROUPS, autoscaler_status, etcd_snapshot
 
 
 # -- chapter 1: what the flowchart's pod branches read ---------------------------------------------
@@ -137,6 +137,80 @@ def _etcd_snapshots_missing(p: Platform) -> None:
     _drop_snapshots(p)
 
 
+# -- 2.5 Cluster Autoscaler Not Scaling -----------------------------------------------------------
+AUTOSCALER = {"app.kubernetes.io/name": "rancher-cluster-autoscaler"}
+RANCHER_URL = "https://rancher.example.com"
+
+
+def _pending_for_cpu(p: Platform) -> None:
+    """A compute workload that no node has room for: the autoscaler should add a node."""
+    pod = _first_pod(p, "mattermost", {"app": "mattermost"})
+    message = _scheduling_message(p, "Insufficient cpu")
+    pod = set_pod_unschedulable(p, "mattermost", pod["metadata"]["name"], message)
+    p.kube.update(CORE, "Pod", pod["metadata"]["name"], "mattermost", lambda o: o["status"]["conditions"][0].update(
+        lastTransitionTime=iso(now() - timedelta(minutes=12))))
+    add_event(p, pod, "FailedScheduling", message, component="default-scheduler")
+
+
+def _autoscaler_log(p: Platform, lines: list[str]) -> None:
+    pod = _first_pod(p, "kube-system", AUTOSCALER)
+    add_log(p, "kube-system", pod["metadata"]["name"], lines, ago=timedelta(seconds=20), spacing=timedelta(seconds=10))
+
+
+def _autoscaler_token_expired(p: Platform) -> None:
+    _pending_for_cpu(p)
+    _autoscaler_log(p, [
+        "I1203 06:10:01.004211       1 static_autoscaler.go:296] Starting main loop",
+        f'E1203 06:10:01.218734       1 rancher_provider.go:182] failed to get node groups: rancher API request '
+        f'"{RANCHER_URL}/v1/provisioning.cattle.io.clusters/fleet-default/rke2" returned 401 Unauthorized: '
+        '{"type":"error","status":"401","message":"must authenticate"}',
+        "E1203 06:10:01.218801       1 static_autoscaler.go:329] Failed to refresh cloud provider config",
+    ])
+
+
+def _autoscaler_ca_untrusted(p: Platform) -> None:
+    _pending_for_cpu(p)
+    _autoscaler_log(p, [
+        "I1203 06:10:01.004211       1 static_autoscaler.go:296] Starting main loop",
+        f'E1203 06:10:01.331090       1 rancher_provider.go:182] failed to get node groups: Get '
+        f'"{RANCHER_URL}/v1/provisioning.cattle.io.clusters/fleet-default/rke2": tls: failed to verify '
+        'certificate: x509: certificate signed by unknown authority',
+    ])
+
+
+def _autoscaler_cloud_config(p: Platform) -> None:
+    _pending_for_cpu(p)
+    _autoscaler_log(p, [
+        "I1203 06:09:58.100221       1 main.go:604] Cluster Autoscaler 1.33.0",
+        "F1203 06:09:58.102937       1 main.go:687] Failed to create autoscaler: rancher: unable to load "
+        "cloud config: open /config/cloud-config: no such file or directory",
+    ])
+
+
+def _autoscaler_pool_annotations(p: Platform) -> None:
+    """cluster.tf lost the general pool's min/max: the autoscaler no longer manages it."""
+    assert p.mgmt is not None
+
+    def strip(c: Obj) -> None:
+        for pool in c["spec"]["rkeConfig"]["machinePools"]:
+            if pool["name"] == "general":
+                pool.pop("machineDeploymentAnnotations", None)
+    p.mgmt.update("provisioning.cattle.io/v1", "Cluster", "rke2", "fleet-default", strip)
+    groups = [g for g in AUTOSCALER_GROUPS if not g["name"].endswith("general")]
+    p.kube.update(CORE, "ConfigMap", "cluster-autoscaler-status", "kube-system",
+                  lambda cm: cm["data"].update(status=autoscaler_status(now(), groups)))
+
+
+def _autoscaler_scale_up_backoff(p: Platform) -> None:
+    """It asked for a node 20 minutes ago; Harvester had no room, so none came: backoff."""
+    _pending_for_cpu(p)
+    groups = [dict(g) for g in AUTOSCALER_GROUPS]
+    groups[0].update(target=2, scale_up="Backoff",
+                     backoff=("timeout", "Scale-up timed out for node group fleet-default/rke2-general after 15m0s"))
+    p.kube.update(CORE, "ConfigMap", "cluster-autoscaler-status", "kube-system",
+                  lambda cm: cm["data"].update(status=autoscaler_status(now(), groups)))
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("crashloop-oomkilled", "argocd-repo-server in CrashLoopBackOff, last termination OOMKilled (1)",
              _crashloop_oomkilled, section="1", status="warn", cause="pod(s) OOMKilled"),
@@ -161,6 +235,21 @@ SCENARIOS: tuple[Scenario, ...] = (
              cause="etcd snapshot failed on rke2-cp-1: failed to save snapshot"),
     Scenario("etcd-snapshots-missing", "no etcd snapshot at all: a lost quorum could not be restored (2.3, 10.3)",
              _etcd_snapshots_missing, section="10.3", status="crit", cause="no etcd snapshot available"),
+    Scenario("autoscaler-token-expired", "a pod Pending for CPU; the autoscaler's Rancher token is rejected (401) (2.5)",
+             _autoscaler_token_expired, section="2.5", status="warn",
+             cause="Rancher token expired or invalid: E1203"),
+    Scenario("autoscaler-ca-untrusted", "the autoscaler does not trust Rancher's CA (x509) (2.5)",
+             _autoscaler_ca_untrusted, section="2.5", status="warn",
+             cause="Rancher CA certificate not trusted: "),
+    Scenario("autoscaler-cloud-config", "the autoscaler cannot load its cloud-config (2.5)",
+             _autoscaler_cloud_config, section="2.5", status="warn",
+             cause="cloud-config wrong or missing: F1203"),
+    Scenario("autoscaler-pool-annotations", "the general pool lost autoscaler-min-size/max-size (2.5)",
+             _autoscaler_pool_annotations, section="2.5", status="warn",
+             cause="machine pool min/max annotations missing: general lacks autoscaler-min-size, autoscaler-max-size"),
+    Scenario("autoscaler-scale-up-backoff", "scale-up of the general pool timed out (Harvester capacity) (2.5)",
+             _autoscaler_scale_up_backoff, section="2.5", status="warn",
+             cause="scale-up timed out, node group fleet-default/rke2-general in backoff"),
     Scenario("golden-image-drift", "rke2-compute-1 runs Rocky 9.4 and an older kernel, the rest Rocky 9.5 (2.9)",
              _golden_image_drift, section="2.9", status="warn", cause="nodes built from different golden images"),
 )
