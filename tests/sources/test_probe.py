@@ -111,3 +111,22 @@ async def test_the_context_gives_handlers_the_configured_prober(sandbox) -> None
             await bare.tls_probe(LB_IP)
     finally:
         await bare.close()
+
+
+async def test_a_body_sent_in_pieces_is_read_up_to_the_bound_and_no_further() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nabc")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"defgh" + b"x" * 100_000)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await Prober(["127.0.0.1/32"], {}, max_body_bytes=8).http(f"http://127.0.0.1:{port}/x")
+    finally:
+        server.close()
+    assert result.status == 200 and result.reason == "OK" and result.body == "abcdefgh"
