@@ -269,6 +269,10 @@ async def _node_or_none(env: ActionEnv, name: str) -> dict[str, Any] | None:
         raise
 
 
+async def _no_node(run: StepRun) -> str | None:
+    return None if await _node_or_none(run.env, run.params.node) else f"no node {run.params.node}"
+
+
 async def _considerations(run: StepRun) -> tuple[str | None, str]:
     """11.3's special considerations: (why the node must not be drained now, what was checked)."""
     env, name = run.env, run.params.node
@@ -412,6 +416,7 @@ class NodeMaintenance(Procedure[NodeParams]):
     title = "Node maintenance: cordon, drain, wait, uncordon"
     section = "11.3"
     params = NodeParams
+    refuse = staticmethod(_no_node)
     steps = (
         Step("considerations", "Special considerations (control plane, Vault, CNPG, database nodes)",
              kind="check", run=_check_considerations, dry_run=_plan_considerations, timeout_s=60,
@@ -570,6 +575,7 @@ class ReplaceNode(Procedure[NodeParams]):
     title = "Single node replacement: drain, delete node and machine, wait for the new node"
     section = "10.2"
     params = NodeParams
+    refuse = staticmethod(_no_node)
     steps = (
         Step("identify", "Identify the node, its machine and pool; special considerations", kind="check",
              run=_identify, dry_run=_plan_identify, timeout_s=60,

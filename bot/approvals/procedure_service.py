@@ -185,6 +185,11 @@ class ProcedureService:
         env = self.a.env(requester)
         now = self.a.clock()
         why = proc.enabled(env, params)
+        if why is None:
+            try:
+                why = await proc.refuse(StepRun(env=env, params=params))
+            except SourceError as exc:
+                why = f"could not read the target: {exc}"
         if why is not None:
             await self.repo.record(now, None, name, "refused", requester, {"params": data, "why": why})
             await self.a.chat.post(channel_id, f":no_entry: Not proposing `{call_text(name, data)}`: {why}",

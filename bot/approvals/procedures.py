@@ -157,6 +157,10 @@ class Procedure(Generic[P]):
         """None when it may be proposed with these params, else why not."""
         return None
 
+    async def refuse(self, run: StepRun) -> str | None:
+        """Read-only, before proposing: why there is nothing to propose (e.g. no such node)."""
+        return None
+
     def usage(self) -> str:
         parts = []
         for key, info in self.params.model_fields.items():

@@ -134,6 +134,10 @@ async def test_node_maintenance_runs_in_order_stops_on_a_blocked_drain_and_resum
 
 async def test_node_maintenance_rejected_by_x_changes_nothing(sandbox, bots):
     await bots.start(quorum_high=1)
+    reply = await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop fix node-maintenance node=nope")
+    assert "Planning procedure" in reply["text"]
+    await wait_for(lambda: any("Not proposing `node-maintenance node=nope`: no node nope" in m.message
+                               for m in bot_posts(sandbox)), what="the refusal")
     p = await start_procedure(sandbox, "alice", f"node-maintenance node={NODE}")
     sandbox.mattermost.react("alice", p.id, "x")
     await wait_status(sandbox, p.id, "**rejected** by @alice")
