@@ -171,3 +171,37 @@ async def test_backups_without_the_credentials_grant_say_not_checkable(sandbox) 
 
 
 
+
+
+async def test_sentinel_failover_proposes_restarting_harbor_core(sandbox) -> None:
+    """6.5 step 3 after a failover Sentinel completed: harbor-core's stale connections."""
+    await sandbox.apply("redis-sentinel-failover")
+    ctx, env = await env_for(sandbox)
+    try:
+        report = await run_sop(REGISTRY.get("redis-sentinel"), ctx)
+        f = report.findings[0]
+        assert f.status is Status.warn and f.summary.startswith(
+            "recent failover: the master changed in the last 30m; now harbor-redis-1 (")
+        assert f.summary.endswith("agreed by 3 Sentinel(s)")
+        assert [(a.action, a.params) for a in f.actions] == [
+            ("restart", {"kind": "deployment", "namespace": "harbor", "name": "harbor-core"})]
+        plan = await ACTIONS["restart"].plan(env, ACTIONS["restart"].parse(f.actions[0].params))
+        assert plan.dry_run and plan.operations[0].startswith("PATCH apps/v1 deployments harbor/harbor-core")
+    finally:
+        await ctx.close()
+
+
+async def test_galera_split_brain_names_the_bootstrap_node(sandbox) -> None:
+    await sandbox.apply("galera-split-brain")
+    ctx, _ = await env_for(sandbox)
+    try:
+        report = await run_sop(REGISTRY.get("galera-health"), ctx)
+    finally:
+        await ctx.close()
+    f = report.findings[0]
+    assert f.status is Status.crit and f.target == "mariadb/librenms/librenms-mariadb"
+    assert "sizes librenms-mariadb-0 1, librenms-mariadb-1 2, librenms-mariadb-2 2; 3 claim Primary" in f.summary
+    assert "operator: Ready=False Galera not ready" in f.summary
+    assert f.next_step.startswith("6.4 (guidance") and "bootstrap from librenms-mariadb-1 (wsrep_last_committed 184301" \
+        in f.next_step
+    assert not f.actions  # bootstrap edits the StatefulSet by hand: guidance only
