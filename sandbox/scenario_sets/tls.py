@@ -56,6 +56,8 @@ def _served_cert_expired(p: Platform, ns: str = "monitoring", secret: str = "gra
     the Certificate last reported Ready)."""
     pki = p.vault.pki
     assert pki is not None
+    if p.kube.get(CORE, "Secret", secret, ns) is None:  # (composed with a scenario that deleted it)
+        return
     start = now() - timedelta(days=33)
     crt, key = pki.issue_leaf(["grafana.example.com"], start, start + timedelta(days=30))
     p.kube.update(CORE, "Secret", secret, ns, lambda s: s["data"].update({
@@ -67,6 +69,8 @@ def _failing_request(p: Platform, ns: str, host: str, reason: str, message: str)
     """The Certificate Ready=False, its Secret gone, a new revision's request failing with ``message``
     (as cert-manager's issuing controller leaves them)."""
     name = f"{host}-{p.domain.replace('.', '-')}-tls"
+    if p.kube.get(CERT_MANAGER, "Certificate", name, ns) is None:  # (composed with a scenario that deleted it)
+        return
     set_certificate_ready(p, ns, name, False, "DoesNotExist", "Issuing certificate as Secret does not exist")
 
     def issuing(cert: dict) -> None:
@@ -124,9 +128,8 @@ def _cert_sa_token_invalid(p: Platform) -> None:
         issuer["spec"]["vault"]["auth"]["kubernetes"].pop("serviceAccountRef", None)
         issuer["spec"]["vault"]["auth"]["kubernetes"]["secretRef"] = {"name": "vault-issuer-token", "key": "token"}
     p.kube.update(CERT_MANAGER, "ClusterIssuer", "vault-issuer", "", secret_auth)
-    sa = p.kube.remove(CORE, "ServiceAccount", "vault-issuer", "cert-manager")
-    assert sa is not None
-    p.kube.add({"apiVersion": CORE, "kind": "ServiceAccount",
+    sa = p.kube.remove(CORE, "ServiceAccount", "vault-issuer", "cert-manager") or {"metadata": {}}
+    p.kube.add({"apiVersion": CORE, "kind": "ServiceAccount",  # recreated: a new uid
                 "metadata": {"name": "vault-issuer", "namespace": "cert-manager",
                              "labels": dict(sa["metadata"].get("labels") or {})}})
     error = _vault_api_error("auth/kubernetes/login", "PUT", 403, "lookup failed: service account unauthorized; this "
@@ -139,7 +142,8 @@ def _cert_sa_token_invalid(p: Platform) -> None:
 def _cert_role_denied(p: Platform) -> None:
     """The PKI role was narrowed to internal names: public names are refused."""
     role = p.domain.replace(".", "-dot-")
-    p.vault.pki_roles[role]["allowed_domains"] = [f"internal.{p.domain}"]
+    if role in p.vault.pki_roles:  # (composed with a scenario that deleted it: nothing to narrow)
+        p.vault.pki_roles[role]["allowed_domains"] = [f"internal.{p.domain}"]
     _failing_request(p, "harbor", "harbor", "Pending",
                      "Vault failed to sign certificate: failed to sign certificate by vault: "
                      + _vault_api_error(f"pki_int/sign/{role}", "POST", 400,
@@ -168,7 +172,8 @@ def _issuer_pki_unmounted(p: Platform) -> None:
 
 
 def _issuer_role_unbound(p: Platform) -> None:
-    p.vault.k8s_roles["cert-manager-issuer"]["bound_service_account_names"] = ["cert-manager"]
+    if "cert-manager-issuer" in p.vault.k8s_roles:  # (composed with a scenario that deleted it)
+        p.vault.k8s_roles["cert-manager-issuer"]["bound_service_account_names"] = ["cert-manager"]
     set_issuer_ready(p, "vault-issuer", False, "VaultError", LOGIN + _vault_api_error(
         "auth/kubernetes/login", "PUT", 403, "service account name not authorized"))
 
