@@ -316,6 +316,88 @@ def _build(key: tuple[str, str, str], common: tuple[str, str, str] | None) -> st
     return " / ".join(parts) or "the same build"
 
 
+# -- 2.4 API Server Unreachable ---------------------------------------------------------------------
+API_DOWN_STEP = ("2.4: the bot cannot reach the API server: verify the CP VMs run in Harvester (`/sop harvester-vms`), "
+                 "then on a CP node (SSH) sudo systemctl status rke2-server; sudo journalctl -u rke2-server -n 200; "
+                 "sudo systemctl restart rke2-server")
+API_NODE_STEP = ("2.4 step 2-3: on that CP node (SSH) sudo journalctl -u rke2-server -n 200, then "
+                 "sudo systemctl restart rke2-server; an etcd check failing: see 2.3 (`/sop etcd-health`)")
+API_ALL_STEP = ("2.4 Escalation: no control-plane node serves the API: check the CP VMs in Harvester; all three "
+                "down there: escalate to the infrastructure team for the Harvester hosts")
+API_TUNNEL = ("2.4 step 4: if only Rancher's tunnel is broken but these direct probes answer, use a kubeconfig "
+              "taken from a CP node (sudo cat /etc/rancher/rke2/rke2.yaml, server URL changed) for the time being")
+
+
+class ApiChecks(BaseModel):
+    """``checks.api-server`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    port: int = Field(6443, ge=1, le=65535, description="the API server port on each control-plane node")
+
+
+@sop("api-server", title="API server: the bot's own connection, each CP node's /healthz and /readyz",
+     section="2.4", severity=Severity.P1,
+     causes=("the bot cannot reach the API server", "API server down on a control-plane node",
+             "API server down on every control-plane node"))
+async def api_server(ctx: HandlerContext, params: NoParams) -> list[Finding]:
+    """The bot's own Kubernetes connection first (failing, it is the evidence); then each
+    control-plane node's `https://<InternalIP>:6443/healthz` and `/readyz` probed directly,
+    bypassing the Rancher tunnel (runbook 2.4; addresses from the Node objects only, inside
+    probe.allowed_cidrs; anonymous, no credentials sent)."""
+    cfg = check_settings(ctx, "api-server", ApiChecks)
+    kube = ctx.require_kube()
+    try:
+        nodes = await kube.list("v1", "nodes", label_selector=CONTROL_PLANE)
+    except SourceError as exc:
+        if exc.status in (401, 403):
+            raise  # it answered: the bot's credentials, not the API, are the problem
+        return [Finding(status=Status.crit, target="API server", summary=f"the bot cannot reach the API server: {exc.reason}",
+                        details="The control-plane addresses come from Node objects, which the API did not give: "
+                                "the direct probes are not checkable. " + API_TUNNEL, next_step=API_DOWN_STEP)]
+    findings = [Finding(status=Status.ok, target="API server", summary=f"the bot's connection works ({len(nodes)} CP node(s) listed)")]
+    if ctx.probe is None:
+        findings.append(Finding(status=Status.unknown, target="direct probes",
+                                summary="no probes configured (probe.allowed_cidrs): each CP node's /healthz not checked"))
+        return findings
+    results = await asyncio.gather(*(_probe_cp(ctx, n, cfg.port) for n in nodes))
+    down = [name for name, ok, _ in results if not ok]
+    for name, ok, said in results:
+        findings.append(Finding(status=Status.ok if ok else Status.warn, target=f"node/{name} :{cfg.port}", summary=said,
+                                next_step="" if ok else API_NODE_STEP))
+    if down:
+        # Quorum tolerance is one CP node of three: more is what users feel.
+        many = len(down) > len(nodes) // 2
+        what = ("API server down on every control-plane node" if len(down) == len(nodes)
+                else f"API server down on a control-plane node: {len(down)} of {len(nodes)}")
+        findings.insert(1, Finding(status=Status.crit if many else Status.warn, target="control plane",
+                                   summary=f"{what} ({', '.join(down)})", details=API_TUNNEL,
+                                   next_step=API_ALL_STEP if many else API_NODE_STEP))
+    return findings
+
+
+async def _probe_cp(ctx: HandlerContext, node: dict, port: int) -> tuple[str, bool, str]:
+    name = node["metadata"]["name"]
+    ip = next((a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"), None)
+    if ip is None:
+        return name, False, "no InternalIP in the Node object: not probed"
+    parts = []
+    ok = True
+    for path in ("/healthz", "/readyz"):
+        try:
+            res = await ctx.http_probe(f"https://{ip}:{port}{path}")
+        except SourceError as exc:
+            return name, False, f"{ip}:{port} unreachable: {exc.reason}"
+        if res.status == 200:
+            parts.append(f"{path} ok")
+        elif res.status in (401, 403):  # it is up and authenticating; anonymous health checks are off
+            parts.append(f"{path} answers {res.status} (anonymous health checks disabled: up, readiness not shown)")
+        else:
+            ok = False
+            failed = [ln.strip() for ln in res.body.splitlines() if ln.strip().startswith("[-]")]
+            parts.append(f"{path} {res.status}" + (f" ({'; '.join(failed[:3])})" if failed else ""))
+    return name, ok, f"{ip}:{port} " + ", ".join(parts)
+
+
 # -- 2.5 Cluster Autoscaler Not Scaling -------------------------------------------------------------
 RANCHER_CLUSTERS = "provisioning.cattle.io/v1"
 MIN_SIZE = "cluster.provisioning.cattle.io/autoscaler-min-size"

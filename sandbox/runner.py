@@ -282,11 +282,18 @@ class Sandbox:
             **({"prometheus": {"url": self._prometheus.url, "timeout_s": 5}} if self._prometheus else {}),
         }
 
+    def _cp_ips(self) -> list[str]:
+        return [a["address"] for n in self.platform.kube.list("v1", "Node")
+                if "node-role.kubernetes.io/control-plane" in n["metadata"].get("labels", {})
+                for a in n["status"].get("addresses", []) if a.get("type") == "InternalIP"]
+
     def probe_config(self) -> dict[str, Any]:
         vault = self._vault[0].url.split("://", 1)[1]
         return {"allowed_cidrs": ["203.0.113.0/24", "10.43.0.0/16", f"{HOST}/32"],
                 "address_map": {f"{LB_IP}:443": self.traefik.address,
-                                "vault.vault.svc.cluster.local:8200": vault},
+                                "vault.vault.svc.cluster.local:8200": vault,
+                                # each control-plane node's API server (2.4): the sandbox API server
+                                **{f"{ip}:6443": self.kube_url.split("://", 1)[1] for ip in self._cp_ips()}},
                 "timeout_s": 3.0}
 
     def settings(self, **overrides: Any):  # -> bot.config.Settings

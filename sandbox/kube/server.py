@@ -582,13 +582,28 @@ class KubeApi:
                     return str(version)
         return None
 
+    def _health(self, path: str, host: str) -> web.Response:
+        """A control-plane node's own API server, probed at its address (runbook 2.4 curl -sk
+        https://<cp-node-ip>:6443/healthz): it follows that node's kube-apiserver mirror pod, so a
+        scenario that breaks the pod breaks the node's endpoints. Any other host: this server."""
+        ip = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        node = next((n for n in self.store.list("v1", "Node")
+                     if any(a.get("address") == ip for a in (n.get("status") or {}).get("addresses") or [])), None)
+        pod = self.store.get("v1", "Pod", f"kube-apiserver-{node['metadata']['name']}", "kube-system") if node else None
+        if pod is None or any(c.get("type") == "Ready" and c.get("status") == "True"
+                              for c in (pod.get("status") or {}).get("conditions") or []):
+            return web.Response(text="ok")
+        # What the real server answers while its etcd is gone (verbose list of checks).
+        checks = ["[+]ping ok", "[+]log ok", "[-]etcd failed: reason withheld", "[+]poststarthook/start-apiextensions-informers ok"]
+        return web.Response(status=500, text="\n".join(checks) + f"\n{path.strip('/')} check failed\n")
+
     async def discovery_doc(self, request: web.Request) -> web.StreamResponse | None:
         path = request.path.rstrip("/") or "/"
         accept = request.headers.get("Accept", "")
         if path == "/version":
             return _json(discovery.version_info(self._control_plane_version()))
         if path in ("/healthz", "/readyz", "/livez"):
-            return web.Response(text="ok")
+            return self._health(path, request.host)
         if path == "/.well-known/openid-configuration":  # ServiceAccount issuer discovery
             return _json({"issuer": self.store.tokens.issuer,
                           "jwks_uri": f"https://{request.host}/openid/v1/jwks",
@@ -659,7 +674,8 @@ def _auth_middleware(token: str) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
         given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        # system:public-info-viewer: anonymous health checks are allowed (the upstream default).
+        if request.path not in ("/healthz", "/readyz", "/livez") and not hmac.compare_digest(given, expected):
             return _error(unauthorized())
         return await handler(request)
     return auth

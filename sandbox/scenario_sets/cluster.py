@@ -137,6 +137,22 @@ def _etcd_snapshots_missing(p: Platform) -> None:
     _drop_snapshots(p)
 
 
+# -- 2.4 API Server Unreachable -------------------------------------------------------------------
+def _apiserver_cp_down(p: Platform) -> None:
+    """rke2-cp-2's kube-apiserver crash-loops (its etcd client cannot connect): its own
+    /healthz and /readyz fail while the other two still serve the API."""
+    name = "kube-apiserver-rke2-cp-2"
+    set_pod_waiting(p, "kube-system", name, "CrashLoopBackOff",
+                    f"back-off 1m20s restarting failed container=kube-apiserver pod={name}_kube-system",
+                    restart_count=5, last_exit=(1, "Error"))
+    add_log(p, "kube-system", name, [
+        'W1203 06:11:02.518810       1 logging.go:55] [core] grpc: addrConn.createTransport failed to connect to '
+        '{Addr: "127.0.0.1:2379"}. Err: connection error: desc = "transport: Error while dialing: dial tcp '
+        '127.0.0.1:2379: connect: connection refused"',
+        'E1203 06:11:22.519004       1 run.go:72] "command failed" err="context deadline exceeded"',
+    ], previous=True)
+
+
 # -- 2.5 Cluster Autoscaler Not Scaling -----------------------------------------------------------
 AUTOSCALER = {"app.kubernetes.io/name": "rancher-cluster-autoscaler"}
 RANCHER_URL = "https://rancher.example.com"
@@ -235,6 +251,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              cause="etcd snapshot failed on rke2-cp-1: failed to save snapshot"),
     Scenario("etcd-snapshots-missing", "no etcd snapshot at all: a lost quorum could not be restored (2.3, 10.3)",
              _etcd_snapshots_missing, section="10.3", status="crit", cause="no etcd snapshot available"),
+    Scenario("apiserver-cp-down", "rke2-cp-2's API server fails /healthz and /readyz (etcd check failed) (2.4)",
+             _apiserver_cp_down, section="2.4", status="warn",
+             cause="API server down on a control-plane node: 1 of 3 (rke2-cp-2)"),
     Scenario("autoscaler-token-expired", "a pod Pending for CPU; the autoscaler's Rancher token is rejected (401) (2.5)",
              _autoscaler_token_expired, section="2.5", status="warn",
              cause="Rancher token expired or invalid: E1203"),

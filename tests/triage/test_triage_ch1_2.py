@@ -99,6 +99,8 @@ async def test_the_bot_that_cannot_reach_the_api_says_so_and_goes_to_2_4(sandbox
     assert "**What is affected?** → **The cluster** — the bot cannot reach the API server: " in shown
     assert "**Nodes Ready?** → **API unreachable** — the bot cannot reach the API server: " in shown
     assert ":checkered_flag: **API server unreachable - Section 2.4**" in shown
+    assert "api-server" in sops_run(thread)
+    assert "the bot cannot reach the API server: " in "\n".join(p.message for p in thread if "api-server" in p.message)
 
 
 TEAM_CHART = '''```mermaid
