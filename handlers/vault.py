@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,6 +32,8 @@ CERT_MANAGER_STEP = ("5.2 step 5: cert-manager has not recovered although Vault 
                      "(5.5) and cert-health (4.2)")
 CM = "cert-manager.io/v1"
 VAULT_NAMESPACE = "vault"
+# How cert-manager quotes an unavailable Vault (sealed, no active node, not listening).
+VAULT_DOWN_WORDS = re.compile(r"Vault is sealed|active cluster node not found|connection refused|Code: 503")
 RAFT_PORT = 8201
 
 
@@ -104,7 +107,12 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
                                         + (f"; not initialized: {', '.join(s['name'] for s in uninitialized)}"
                                            if uninitialized else ""),
                                 next_step=step, actions=actions))
-    if unsealed and not leaders:
+    if unsealed and not leaders and len(unsealed) <= len(addrs) // 2:
+        # Not 5.3: Raft cannot elect without a majority; the sealed/unreachable ones are the cause.
+        findings.append(Finding(status=Status.crit, target="raft",
+                                summary=f"no Raft leader: {len(unsealed)} of {len(addrs)} replicas can vote, no quorum "
+                                        "until the others are back", next_step=UNSEAL_STEP if sealed else DOWN_STEP))
+    elif unsealed and not leaders:
         # 5.3 is P1: no leader means no Vault (every request fails with "active node not found").
         findings.append(Finding(status=Status.crit, target="raft",
                                 summary="no Raft leader: every unsealed replica is standby "
@@ -382,6 +390,11 @@ async def _cert_manager_recovery(ctx: HandlerContext, vault_ok: bool) -> list[Fi
         if exc.status == 404:  # cert-manager not installed
             return []
         return [Finding(status=Status.unknown, target="cert-manager", summary=exc.reason)]
+    # Only failures that quote Vault being unavailable belong here: others (a role that refuses
+    # a name, a login denied) are cert-health's and vault-k8s-auth's causes, not 5.2 step 5.
+    def down(message: str) -> bool:
+        return bool(VAULT_DOWN_WORDS.search(message or ""))
+
     vault_issuers = [i for i in issuers if (i.get("spec") or {}).get("vault")]
     if not vault_issuers:
         return []
@@ -391,13 +404,14 @@ async def _cert_manager_recovery(ctx: HandlerContext, vault_ok: bool) -> list[Fi
     step = CERT_MANAGER_STEP if vault_ok else UNSEAL_STEP
     for issuer in vault_issuers:
         cond = condition(issuer, "Ready") or {}
-        if cond.get("status") != "True":
+        if cond.get("status") != "True" and down(str(cond.get("message") or "")):
             why = str(cond.get("message") or cond.get("reason") or "no Ready condition").splitlines()[0][:200]
             out.append(Finding(status=status, target=f"clusterissuer/{issuer['metadata']['name']}",
                                summary=("cert-manager has not recovered: " if vault_ok else "waits for Vault: ")
                                        + f"Ready={cond.get('status', 'missing')}: {why}", next_step=step))
     pending = [r for r in requests if ((r.get("spec") or {}).get("issuerRef") or {}).get("name") in names
-               and (condition(r, "Ready") or {}).get("reason") == "Pending"]
+               and (condition(r, "Ready") or {}).get("reason") == "Pending"
+               and down(str((condition(r, "Ready") or {}).get("message") or ""))]
     if pending:
         first = pending[0]
         msg = str((condition(first, "Ready") or {}).get("message", "")).splitlines()[0][:200]
@@ -406,8 +420,13 @@ async def _cert_manager_recovery(ctx: HandlerContext, vault_ok: bool) -> list[Fi
                                    f"e.g. {first['metadata'].get('namespace')}/{first['metadata']['name']}: {msg}",
                            next_step=step))
     if not out:
+        other = sorted(i["metadata"]["name"] for i in vault_issuers
+                       if (condition(i, "Ready") or {}).get("status") != "True")
         out.append(Finding(status=Status.ok, target="cert-manager",
-                           summary=f"ClusterIssuer(s) {', '.join(sorted(names))} Ready; no CertificateRequest pending"))
+                           summary=(f"ClusterIssuer(s) {', '.join(sorted(names))} Ready; no CertificateRequest "
+                                    "pending on Vault" if not other else
+                                    f"ClusterIssuer(s) {', '.join(other)} not Ready for a reason other than Vault's "
+                                    "availability (cert-health, vault-k8s-auth name it)")))
     return out
 
 

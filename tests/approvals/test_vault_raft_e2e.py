@@ -96,4 +96,4 @@ async def test_after_unsealing_a_healthy_cert_manager_is_confirmed(sandbox, bots
     sandbox.mattermost.react("bob", p.id, "white_check_mark")
     final = await wait_state(sandbox, p.id, "succeeded")
     assert "unsealed vault-1, vault-2 (verified: sealed=false). cert-manager: ClusterIssuer(s) vault-issuer " \
-           "Ready; no CertificateRequest pending" in final
+           "Ready; no CertificateRequest pending on Vault" in final
