@@ -645,6 +645,8 @@ class EtcdChecks(BaseModel):
     fsync_warn_s: float = Field(0.01, gt=0, description="WAL fsync p99 warning (etcd guidance: < 10 ms)")
     fsync_crit_s: float = Field(0.5, gt=0, description="WAL fsync p99 critical (runbook 2.3: > 500 ms)")
     rtt_warn_s: float = Field(0.15, gt=0, description="peer round trip p99 warning")
+    leader_changes_warn: int = Field(3, ge=1, description="leader changes in the last hour that mean unstable elections")
+    db_quota_warn: float = Field(0.8, gt=0, le=1, description="DB size share of the backend quota: warning (NOSPACE at 1)")
     rate_window: str = Field("5m", pattern=r"^[0-9]+(ms|s|m|h)$", description="PromQL rate window")
 
 
@@ -652,8 +654,10 @@ class EtcdParams(SOPParams):
     instance: HostPort | None = Field(None, description="one member's Prometheus instance, host:port")
 
 
-@sop("etcd-health", title="etcd members: up, leader, WAL fsync and peer latency", section="2.3",
-     severity=Severity.P1, alerts=("EtcdMemberDown", "EtcdHighLatency"))
+@sop("etcd-health", title="etcd members: up, leader, leader changes, WAL fsync, peer latency, DB size",
+     section="2.3", severity=Severity.P1, alerts=("EtcdMemberDown", "EtcdHighLatency"),
+     causes=("etcd member down", "WAL fsync > 500 ms (slow disk)", "quorum lost (2 of 3 CP down)",
+             "frequent leader changes", "DB size near its quota"))
 async def etcd_health(ctx: HandlerContext, params: EtcdParams) -> list[Finding]:
     """Each etcd member scraped and reporting a leader, its WAL fsync and peer round-trip p99
     (runbook 2.3), and whether the cluster kept quorum (10.3 when it did not)."""
@@ -665,13 +669,18 @@ async def etcd_health(ctx: HandlerContext, params: EtcdParams) -> list[Finding]:
     if params.instance:
         sel += f", instance={promql_string(params.instance)}"
     w = cfg.rate_window
-    up, leader, fsync, rtt = await asyncio.gather(
+    up, leader, fsync, rtt, changes, size, quota, is_leader = await asyncio.gather(
         ctx.prometheus.query(f"up{{{sel}}}"),
         ctx.prometheus.query(f"etcd_server_has_leader{{{sel}}}"),
         ctx.prometheus.query("histogram_quantile(0.99, sum by (instance, le) "
                              f"(rate(etcd_disk_wal_fsync_duration_seconds_bucket{{{sel}}}[{w}])))"),
         ctx.prometheus.query("histogram_quantile(0.99, sum by (instance, le) "
-                             f"(rate(etcd_network_peer_round_trip_time_seconds_bucket{{{sel}}}[{w}])))"))
+                             f"(rate(etcd_network_peer_round_trip_time_seconds_bucket{{{sel}}}[{w}])))"),
+        # The runbook's curl :2381/metrics | grep etcd_server_leader_changes_seen_total, over an hour.
+        ctx.prometheus.query(f"max(increase(etcd_server_leader_changes_seen_total{{{sel}}}[1h]))"),
+        ctx.prometheus.query(f"etcd_mvcc_db_total_size_in_bytes{{{sel}}}"),
+        ctx.prometheus.query(f"etcd_server_quota_backend_bytes{{{sel}}}"),
+        ctx.prometheus.query(f"etcd_server_is_leader{{{sel}}} == 1"))
     if not up:
         what = f"etcd target {params.instance}" if params.instance else f"etcd target (up{{{sel}}})"
         return [Finding(status=Status.unknown, target="etcd", summary=f"Prometheus has no {what}",
@@ -717,16 +726,69 @@ async def etcd_health(ctx: HandlerContext, params: EtcdParams) -> list[Finding]:
     problems = [f"{n} {what}" for n, what in ((down, "down"), (leaderless, "without a leader"),
                                               (expected - scraped, "not scraped at all")) if n]
     summary = f"{healthy} of {expected} members up with a leader" + (f" ({', '.join(problems)})" if problems else "")
+    findings += _etcd_extras(cfg, changes, by(size), by(quota), is_leader)
     if healthy < quorum:
         findings.insert(0, Finding(status=Status.crit, target="quorum",
                                    summary=f"quorum lost: {summary}; quorum needs {quorum}",
-                                   next_step=ETCD_QUORUM_STEP))
+                                   details=await _restore_prerequisites(ctx), next_step=ETCD_QUORUM_STEP))
     elif problems:
         step = ETCD_DOWN_STEP if down else ETCD_LEADER_STEP if leaderless else ETCD_SCRAPE_STEP
         findings.insert(0, Finding(status=Status.crit, target="members", summary=summary, next_step=step))
     else:
         findings.insert(0, Finding(status=Status.ok, target="members", summary=summary))
     return findings
+
+
+def _etcd_extras(cfg: EtcdChecks, changes: list[Sample], size: dict[str, float], quota: dict[str, float],
+                 is_leader: list[Sample]) -> list[Finding]:
+    """Which member leads, how often the leader changed in the last hour, and each member's DB
+    size against its backend quota (etcd raises NOSPACE and refuses writes at the quota)."""
+    out: list[Finding] = []
+    if is_leader:
+        out.append(Finding(status=Status.ok, target="leader",
+                           summary=f"leader: {', '.join(sorted(s.labels.get('instance', '?') for s in is_leader))}"))
+    n = next((s.value for s in changes if not math.isnan(s.value)), None)
+    if n is not None:
+        many = n >= cfg.leader_changes_warn
+        out.append(Finding(status=Status.warn if many else Status.ok, target="leader changes",
+                           summary=f"{n:.0f} leader change(s) in the last hour"
+                                   + (": frequent elections (slow disk or network between the CP nodes)" if many else ""),
+                           next_step=f"{ETCD_FSYNC_STEP}; {ETCD_RTT_STEP}" if many else ""))
+    if size:
+        inst, biggest = max(size.items(), key=lambda kv: kv[1])
+        limit = quota.get(inst)
+        share = biggest / limit if limit else None
+        status = (Status.ok if share is None or share < cfg.db_quota_warn
+                  else Status.crit if share >= 0.95 else Status.warn)
+        out.append(Finding(status=status, target="db size",
+                           summary=f"largest DB {biggest / 2 ** 20:.0f} MiB on {inst}"
+                                   + (f", {share:.0%} of its {limit / 2 ** 30:.1f} GiB quota" if share is not None else "")
+                                   + (": DB size near its quota (compact and defragment)" if status is not Status.ok else ""),
+                           next_step="" if status is Status.ok else
+                           "2.3: compact and defragment etcd (etcdctl compact/defrag on a CP node, SSH), "
+                           "then disarm the NOSPACE alarm"))
+    return out
+
+
+async def _restore_prerequisites(ctx: HandlerContext) -> str:
+    """What 10.3 needs that the bot can verify: a ready snapshot and the node holding it. With
+    quorum lost the API may not answer; then that is what the report says."""
+    lines = [RESTORE_GUIDANCE]
+    if ctx.kube is None:
+        return "\n".join(lines + ["Snapshots not checked: no Kubernetes access configured."])
+    try:
+        snaps = await ctx.kube.list(ETCD_SNAPSHOT_API, "etcdsnapshotfiles")
+    except SourceError as exc:
+        return "\n".join(lines + [f"Snapshots not checkable through the API ({exc.reason}): list them on a CP node "
+                                  "(sudo ls -la /var/lib/rancher/rke2/server/db/snapshots/)."])
+    good = sorted((s for s in snaps if (s.get("status") or {}).get("readyToUse") is True), key=_snap_time, reverse=True)
+    if not good:
+        return "\n".join(lines + ["No snapshot is ready to use: " + SNAPSHOT_NONE_STEP])
+    newest = good[0]
+    age_h = (datetime.now(timezone.utc) - _snap_time(newest)).total_seconds() / 3600
+    return "\n".join(lines + [f"Prerequisite met: snapshot {newest['spec'].get('snapshotName')} on "
+                              f"{newest['spec'].get('nodeName')} ({age_h:.1f}h old, {len(good)} ready); restore it on "
+                              "that node: the others do not hold its file."])
 
 
 # -- 2.3 snapshot schedule and 10.3 etcd Restore from Snapshot ------------------------------------

@@ -74,6 +74,10 @@ class EtcdMember:
     has_leader: bool = True
     fsync_s: float = 0.002
     rtt_s: float = 0.004
+    leader: bool = False
+    leader_changes: int = 1
+    db_bytes: int = 40 * 2 ** 20
+    quota_bytes: int = 2 * GIB
     scrapes: int = 0
     fsync: Histogram = field(default_factory=lambda: Histogram(FSYNC_BUCKETS))
     rtt: Histogram = field(default_factory=lambda: Histogram(RTT_BUCKETS))
@@ -84,6 +88,7 @@ class EtcdMember:
 
     def healthy(self) -> None:
         self.up, self.has_leader, self.fsync_s, self.rtt_s = True, True, 0.002, 0.004
+        self.db_bytes = 40 * 2 ** 20
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.scrapes += 1
@@ -94,6 +99,11 @@ class EtcdMember:
         lines = ["# HELP etcd_server_has_leader Whether or not a leader exists. 1 is existence, 0 is not.",
                  "# TYPE etcd_server_has_leader gauge",
                  f"etcd_server_has_leader {1 if self.has_leader else 0}",
+                 "# TYPE etcd_server_is_leader gauge", f"etcd_server_is_leader {1 if self.leader else 0}",
+                 "# TYPE etcd_server_leader_changes_seen_total counter",
+                 f"etcd_server_leader_changes_seen_total {self.leader_changes}",
+                 "# TYPE etcd_mvcc_db_total_size_in_bytes gauge", f"etcd_mvcc_db_total_size_in_bytes {self.db_bytes}",
+                 "# TYPE etcd_server_quota_backend_bytes gauge", f"etcd_server_quota_backend_bytes {self.quota_bytes}",
                  "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
                  *self.fsync.lines("etcd_disk_wal_fsync_duration_seconds"),
                  "# TYPE etcd_network_peer_round_trip_time_seconds histogram",
