@@ -652,7 +652,12 @@ async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: Issu
         out.append(Finding(status=Status.crit if unreachable else Status.unknown, target=f"{target} vault",
                            summary=(f"Vault not reachable at {server}: " if unreachable else "") + failed.summary,
                            next_step=VAULT_REACH_STEP if unreachable else ""))
-        sealed = None
+        # Not probed (no probes configured, out of range): the replicas' own seal status still tells.
+        sealed = None if unreachable else await _replicas_sealed(ctx)
+        if sealed:
+            out.append(Finding(status=Status.crit, target=f"{target} vault",
+                               summary="Vault is sealed: every replica reports Sealed=true", next_step=SEALED_STEP,
+                               actions=[SuggestedAction(action="vault-unseal")]))
     else:
         sealed = health.status == 503 or '"sealed":true' in health.body.replace(" ", "")
         if sealed:
@@ -696,6 +701,9 @@ async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: Issu
     # 4. A real login, as cert-manager does it.
     if cfg.login_test and sealed is False and role and sa and not sa_missing and pool is not None:
         out.append(await _login_test(ctx, kube, pool, target, mount, role, sa, cfg))
+    if not cfg.login_test and sealed is False and role and sa:
+        out.append(Finding(status=Status.ok, target=f"vault auth/{mount}/login",
+                           summary="login not tested (checks.cert-issuer.login_test is off)"))
     problems = [f for f in out if f.status is not Status.ok]
     if not ready:
         out.insert(0, Finding(status=Status.crit, target=target,
@@ -709,6 +717,18 @@ async def _issuer(ctx: HandlerContext, kube: KubeClient, issuer: dict, cfg: Issu
                                    f"{cfg.namespace}/{sa}; {pki_mount} mounted"
                                    + ("; login test passed" if cfg.login_test else "")))
     return out
+
+
+async def _replicas_sealed(ctx: HandlerContext) -> bool | None:
+    """True when every replica that answers is sealed, False when one is unsealed, None when none answers."""
+    pool = ctx.vault
+    states = []
+    for addr in (pool.addrs if pool is not None else []):
+        try:
+            states.append(bool((await pool.seal_status(addr)).get("sealed", True)))
+        except SourceError:
+            continue
+    return all(states) if states else None
 
 
 async def _vault_side(pool: Any, target: str, mount: str, role: str, sa: str, ns: str, pki_mount: str) -> list[Finding]:

@@ -167,3 +167,46 @@ def test_probing_sops_take_no_target_from_chat() -> None:
             assert "host" in str(exc)
         else:
             raise AssertionError(f"{sop_id} accepted a host argument")
+
+
+async def test_the_issuer_checks_fall_back_to_the_replicas_when_not_probed(sandbox) -> None:
+    await sandbox.apply("tls-issuer-vault-sealed")
+    ctx = await build_context(sandbox.settings(probe={}, checks={}))
+    try:
+        report = await run_sop(REGISTRY["cert-issuer"], ctx)
+    finally:
+        await ctx.close()
+    summaries = [f"{f.status.value} {f.summary}" for f in report.findings]
+    assert "unknown probe: no probes configured (probe.allowed_cidrs)" in summaries
+    assert "crit Vault is sealed: every replica reports Sealed=true" in summaries
+    healthy = await build_context(sandbox.settings(probe={}, checks={}))
+    try:
+        sandbox.platform.vault.unseal_all()
+        again = await run_sop(REGISTRY["cert-issuer"], healthy)
+    finally:
+        await healthy.close()
+    assert any(f.summary == "login not tested (checks.cert-issuer.login_test is off)" for f in again.findings)
+    # Unsealed now, but the issuer has not recovered yet; with the probe not run, the bot does not
+    # claim that every check passed (it would send the user to the escalation).
+    [issuer] = [f for f in again.findings if f.target == "clusterissuer/vault-issuer"]
+    assert issuer.status.value == "crit" and issuer.summary.endswith("* Vault is sealed")
+    assert "every check below passed" not in issuer.summary
+    assert [f.status.value for f in again.findings if f is not issuer] == ["unknown", "ok"]  # not probed; login off
+
+
+async def test_an_issuer_not_ready_with_every_check_passing_is_the_runbooks_escalation(sandbox) -> None:
+    from sandbox.platform import set_issuer_ready
+
+    set_issuer_ready(sandbox.platform, "vault-issuer", False, "VaultError", "Failed to initialize Vault client: EOF")
+    ctx = await build_context(sandbox.settings())
+    try:
+        report = await run_sop(REGISTRY["cert-issuer"], ctx)
+    finally:
+        await ctx.close()
+    [issuer] = [f for f in report.findings if f.status.value != "ok"]
+    assert issuer.target == "clusterissuer/vault-issuer"
+    assert issuer.summary == ("Ready=False (VaultError): Failed to initialize Vault client: EOF; every check below "
+                              "passed: escalate with cert-manager's logs")
+    assert issuer.next_step.startswith("4.2 escalation")
+    assert any(f.summary.startswith("login as cert-manager/vault-issuer with role cert-manager-issuer succeeded")
+               for f in report.findings)
