@@ -89,19 +89,22 @@ class SharedPrometheus:
 
     def forget(self, selector: str) -> None:
         """Delete the stored samples of the series ``selector`` matches (tombstones: queries
-        stop seeing them at once)."""
+        stop seeing them at once). Up to now only: a tombstone without ``end`` reaches to the end
+        of time and would hide every sample the series gets later too."""
         try:
-            httpx.post(f"{self.url}/api/v1/admin/tsdb/delete_series", params={"match[]": selector}, timeout=5)
+            httpx.post(f"{self.url}/api/v1/admin/tsdb/delete_series", timeout=5,
+                       params={"match[]": selector, "end": f"{time.time():.3f}"})
         except httpx.HTTPError:
             pass  # a test then sees an earlier sandbox's range data, never a wrong instant value
 
     def add(self, address: str, labels: dict[str, str] | None = None) -> None:
         with self._lock:
-            self.targets[address] = labels or {}
-            self._write_targets()
-            # Whatever an earlier sandbox left (a scrape racing its removal, the same port reused).
+            # Whatever an earlier sandbox left (a scrape racing its removal, the same port reused),
+            # before this target's first scrape.
             keep = "|".join(a.replace(".", "\\.") for a in self.targets if a != address)
             self.forget(f'{{job="{JOB}",instance!~"{keep}"}}' if keep else f'{{job="{JOB}"}}')
+            self.targets[address] = labels or {}
+            self._write_targets()
 
     def remove(self, address: str) -> None:
         with self._lock:
