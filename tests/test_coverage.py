@@ -45,7 +45,8 @@ def test_rows_join_sops_alerts_actions_and_scenarios():
     assert rows["7.2/oidc"].guidance_only and rows["7.2/oidc"].sops == []
     table = coverage_markdown(list(rows.values()))
     assert "| 5.3 | Raft Leader Election Issues | `vault-status` |" in table
-    assert "| 10.3 | etcd Restore from Snapshot | - | - | - | - | yes |" in table
+    assert "| 11.8 | Service Upgrade Procedures | - | - | - | - | yes |" in table
+    assert "| 10.3 | etcd Restore from Snapshot | `etcd-snapshots` |" in table
 
 
 def test_every_declared_section_names_an_entry_of_the_runbook():
