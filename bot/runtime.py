@@ -148,6 +148,15 @@ async def check_connections(settings: Settings) -> dict[str, str | None]:
                 results["alertmanager"] = exc.reason
             finally:
                 await am.close()
+        if ctx.probe is not None:  # every mapped address must lie inside the ranges probes may reach
+            bad = []
+            for key in settings.probe.address_map:
+                host, _, port = key.rpartition(":")
+                try:
+                    await ctx.probe.resolve(host, int(port))
+                except SourceError as exc:
+                    bad.append(exc.reason)
+            results["probe"] = "; ".join(bad) or None
     finally:
         await ctx.close()
     return results

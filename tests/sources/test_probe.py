@@ -130,3 +130,16 @@ async def test_a_body_sent_in_pieces_is_read_up_to_the_bound_and_no_further() ->
     finally:
         server.close()
     assert result.status == 200 and result.reason == "OK" and result.body == "abcdefgh"
+
+
+async def test_check_config_says_whether_the_mapped_probe_addresses_are_in_range(sandbox) -> None:
+    from bot.runtime import check_connections
+
+    assert (await check_connections(sandbox.settings()))["probe"] is None
+    cfg = sandbox.probe_config()
+    narrow = await check_connections(sandbox.settings(probe={**cfg, "allowed_cidrs": ["203.0.113.0/24"]}))
+    problems = narrow["probe"].split("; ")
+    assert f"{LB_IP}:443 is 127.0.0.1, outside probe.allowed_cidrs: not probed" in problems
+    assert "vault.vault.svc.cluster.local:8200 is 127.0.0.1, outside probe.allowed_cidrs: not probed" in problems
+    assert len(problems) == len(cfg["address_map"])  # one line per mapped address
+    assert "probe" not in await check_connections(sandbox.settings(probe={}))
