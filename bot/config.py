@@ -196,7 +196,39 @@ class RunbookConfig(Section):
 
 
 class StoreConfig(Section):
-    path: Path = Field(Path("sopbot.db"), description="SQLite file")
+    """SQLite (``path``) by default, for one replica and the demo; PostgreSQL (``url``) for
+    several replicas on one database."""
+
+    path: Path = Field(Path("sopbot.db"), description="SQLite file (the webhook inbox is <name>-inbox<suffix> beside it)")
+    url: str | None = Field(None, description="postgresql://USER@HOST:5432/DB: the PostgreSQL store instead of SQLite; no password in it")
+    password: SecretStr | None = Field(None, description="the PostgreSQL user's password (SOPBOT_STORE__PASSWORD, from a Secret)")
+    sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "verify-full", description="TLS to PostgreSQL, as libpq's sslmode")
+    sslrootcert: Path | None = Field(None, description="CA file the server's certificate must chain to (CNPG: the cluster's ca.crt)")
+    sslcert: Path | None = Field(None, description="client certificate file (certificate authentication)")
+    sslkey: Path | None = Field(None, description="its key file")
+    pool_size: int = Field(5, ge=1, le=100, description="PostgreSQL connections (plus one for the webhook commits)")
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("store.url: expected postgresql://USER@HOST:PORT/DATABASE")
+        if parts.password:
+            raise ValueError("store.url: no password in the URL (it would be shown and logged); "
+                             "set store.password (SOPBOT_STORE__PASSWORD) from a Secret")
+        return url
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "StoreConfig":
+        if self.url and (self.sslrootcert or self.sslcert) and self.sslmode in ("disable", "prefer"):
+            raise ValueError(f"store.sslmode {self.sslmode!r} with certificates: use require, verify-ca or verify-full")
+        if self.sslkey and not self.sslcert:
+            raise ValueError("store.sslkey without store.sslcert")
+        return self
 
 
 class ApprovalRuleConfig(Section):

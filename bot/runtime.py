@@ -41,7 +41,7 @@ from bot.registry import SOP, SOPParams, load_handlers
 from bot.runbook import Runbook
 from bot.schedule import LeaseElector, Leadership
 from bot.service import Bot
-from bot.store import Store
+from bot.store import Store, check_store, open_store
 from bot.web.app import make_web_app
 from bot.web.starting import starting_app
 
@@ -95,6 +95,7 @@ async def check_connections(settings: Settings) -> dict[str, str | None]:
     book = load_runbook(settings)  # its flowcharts drive /sop triage: a bad one is reported here
     if book is not None:
         results["runbook"] = "; ".join(flowchart_problems(book)) or None
+    results["store"] = await check_store(settings.store)  # PostgreSQL: connects and commits
     chat = MattermostChat(settings.mattermost)
     try:
         await chat.start()
@@ -215,7 +216,7 @@ class Runtime:
         tokens = [t.get_secret_value() for t in s.slash.tokens]
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
-        self.store = await Store.open(s.store.path)
+        self.store = await open_store(s.store)  # SQLite, or PostgreSQL with store.url
         self.outbox = Outbox(self.store, self.chat, backoff=Backoff.from_config(s.mattermost))
         await self.outbox.start()
         # Slash-command threads, reports, health reports, proposals and action outcomes go

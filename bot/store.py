@@ -18,10 +18,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiosqlite
+
+if TYPE_CHECKING:
+    from bot.config import StoreConfig
+    from bot.store_pg import PgStore
 
 # Primary result codes that mean "this store cannot commit" (not a bug in one statement):
 # READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
@@ -287,6 +291,45 @@ class UrgentWriter:
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)  # what was submitted is committed first
         self.conn.close()
+
+
+async def open_store(config: "StoreConfig") -> "Store | PgStore":
+    """The configured store: PostgreSQL when ``store.url`` is set, else SQLite at ``store.path``."""
+    if config.url:
+        from bot.store_pg import PgStore  # asyncpg only for those who use it
+
+        return await PgStore.open(
+            config.url, password=config.password.get_secret_value() if config.password else None,
+            sslmode=config.sslmode, sslrootcert=config.sslrootcert, sslcert=config.sslcert,
+            sslkey=config.sslkey, pool_size=config.pool_size)
+    return await Store.open(config.path)
+
+
+async def check_store(config: "StoreConfig") -> str | None:
+    """For ``sopbot check-config``: None when the configured store can be used, else why not.
+    PostgreSQL: connect (TLS as configured) and commit a probe row. SQLite: nothing is created,
+    an existing file is read, a new one's directory must be writable."""
+    if config.url:
+        try:
+            store = await open_store(config)
+        except (StoreError, ValueError, OSError) as exc:
+            return str(exc)
+        try:
+            return await store.problem()
+        finally:
+            await store.close()
+    path = Path(config.path)
+    if path.exists():
+        try:
+            with sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            return f"{path} (store.path): {exc}"
+        return None
+    where = next((p for p in path.absolute().parents if p.exists()), None)
+    if where is None or not os.access(where, os.W_OK):
+        return f"{path} (store.path) does not exist and {where} is not writable"
+    return None
 
 
 def inbox_path(path: Path | str) -> Path:
