@@ -254,10 +254,13 @@ async def cnpg_replica_lag(ctx: HandlerContext, params: NoParams) -> list[Findin
     rising = {s.labels.get("pod"): s.value for s in growth}
     fill = {s.labels.get("persistentvolumeclaim"): s.value for s in used}
     usage: dict[str, Any] = {}
+    node_of: dict[str, str] = {}
     lagging = [s for s in lag if not s.is_nan and s.value > cfg.lag_warn_s]
     if lagging and ctx.kube is not None:
         got, _ = await ctx.attempt(ctx.pod_usage(cfg.namespace), "pod metrics")
         usage = {u.name: u for u in got or []}
+        pods, _ = await ctx.attempt(ctx.kube.list("v1", "pods", cfg.namespace), f"pods in {cfg.namespace}")
+        node_of = {p["metadata"]["name"]: (p.get("spec") or {}).get("nodeName", "") for p in pods or []}
     findings: list[Finding] = []
     for s in sorted(lagging, key=lambda s: -s.value):
         pod = s.labels.get("pod", "")
@@ -274,12 +277,13 @@ async def cnpg_replica_lag(ctx: HandlerContext, params: NoParams) -> list[Findin
         u = usage.get(pod)
         res = f"; uses {u.cpu_cores:.2f} CPU, {u.memory_bytes / 2 ** 20:.0f} MiB" if u else ""
         status = Status.crit if s.value > cfg.lag_crit_s or growing else Status.warn
-        node = "the replica's node"
+        node = node_of.get(pod) or "the replica's node"
         findings.append(Finding(
             status=status, target=f"pod/{cfg.namespace}/{pod}",
             summary=f"replication lag {s.value:.0f} s (ReplicationLag above {cfg.lag_warn_s:g} s)"
                     + (f"; {'; '.join(causes)}" if causes else "; steady") + res,
-            details=f"PVC {pod}: {fill[pod]:.0%} used" if pod in fill else "",
+            details="; ".join(x for x in (f"PVC {pod}: {fill[pod]:.0%} used" if pod in fill else "",
+                                          f"node {node_of[pod]}" if node_of.get(pod) else "") if x),
             next_step=LAG_STEP.format(node=node, ns=cfg.namespace, cluster=cluster)
             + ("; lag over 5 minutes: escalate to the DBA" if s.value > cfg.lag_crit_s else "")))
     worst = max((s.value for s in lag if not s.is_nan), default=0.0)

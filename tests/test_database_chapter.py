@@ -205,3 +205,17 @@ async def test_galera_split_brain_names_the_bootstrap_node(sandbox) -> None:
     assert f.next_step.startswith("6.4 (guidance") and "bootstrap from librenms-mariadb-1 (wsrep_last_committed 184301" \
         in f.next_step
     assert not f.actions  # bootstrap edits the StatefulSet by hand: guidance only
+
+
+async def test_lagging_replica_names_its_node_and_resources(sandbox) -> None:
+    await sandbox.apply("cnpg-replica-lag-growing")
+    node = sandbox.platform.kube.get("v1", "Pod", "keycloak-pg-3", "database")["spec"]["nodeName"]
+    ctx, _ = await env_for(sandbox)
+    try:
+        report = await run_sop(REGISTRY.get("cnpg-replica-lag"), ctx)
+    finally:
+        await ctx.close()
+    f = [f for f in report.findings if f.target == "pod/database/keycloak-pg-3"][0]
+    assert f.status is Status.crit and "replica lag growing over 10m" in f.summary and "; uses " in f.summary
+    assert f"check disk I/O on {node} (SSH" in f.next_step
+    assert f.details == f"PVC keycloak-pg-3: 21% used; node {node}"
