@@ -373,10 +373,22 @@ async def _raft_peers(pool: Any, addrs: list[str]) -> Finding:
     desc = ", ".join(f"{s.get('node_id')}{' (leader)' if s.get('leader') else ''}" for s in servers)
     missing = [n for n in pool.names if n not in {s.get("node_id") for s in servers}]
     status = Status.ok if len(voters) >= len(pool.addrs) else Status.warn
-    return Finding(status=status, target="raft peers",
-                   summary=f"{len(voters)} voters of {len(servers)} peers: {desc}"
-                           + (f"; missing: {', '.join(missing)}" if missing else ""),
-                   next_step="" if status is Status.ok else JOIN_STEP)
+    summary = f"{len(voters)} voters of {len(servers)} peers: {desc}" + (f"; missing: {', '.join(missing)}"
+                                                                          if missing else "")
+    # Autopilot's view: which peers the leader hears from, and how many failures Raft tolerates.
+    try:
+        pilot = await pool.autopilot_state(addrs[0])
+    except SourceError:
+        pilot = {}  # older Vault or a token without read on it: the peer list stands alone
+    unhealthy = sorted(f"{name} (last contact {srv.get('last_contact', '?')})"
+                       for name, srv in (pilot.get("servers") or {}).items() if not srv.get("healthy"))
+    if pilot:
+        summary += f"; failure tolerance {pilot.get('failure_tolerance', '?')}"
+    if unhealthy:
+        status = Status.warn
+        summary += f"; autopilot: unhealthy {', '.join(unhealthy)}"
+    return Finding(status=status, target="raft peers", summary=summary,
+                   next_step="" if status is Status.ok else (JOIN_STEP if missing else UNSEAL_STEP))
 
 
 async def _cert_manager_recovery(ctx: HandlerContext, vault_ok: bool) -> list[Finding]:

@@ -57,6 +57,11 @@ class VaultPool:
     async def raft_configuration(self, addr: str) -> dict[str, Any]:
         return await self.call(addr, lambda c: c.sys.read_raft_config())
 
+    async def autopilot_state(self, addr: str) -> dict[str, Any]:
+        """``sys/storage/raft/autopilot/state`` (active node): each server's health and last contact."""
+        answer = await self.call(addr, lambda c: c.read("sys/storage/raft/autopilot/state"))
+        return dict((answer or {}).get("data") or {})
+
     async def first(self, fn: Callable[[hvac.Client], T]) -> T:
         """``fn`` on the first replica that answers (a standby serves reads or forwards them);
         the last replica's SourceError when none does."""

@@ -269,6 +269,8 @@ def _sys(cluster: VaultCluster, index: int, path: str, method: str) -> web.Strea
             "voter": True,
         } for r in cluster.replicas if r.initialized]
         return vault_json(envelope({"config": {"index": cluster.raft_index, "servers": servers}}))
+    if path == "sys/storage/raft/autopilot/state" and method == "GET":
+        return vault_json(envelope(_autopilot_state(cluster)))
     if path == "sys/mounts" and method == "GET":
         return vault_json(_mount_table(cluster, cluster.secret_mounts))
     if path == "sys/auth" and method == "GET":
@@ -280,6 +282,31 @@ def _sys(cluster: VaultCluster, index: int, path: str, method: str) -> web.Strea
         cluster.step_down()
         return web.Response(status=204)
     return vault_error(404, "1 error occurred:\n\t* unsupported path\n\n")
+
+
+def _autopilot_state(cluster: VaultCluster) -> dict[str, Any]:
+    """What the active node's autopilot reports about each Raft server: healthy when it is
+    unsealed, reachable and hearing the leader (a sealed or cut-off peer's last contact grows)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3600))
+    servers: dict[str, Any] = {}
+    for r in cluster.replicas:
+        if not r.initialized:
+            continue
+        leader = cluster.leader == r.index
+        healthy = r.reachable and not r.sealed and r.index not in cluster.lost_followers
+        servers[r.name] = {
+            "id": r.name, "name": r.name, "address": cluster.cluster_addrs[r.index].split("://", 1)[-1],
+            "node_status": "alive", "node_type": "voter", "status": "leader" if leader else "voter",
+            "last_contact": "0s" if leader else ("612.4ms" if healthy else "47.3s"),
+            "last_term": 3, "last_index": cluster.raft_index if healthy else cluster.raft_index - 40,
+            "healthy": healthy, "stable_since": stamp if healthy else ZERO_TIME, "version": cluster.version,
+            "meta": None}
+    voters = sorted(servers)
+    healthy_voters = sum(1 for v in servers.values() if v["healthy"])
+    return {"healthy": all(v["healthy"] for v in servers.values()),
+            "failure_tolerance": max(0, healthy_voters - (len(voters) // 2 + 1)),
+            "leader": cluster.replicas[cluster.leader].name if cluster.leader is not None else "",
+            "servers": servers, "voters": voters, "non_voters": None}
 
 
 def _mount_table(cluster: VaultCluster, mounts: dict[str, str]) -> dict[str, Any]:

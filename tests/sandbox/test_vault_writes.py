@@ -90,3 +90,14 @@ async def test_pki_role_and_auth_writes_read_back_as_vault_stores_them(sandbox):
         await call(lambda: c.write_data("auth/kubernetes/config", data={"issuer": "x"}))
     with pytest.raises(hvac.exceptions.Forbidden):
         await call(lambda: client(sandbox, token=False).write_data("pki_int/roles/x", data={"allowed_domains": "x"}))
+
+
+async def test_autopilot_state_reports_a_sealed_peer_unhealthy(sandbox):
+    c = client(sandbox)
+    healthy = (await call(lambda: c.read("sys/storage/raft/autopilot/state")))["data"]
+    assert healthy["healthy"] is True and healthy["failure_tolerance"] == 1 and healthy["leader"] == "vault-0"
+    assert healthy["servers"]["vault-1"]["status"] == "voter" and healthy["voters"] == ["vault-0", "vault-1", "vault-2"]
+    sandbox.platform.vault.seal(2)
+    state = (await call(lambda: c.read("sys/storage/raft/autopilot/state")))["data"]
+    assert state["healthy"] is False and state["failure_tolerance"] == 0
+    assert state["servers"]["vault-2"]["healthy"] is False and state["servers"]["vault-2"]["last_contact"] == "47.3s"
