@@ -71,6 +71,7 @@ class PgStore:
         self._lock = WriteLock()  # in this process first: the advisory lock is across replicas
         self._tables: dict[str, tuple[list[str], bool]] = {}  # table → (primary key, has id)
         self._sql: dict[str, tuple[str, str | None]] = {}
+        self._types: dict[str, list[str]] = {}  # statement → its parameters' types
         self._failure: tuple[float, str] | None = None
         self._queue: list[tuple[str, Sequence[Any], asyncio.Future[PgCursor]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -121,6 +122,8 @@ class PgStore:
                     await conn.execute(ddl(sql))
                 await conn.execute("INSERT INTO migrations(name) VALUES ($1)", name)
         self._tables.clear()  # the DDL may have changed what a table's key is
+        self._sql.clear()
+        self._types.clear()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgConnection]:
@@ -211,15 +214,16 @@ class PgStore:
     # -- running SQLite-dialect statements -------------------------------------------------
     async def _run(self, conn: asyncpg.Connection, sql: str, params: Sequence[Any]) -> PgCursor:
         text, id_column = await self._translate(conn, sql)
-        args = list(params)
-        if _returns_rows(text):
-            rows = await conn.fetch(text, *args)
-            lastrowid = rows[0][id_column] if id_column and rows else None
-            if id_column and not _returns_rows(sql):  # RETURNING added only for lastrowid
-                return PgCursor([], len(rows), lastrowid)
-            return PgCursor(rows, len(rows), lastrowid)
-        status = await conn.execute(text, *args)
-        return PgCursor([], _rowcount(status), None)
+        types = self._types.get(text)
+        if types is None and params:  # what the server inferred, once per statement
+            types = self._types[text] = [t.name for t in (await conn.prepare(text)).get_parameters()]
+        args = [_coerce(value, t) for value, t in zip(params, types or ())]
+        if not _returns_rows(text):
+            return PgCursor([], _rowcount(await conn.execute(text, *args)), None)
+        rows = await conn.fetch(text, *args)
+        if id_column:  # RETURNING id added for lastrowid only
+            return PgCursor([], len(rows), rows[0][id_column] if rows else None)
+        return PgCursor(rows, len(rows), None)
 
     async def _translate(self, conn: asyncpg.Connection, sql: str) -> tuple[str, str | None]:
         if sql in self._sql:
@@ -298,6 +302,21 @@ def _returns_rows(sql: str) -> bool:
 def _before_returning(sql: str, clause: str) -> str:
     m = re.search(r"\s+RETURNING\b", sql, re.I)
     return sql[:m.start()] + clause + sql[m.start():] if m else sql + clause
+
+
+def _coerce(value: Any, pg_type: str) -> Any:
+    """SQLite takes any value in any column; PostgreSQL's typed parameters do not: a value is
+    converted to the type the server inferred when that loses nothing (an id compared with a
+    JSON text, a whole float for a bigint, an int for a double)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if pg_type == "text" and isinstance(value, (int, float)):
+        return str(value)
+    if pg_type in ("int8", "int4", "int2") and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if pg_type in ("float8", "float4", "numeric") and isinstance(value, int):
+        return float(value)
+    return value
 
 
 def _rowcount(status: str) -> int:

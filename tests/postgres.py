@@ -46,3 +46,15 @@ async def new_database(server: Any) -> str:
     finally:
         await conn.close()
     return server.get_uri(name)
+
+
+async def urgent_ddl(store: Any, sql: str) -> None:
+    """DDL on a table of the urgent writes (the webhook inbox): SQLite's inbox file through its
+    writer thread, PostgreSQL's through any connection."""
+    if store.writer is not None:
+        await store.run_urgent(lambda db: db.execute(sql))
+    else:
+        from bot.store_pg import ddl
+
+        async with store.pool.acquire() as conn:
+            await conn.execute(ddl(sql))

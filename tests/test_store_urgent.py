@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.alerts.inbox import Inbox
 from bot.store import Store
+from tests.postgres import urgent_ddl
 
 SLOW_READ = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
              "SELECT count(*) FROM c")
@@ -79,24 +80,14 @@ async def test_a_failing_urgent_write_fails_its_callers_and_the_store_goes_on(op
     store = await open_store()
     inbox = Inbox(store)
     await inbox.migrate()
-    await inbox_ddl(store, "DROP TABLE alert_inbox")
+    await urgent_ddl(store, "DROP TABLE alert_inbox")
     results = await asyncio.gather(inbox.add("{}"), inbox.add("{}"), return_exceptions=True)
     assert all(isinstance(r, Exception) and ("no such table" in str(r) or "does not exist" in str(r))
                for r in results), results
-    await inbox_ddl(store, "CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY, received_at REAL, body TEXT, "
+    await urgent_ddl(store, "CREATE TABLE alert_inbox (id INTEGER PRIMARY KEY, received_at REAL, body TEXT, "
                            "state TEXT DEFAULT 'pending', attempts INTEGER DEFAULT 0, error TEXT DEFAULT '')")
     assert await inbox.add("{}") == 1
     await store.close()
-
-
-async def inbox_ddl(store, sql: str) -> None:
-    """DDL on the inbox's table: SQLite's inbox file through its writer, PostgreSQL's directly."""
-    if store.writer is not None:
-        await store.run_urgent(lambda db: db.execute(sql))
-    else:
-        from bot.store_pg import ddl
-        async with store.pool.acquire() as conn:
-            await conn.execute(ddl(sql))
 
 
 async def test_an_inbox_of_the_one_file_layout_moves_to_its_file_ids_continuing(tmp_path: Path):

@@ -1,5 +1,6 @@
 """POST /alertmanager: credentials, size, schema, durable before 2xx, 5xx when the store fails,
-and the pipeline finishing at the next start what a killed bot had accepted."""
+and the pipeline finishing at the next start what a killed bot had accepted; on each store
+backend (``open_store``: SQLite, then a real PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bot.alerts.service import AlertService
 from bot.backoff import Backoff
 from bot.config import AlertmanagerConfig
 from bot.store import Store
+from tests.postgres import urgent_ddl
 from tests.alerts.support import Clock, FakeHandlers, RecordingChat, alert, payload
 
 TOKEN = "s3cret-token"
@@ -36,8 +38,8 @@ async def client_for(service: AlertService) -> TestClient:
 
 
 @pytest.fixture
-async def running(tmp_path: Path):
-    store = await Store.open(tmp_path / "bot.db")
+async def running(tmp_path: Path, open_store):
+    store = await open_store()
     chat, handlers = RecordingChat(), FakeHandlers()
     service = make_service(store, chat, handlers)
     await service.start(loops=False)
@@ -67,8 +69,8 @@ async def test_bearer_and_basic_credentials_are_accepted_anything_else_is_401(ru
     assert len(chat.roots) == 1  # two accepted notifications of one group: one thread
 
 
-async def test_no_configured_credentials_refuse_everything(tmp_path):
-    store = await Store.open(tmp_path / "db")
+async def test_no_configured_credentials_refuse_everything(tmp_path, open_store):
+    store = await open_store()
     service = AlertService(AlertmanagerConfig(), store=store, chat=RecordingChat(),
                            registry=FakeHandlers().registry, run=FakeHandlers().run,
                            channel_id=RecordingChat().channel_id, default_channel="x")
@@ -103,8 +105,8 @@ async def test_malformed_json_is_400(running):
     assert resp.status == 400 and "not JSON" in (await resp.json())["error"]
 
 
-async def test_an_oversize_body_is_413(tmp_path):
-    store = await Store.open(tmp_path / "db")
+async def test_an_oversize_body_is_413(tmp_path, open_store):
+    store = await open_store()
     chat, handlers = RecordingChat(), FakeHandlers()
     service = make_service(store, chat, handlers, max_body_bytes=2000)
     await service.start(loops=False)
@@ -126,14 +128,13 @@ async def test_an_oversize_body_is_413(tmp_path):
 
 async def test_a_store_failure_is_503_so_alertmanager_retries(running):
     client, service, chat, store = running
-    await store.run_urgent(lambda db: db.execute("DROP TABLE alert_inbox"))
+    await urgent_ddl(store, "DROP TABLE alert_inbox")
     resp = await client.post("/alertmanager", json=BODY, headers=BEARER)
     assert resp.status == 503
 
 
-async def test_accepted_means_committed_and_a_restart_finishes_the_work(tmp_path):
-    path = tmp_path / "bot.db"
-    store = await Store.open(path)
+async def test_accepted_means_committed_and_a_restart_finishes_the_work(tmp_path, open_store):
+    store = await open_store()
     chat, handlers = RecordingChat(), FakeHandlers()
     service = make_service(store, chat, handlers)
     await service.inbox.migrate()
@@ -146,7 +147,7 @@ async def test_accepted_means_committed_and_a_restart_finishes_the_work(tmp_path
     await store.close()
     assert chat.messages == {}
 
-    store = await Store.open(path)
+    store = await open_store()
     service = make_service(store, chat, handlers)
     await service.start(loops=False)
     try:
@@ -170,8 +171,8 @@ async def test_a_chat_failure_is_retried_without_losing_the_notification(running
     assert await service.inbox.count("done") == 1
 
 
-async def test_processed_entries_are_pruned_after_a_week_pending_ones_never(tmp_path):
-    store = await Store.open(tmp_path / "db")
+async def test_processed_entries_are_pruned_after_a_week_pending_ones_never(tmp_path, open_store):
+    store = await open_store()
     inbox = make_service(store, RecordingChat(), FakeHandlers()).inbox
     await inbox.migrate()
     ids = [await inbox.add("{}") for _ in range(3)]
