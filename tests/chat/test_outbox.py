@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from bot.backoff import Backoff
 from bot.chat.errors import ChatError
 from bot.chat.outbox import DurableChat, Outbox
-from bot.store import Store
 
 pytestmark = pytest.mark.asyncio
 FAST = Backoff(base_s=0.01, max_s=0.02, horizon_s=3600)
@@ -77,8 +75,9 @@ class ScriptedChat:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = await Store.open(tmp_path / "db")
+async def store(open_store):
+    """On each backend: SQLite, then a real PostgreSQL server."""
+    s = await open_store()
     yield s
     await s.close()
 
