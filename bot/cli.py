@@ -163,14 +163,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.list:
         print_scenarios()
         return 0
-    return asyncio.run(serve_sandbox(args.scenario or [], size=args.size, workdir=args.workdir))
+    return asyncio.run(serve_sandbox(args.scenario or [], size=args.size, workdir=args.workdir,
+                                     prometheus=args.prometheus))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
     return asyncio.run(run_demo(args.scenario or ["vault-partially-sealed"], script=args.script,
-                                workdir=args.workdir))
+                                workdir=args.workdir, prometheus=args.prometheus))
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -218,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("sandbox-work"),
                    help="where to write kubeconfig, sopbot.yaml and env (default: ./sandbox-work, kept)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--prometheus", action="store_true",
+                   help="start a real Prometheus (the Debian package) scraping the exporter metrics")
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("docs", help="regenerate docs/configuration.md and docs/sop-catalog.md from the code")
     p.add_argument("--check", action="store_true", help="only check; exit 1 when a file is out of date")
@@ -231,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path,
                    help="keep the sandbox's files (kubeconfig, sopbot.yaml, env, database) here; "
                         "default: a temporary directory removed at the end")
+    p.add_argument("--prometheus", action="store_true",
+                   help="start a real Prometheus scraping the exporter metrics, for the SOPs that read it")
     p.set_defaults(func=cmd_demo)
     return parser
 

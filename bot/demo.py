@@ -21,6 +21,7 @@ import httpx
 from bot.runtime import Runtime
 from bot.terminal import terminal_text
 from sandbox.alertmanager.rules import firing
+from sandbox.prometheus import PrometheusUnavailable
 from sandbox.runner import Sandbox
 from sandbox.scenarios import SCENARIOS
 
@@ -153,13 +154,13 @@ def _line_reader(stream: TextIO) -> Callable[[], Awaitable[str]]:
 
 async def run_demo(scenarios: list[str], script: Path | None = None,
                    stdin: TextIO | None = None, out: TextIO | None = None,
-                   workdir: Path | None = None) -> int:
+                   workdir: Path | None = None, prometheus: bool = False) -> int:
     """The demo until /quit, the end of the input, or one Ctrl-C (SIGINT) or SIGTERM.
     Its files go to a temporary directory removed at the end, unless ``workdir`` is given."""
     out = out or sys.stdout
     stdin = stdin or sys.stdin
     try:
-        sandbox = Sandbox(scenarios, workdir=workdir)  # workdir None: its own, removed at stop
+        sandbox = Sandbox(scenarios, workdir=workdir, prometheus=prometheus)  # workdir None: its own
     except ValueError as exc:
         print(f"sopbot demo: {exc}", file=sys.stderr)
         return 64
@@ -177,7 +178,13 @@ async def run_demo(scenarios: list[str], script: Path | None = None,
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        async with sandbox:
+        try:
+            await sandbox.start()
+        except PrometheusUnavailable as exc:
+            print(f"sopbot demo: {exc}", file=sys.stderr)
+            return 69  # EX_UNAVAILABLE
+        async with contextlib.AsyncExitStack() as started:  # started above: leaving stops it
+            started.push_async_callback(sandbox.stop)
             runtime = Runtime(sandbox.settings())
             try:
                 await runtime.start()

@@ -31,7 +31,7 @@ from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
 from sandbox.exporter import Exporter
 from sandbox.platform import LB_IP, Platform
-from sandbox.prometheus import SharedPrometheus, shared_prometheus
+from sandbox.prometheus import PrometheusUnavailable, SharedPrometheus, shared_prometheus
 from sandbox.scenarios import SCENARIOS, apply_scenarios
 from sandbox.tls_endpoints import TraefikTLS
 from sandbox.vault.server import make_app as make_vault_app
@@ -199,7 +199,11 @@ class Sandbox:
             await listener.start()
         await self._metrics.start()
         if self.prometheus:
-            self._prometheus = shared_prometheus()
+            try:
+                self._prometheus = shared_prometheus()
+            except PrometheusUnavailable:
+                await self.stop()  # nothing left listening
+                raise
             self._prometheus.add(self.metrics_address)
         if self.scenarios:
             await self.apply(*self.scenarios)
@@ -345,6 +349,8 @@ class Sandbox:
             f"              curl {self.vault_addrs[0]}/v1/sys/seal-status",
             f"  Mattermost  {self.mattermost_url}  (team 'platform', channel 'sop-alerts')",
             f"  Alertmanager {self.alertmanager_url}  curl {self.alertmanager_url}/api/v2/alerts",
+            *([f"  Prometheus  {self._prometheus.url}  (scraping the exporter metrics at http://{self.metrics_address}/metrics)"]
+              if self._prometheus else []),
             f"  Bot config  {w}/sopbot.yaml      sopbot run --config {w}/sopbot.yaml",
             f"  Shell       . {w}/env",
             "  Run /sop as alice once the bot runs:",
@@ -360,9 +366,10 @@ def print_scenarios() -> None:
         print(f"{name:<{width}}  {scenario.description}")
 
 
-async def serve_sandbox(scenarios: list[str], *, size: int = 1, workdir: Path | None = None) -> int:
+async def serve_sandbox(scenarios: list[str], *, size: int = 1, workdir: Path | None = None,
+                        prometheus: bool = False) -> int:
     try:
-        sandbox = Sandbox(scenarios, size=size, workdir=workdir)
+        sandbox = Sandbox(scenarios, size=size, workdir=workdir, prometheus=prometheus)
     except ValueError as exc:
         print(f"sopbot sandbox: {exc}", file=sys.stderr)
         return 64
@@ -370,8 +377,15 @@ async def serve_sandbox(scenarios: list[str], *, size: int = 1, workdir: Path | 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with sandbox:
+    try:
+        await sandbox.start()
+    except PrometheusUnavailable as exc:
+        print(f"sopbot sandbox: {exc}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    try:
         print(sandbox.howto(), flush=True)
         await stop.wait()
+    finally:
+        await sandbox.stop()
     print("sandbox stopped", flush=True)
     return 0
