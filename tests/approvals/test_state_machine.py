@@ -13,14 +13,14 @@ from bot.approvals.models import TRANSITIONS, IllegalTransition, Rule, State, al
 from bot.approvals.repo import ProposalRepo
 from bot.approvals.rules import rule_for
 from bot.config import RemediationConfig
-from bot.store import Store
 
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-async def repo(tmp_path):
-    store = await Store.open(tmp_path / "s.db")
+async def repo(open_store):
+    """On each backend: SQLite, then a real PostgreSQL server."""
+    store = await open_store()
     r = ProposalRepo(store)
     await r.migrate()
     await r.migrate()  # idempotent
