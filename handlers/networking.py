@@ -981,33 +981,83 @@ async def _coredns_metrics(ctx: HandlerContext, cfg: DnsChecks, replicas: int) -
 
 
 # -- 3.7 dual-NIC policy routing (guidance) -------------------------------------------------------------
-@sop("dual-nic-routing", title="Dual-NIC policy routing: node addresses (the rules themselves need SSH)",
-     section="3.7", severity=Severity.P3)
+KUBEVIRT = "kubevirt.io/v1"
+# What the cloud-init of a dual-NIC node must run for replies to leave by the NIC they came in on.
+POLICY_ROUTING = re.compile(r"\bip (-\d )?rule add\b|iptables[^\n]*-t mangle|CONNMARK|--set-mark|ip route add [^\n]*table",
+                            re.IGNORECASE)
+
+
+class DualNicChecks(BaseModel):
+    """``checks.dual-nic-routing`` in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+    vm_namespace: str | None = Field(None, description="namespace of the nodes' VMs in Harvester; null: every namespace")
+
+
+def _vm_nics_and_rules(vm: dict[str, Any]) -> tuple[int, bool | None]:
+    """(NICs of the VM, whether its inline cloud-init writes policy routing rules; None when the
+    user data lives in a Secret, which the bot does not read)."""
+    spec = ((vm.get("spec") or {}).get("template") or {}).get("spec") or {}
+    nics = len(((spec.get("domain") or {}).get("devices") or {}).get("interfaces") or [])
+    for vol in spec.get("volumes") or []:
+        cloud = vol.get("cloudInitNoCloud") or vol.get("cloudInitConfigDrive")
+        if cloud is None:
+            continue
+        if cloud.get("userData") is not None:  # searched, never quoted: user data can hold join tokens
+            return nics, bool(POLICY_ROUTING.search(cloud["userData"]))
+        return nics, None
+    return nics, None
+
+
+@sop("dual-nic-routing", title="Dual-NIC policy routing: node addresses, VM NICs and their cloud-init rules",
+     section="3.7", severity=Severity.P3, causes=("cloud-init has no policy routing rules",))
 async def dual_nic_routing(ctx: HandlerContext, params: NoParams) -> list[Finding]:
-    """The addresses each node reports and the CiliumNode's view of them; the policy routing rules
-    cloud-init writes (ip rule, iptables mangle) live on the node and need SSH: guidance (runbook 3.7)."""
+    """The addresses each node reports; from Harvester, how many NICs its VM has and whether the
+    cloud-init that should write the policy routing rules has any. Whether the rules are applied
+    now (ip rule, iptables mangle) is on the node and needs SSH: guidance (runbook 3.7)."""
+    cfg = check_settings(ctx, "dual-nic-routing", DualNicChecks)
     kube = ctx.require_kube()
     nodes = await kube.list("v1", "nodes")
-    try:
-        cilium = {c["metadata"]["name"]: c for c in await kube.list(CILIUM, "ciliumnodes")}
-    except SourceError:
-        cilium = {}
-    rows, multi = [], []
+    vms: dict[str, dict] = {}
+    mgmt = ctx.kube_mgmt
+    if mgmt is not None:
+        got, failed = await ctx.attempt(mgmt.list(KUBEVIRT, "virtualmachines", cfg.vm_namespace), "harvester VMs")
+        vms = {v["metadata"]["name"]: v for v in got or []}
+    rows, multi, missing = [], [], []
     for node in nodes:
         name = node["metadata"]["name"]
         addrs = [f"{a.get('type')} {a.get('address')}" for a in (node.get("status") or {}).get("addresses") or []
                  if a.get("type") != "Hostname"]
-        seen = [a.get("ip") for a in ((cilium.get(name) or {}).get("spec") or {}).get("addresses") or []
-                if a.get("type") in ("InternalIP", "ExternalIP")]
-        if len(addrs) > 1 or len(set(seen)) > 1:
+        row = f"{name}: {', '.join(addrs) or 'no address'}"
+        vm = vms.get(name)
+        if vm is not None:
+            nics, rules = _vm_nics_and_rules(vm)
+            row += f"; VM {nics} NIC(s)" + ("" if nics < 2 else ", cloud-init policy routing: "
+                                             + {True: "yes", False: "none", None: "in a Secret (not read)"}[rules])
+            if nics >= 2:
+                multi.append(name)
+                if rules is False:
+                    missing.append(f"{name} ({nics} NICs)")
+        elif len(addrs) > 1:
             multi.append(name)
-        rows.append(f"{name}: {', '.join(addrs) or 'no address'}" + (f"; Cilium sees {', '.join(seen)}" if seen else ""))
-    return [Finding(status=Status.ok, target="nodes",
-                    summary=f"{len(nodes)} nodes, {len(multi)} with more than one address"
-                            + (f" ({', '.join(multi)})" if multi else ""), details="\n".join(rows)),
-            Finding(status=Status.unknown, target="policy routing rules",
-                    summary="not readable through the API: ip rule / iptables mangle are on the node",
-                    next_step=DUAL_NIC_GUIDANCE)]
+        rows.append(row)
+    findings = [Finding(status=Status.ok, target="nodes",
+                        summary=f"{len(nodes)} nodes, {len(multi)} with more than one NIC or address"
+                                + (f" ({', '.join(multi)})" if multi else "")
+                                + ("" if mgmt is not None else "; Harvester not configured: VM NICs not read"),
+                        details="\n".join(rows))]
+    if missing:
+        findings.append(Finding(status=Status.warn, target="cloud-init",
+                                summary="cloud-init has no policy routing rules (ip rule / iptables mangle) for "
+                                        + ", ".join(missing) + ": replies leave by the default route",
+                                next_step="3.7 steps 2-3: add the rules from cluster/examples/cloud-init-cp.yaml to the "
+                                          "pool's user_data in cluster.tf (terraform apply rolls the nodes); until then "
+                                          + DUAL_NIC_GUIDANCE))
+    elif multi:
+        findings.append(Finding(status=Status.unknown, target="policy routing rules",
+                                summary="whether the rules are applied now is on the node (ip rule, iptables mangle): "
+                                        "not readable through the API", next_step=DUAL_NIC_GUIDANCE))
+    return findings
 
 
 # -- 3.8 VXLAN overlay ----------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox.kube.store import Obj
-from sandbox.platform import (APPS, CERT_MANAGER, CILIUM_ALPHA, CORE, GATEWAY, HELM, Platform, add_log, iso, now,
+from sandbox.platform import (APPS, CERT_MANAGER, CILIUM_ALPHA, CORE, GATEWAY, HELM, KUBEVIRT, Platform, add_log, iso, now,
                               set_condition, set_pod_waiting)
 from sandbox.scenario_model import Scenario
+from sandbox.world_mgmt import VM_NAMESPACE, mgmt_store
 
 KS = "kube-system"
 L2_LEASE = "cilium-l2announce-kube-system-rke2-traefik"
@@ -269,6 +270,17 @@ def _coredns_overloaded(p: Platform) -> None:
                       lambda n: 40.0 * n)
 
 
+# -- 3.7 dual-NIC --------------------------------------------------------------------------------
+def _dual_nic_rules_missing(p: Platform) -> None:
+    """rke2-general-1's VM got a second NIC on the storage VLAN, but its cloud-init still has no
+    policy routing rules: replies to traffic on that NIC leave by the default route."""
+    def fn(vm: Obj) -> None:
+        spec = vm["spec"]["template"]["spec"]
+        spec["domain"]["devices"]["interfaces"].append({"name": "nic-1", "bridge": {}, "model": "virtio"})
+        spec["networks"].append({"name": "nic-1", "multus": {"networkName": "default/storage-network"}})
+    mgmt_store(p).update(KUBEVIRT, "VirtualMachine", "rke2-general-1", VM_NAMESPACE, fn)
+
+
 # -- 3.8 VXLAN -------------------------------------------------------------------------------------
 def _vxlan_port_blocked(p: Platform) -> None:
     """A firewall change drops UDP 8472 between the database nodes and the rest."""
@@ -346,6 +358,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("coredns-overloaded", "CoreDNS under load: forward max_concurrent rejections, a third of answers "
              "SERVFAIL (3.6 step 2)", _coredns_overloaded,
              section="3.6", status="crit", cause="CoreDNS overloaded: the forward plugin rejects"),
+    # 3.7
+    Scenario("dual-nic-rules-missing", "rke2-general-1's VM has a second NIC but its cloud-init writes no policy "
+             "routing rules (3.7)", _dual_nic_rules_missing,
+             section="3.7", status="warn", cause="cloud-init has no policy routing rules (ip rule / iptables mangle) "
+                                                 "for rke2-general-1 (2 NICs)"),
     # 3.8
     Scenario("vxlan-mtu-mismatch", "cilium-config mtu=1500 on a 1500-byte underlay: VXLAN packets do not fit (3.8)",
              lambda p: _cilium_config(p, mtu="1500"),

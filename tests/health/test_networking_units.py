@@ -4,7 +4,7 @@ the kubelet-style pod state the SOPs quote."""
 
 from __future__ import annotations
 
-from handlers.networking import _count, _in_pool, _matches, pod_state, pool_size, selector_matches
+from handlers.networking import _count, _in_pool, _matches, _vm_nics_and_rules, pod_state, pool_size, selector_matches
 
 
 def test_pool_size_counts_cidrs_and_ranges():
@@ -54,3 +54,16 @@ def test_pod_state_as_kubectl_shows_it():
     ready = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
                         "containerStatuses": [{"restartCount": 0, "state": {"running": {}}}]}}
     assert pod_state(ready) == (True, "Running", 0, "")
+
+
+def test_a_vms_nics_and_whether_its_cloud_init_writes_policy_routing():
+    def vm(user_data=None, secret=False, nics=2):
+        cloud = {"userDataSecretRef": {"name": "ud"}} if secret else {"userData": user_data}
+        return {"spec": {"template": {"spec": {"domain": {"devices": {"interfaces": [{"name": f"nic-{i}"}
+                                                                                      for i in range(nics)]}},
+                                               "volumes": [{"name": "cloudinitdisk", "cloudInitNoCloud": cloud}]}}}}
+    rules = "#cloud-config\nruncmd:\n  - ip rule add from 10.1.0.0/24 table 100\n"
+    assert _vm_nics_and_rules(vm(rules)) == (2, True)
+    assert _vm_nics_and_rules(vm("#cloud-config\nruncmd:\n  - sysctl --system\n")) == (2, False)
+    assert _vm_nics_and_rules(vm(secret=True)) == (2, None)
+    assert _vm_nics_and_rules(vm("iptables -t mangle -A PREROUTING -i eth1 -j CONNMARK --set-mark 2", nics=1)) == (1, True)
