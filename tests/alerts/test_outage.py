@@ -1,6 +1,7 @@
 """A Mattermost outage longer than any fixed retry budget, through the sandbox Mattermost's fault
 injection: every notification answered 2xx still gets its thread once Mattermost is back, and a
-group's notifications are applied in the order received (a resolution is never lost)."""
+group's notifications are applied in the order received (a resolution is never lost). With the
+store on SQLite, and on a real PostgreSQL server (store.url)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,16 @@ OLD_MAX_ATTEMPTS = 5  # what the inbox allowed before: an outage outlasting it d
 
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Runtime]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Runtime]]:
+    store: dict[str, Any] = {}
+    if request.param == "postgresql":
+        from tests.postgres import new_database
+        store = {"store": {"url": await new_database(request.getfixturevalue("postgres_server")),
+                           "sslmode": "disable"}}
     async with Sandbox(workdir=tmp_path / "sandbox") as sb:
         mm = dict(sb.bot_config()["mattermost"], retry_base_s=0.05, retry_max_s=0.2, websocket=False)
-        settings = sb.settings(mattermost=mm, alertmanager={"webhook_token": sb.alertmanager_token})
+        settings = sb.settings(mattermost=mm, alertmanager={"webhook_token": sb.alertmanager_token}, **store)
         # Short chat-queue retries keep each failed attempt brief; the durable retries are the test.
         chat = MattermostChat(settings.mattermost,
                               queue=WriteQueue(backoff_base_s=0.01, backoff_max_s=0.02, max_attempts=2))
