@@ -160,8 +160,14 @@ class DeletePods(Action[DeletePodsParams]):
     section = "3.1"
     step = "Resolution 4 (nuclear option): delete the Cilium pods"
     risk = Risk.low
+    risk_rule = "high when the selector takes every Cilium agent (k8s-app=cilium: 3.1's nuclear option), else low"
     params = DeletePodsParams
     changes = "deletes pods"
+
+    def risk_for(self, params: DeletePodsParams) -> Risk:
+        # Every node loses pod networking until its new agent is Ready (delete-cilium-pods is the same).
+        terms = {t.strip() for t in (params.selector or "").split(",")}
+        return Risk.high if {"k8s-app=cilium", "k8s-app==cilium"} & terms else Risk.low
 
     async def _targets(self, env: ActionEnv, p: DeletePodsParams) -> list[dict[str, Any]]:
         k = kube(env)

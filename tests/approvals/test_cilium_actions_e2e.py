@@ -95,3 +95,11 @@ async def test_delete_cilium_pods_is_the_high_risk_nuclear_option(sandbox, bots)
     await approve(sandbox, p, "alice", "bob")
     await wait_state(sandbox, p.id, "succeeded")
     assert await kubectl(sandbox, "-n", "kube-system", "get", "pods", "-l", "k8s-app=cilium", "-o", "name") == ""
+
+
+async def test_delete_pods_by_the_cilium_selector_is_as_high_risk_as_the_nuclear_option(sandbox, bots):
+    await bots.start(**TWO)
+    p = await propose(sandbox, "alice", "delete-pods namespace=kube-system selector=k8s-app=cilium")
+    assert "risk **high**" in p.message and "Needs 2 distinct approvals" in p.message
+    q = await propose(sandbox, "alice", "delete-pods namespace=kube-system selector=k8s-app=kube-dns")
+    assert "risk **low**" in q.message
