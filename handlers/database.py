@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.sdk import (Finding, HandlerContext, LogPattern, NoParams, Sample, Severity, SourceError, Status,
-                     SuggestedAction, check_settings, condition, parse_time, promql_string, sop)
+from bot.sdk import (Answer, Finding, HandlerContext, LogPattern, NoParams, Sample, Severity, SourceError, Status,
+                     SuggestedAction, check_settings, condition, decision, parse_time, promql_string, sop)
 
 CNPG = "postgresql.cnpg.io/v1"
 MARIADB = "k8s.mariadb.com/v1alpha1"
@@ -721,3 +721,82 @@ async def redis_sentinel(ctx: HandlerContext, params: NoParams) -> list[Finding]
         findings.append(Finding(status=Status.ok, target=target,
                                 summary=f"{len(seen[address])} Sentinel(s) agree: master {who(address)}"))
     return findings
+
+
+# -- the chapter's flowchart (/sop triage database): each decision answered from the SOPs' evidence --
+def _bad(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.status in (Status.warn, Status.crit)]
+
+
+async def _try(ctx: HandlerContext, handler: Any) -> list[Finding] | None:
+    """A SOP's findings, or None when its source is missing (no Prometheus, no access)."""
+    try:
+        return await handler(ctx, NoParams())
+    except SourceError:
+        return None
+
+
+@decision("Which database?")
+async def which_database(ctx: HandlerContext) -> Answer:
+    """The database whose evidence shows a problem: Galera (P1) first, then CNPG, then Redis."""
+    evidence = []
+    for branch, handlers in (("MariaDB Galera", (galera_health,)),
+                             ("CNPG PostgreSQL", (cnpg_health, cnpg_connections, cnpg_replica_lag, cnpg_backups)),
+                             ("Redis Sentinel", (redis_sentinel,))):
+        for handler in handlers:
+            found = await _try(ctx, handler)
+            bad = _bad(found or [])
+            if bad:
+                return Answer(branch, f"{bad[0].target}: {bad[0].summary}")
+            if found is None:
+                evidence.append(f"{branch}: not checkable")
+    return Answer(None, "no database shows a problem" + (f" ({'; '.join(evidence)})" if evidence else ""))
+
+
+@decision("Cluster status?")
+async def cnpg_cluster_status(ctx: HandlerContext) -> Answer:
+    cfg = check_settings(ctx, "cnpg-health", CNPGChecks)
+    clusters = await ctx.require_kube().list(CNPG, "clusters", cfg.namespace)
+    degraded = []
+    for c in clusters:
+        st = c.get("status") or {}
+        name = c["metadata"]["name"]
+        if st.get("currentPrimary") != (st.get("targetPrimary") or st.get("currentPrimary")) or \
+                "fail" in _phase(st).lower():
+            return Answer("Failover in progress", f"{name}: {_phase(st)}")
+        ready = condition(c, "Ready")
+        if ready is None or ready.get("status") != "True" or \
+                int(st.get("readyInstances") or 0) < int(st.get("instances") or 0):
+            degraded.append(f"{name}: {_phase(st) or 'not Ready'}, {st.get('readyInstances', 0)}/"
+                            f"{st.get('instances', '?')} ready")
+    if degraded:
+        return Answer("Degraded", "; ".join(degraded))
+    return Answer("Healthy", f"{len(clusters)} CNPG cluster(s) in healthy state")
+
+
+@decision("Pods and PVCs?")
+@decision("Check pod status + PVCs")
+async def cnpg_pods_and_pvcs(ctx: HandlerContext) -> Answer:
+    cfg = check_settings(ctx, "cnpg-health", CNPGChecks)
+    kube = ctx.require_kube()
+    pvcs, pods = await asyncio.gather(kube.list("v1", "persistentvolumeclaims", cfg.namespace, label_selector="cnpg.io/cluster"),
+                                      kube.list("v1", "pods", cfg.namespace, label_selector="cnpg.io/cluster"))
+    pending = [p["metadata"]["name"] for p in pvcs if (p.get("status") or {}).get("phase") == "Pending"]
+    if pending:
+        return Answer("PVC Pending", f"PVC(s) Pending: {', '.join(pending)}")
+    looping = [p["metadata"]["name"] for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or []
+               if ((cs.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"]
+    if looping:
+        return Answer("Pod CrashLoop", f"CrashLoopBackOff: {', '.join(looping)}")
+    return Answer(None, "no PVC Pending and no instance pod in CrashLoopBackOff")
+
+
+@decision("Cluster size?")
+async def galera_cluster_size(ctx: HandlerContext) -> Answer:
+    found = await _try(ctx, galera_health)
+    if not found or any(f.status is Status.unknown for f in found):
+        return Answer(None, "; ".join(f.summary for f in found or []) or "Galera not checkable (Prometheus?)")
+    bad = [f for f in found if f.status is Status.crit]
+    if bad:
+        return Answer("Split brain", bad[0].summary)
+    return Answer("All nodes", "; ".join(f.summary for f in found))
