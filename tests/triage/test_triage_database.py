@@ -56,3 +56,73 @@ async def test_a_healthy_platform_stops_with_the_question(sandbox, bot) -> None:
     thread = await triage_thread(sandbox, bot, "/sop triage database")
     shown = path_of(thread)
     assert "Which database?" in shown and "no database shows a problem" in shown, shown
+
+
+# The team runbook's own chapter-6 flowchart, as written there (node ids, words, leaves without sections).
+TEAM_DB = '''## 6. Database Issues
+
+### Database Diagnostic Flowchart
+
+```mermaid
+graph TD
+    DB_START["Database Issue"] --> DB_TYPE{"Which database?"}
+
+    DB_TYPE -->|"CNPG PostgreSQL"| CNPG_CHECK["kubectl get clusters -n database"]
+    DB_TYPE -->|"MariaDB Galera"| GALERA_CHECK["kubectl get mariadbs -n librenms"]
+    DB_TYPE -->|"Redis Sentinel"| REDIS_CHECK["kubectl get redissentinels -A"]
+
+    CNPG_CHECK --> CNPG_STATUS{"Cluster status?"}
+    CNPG_STATUS -->|"Healthy"| CNPG_CONN["Check application connections"]
+    CNPG_STATUS -->|"Failover in progress"| CNPG_WAIT["Wait 1-2 min for promotion"]
+    CNPG_STATUS -->|"Degraded"| CNPG_PODS["Check pod status + PVCs"]
+
+    CNPG_PODS -->|"PVC Pending"| STORAGE_FIX["Check StorageClass + capacity"]
+    CNPG_PODS -->|"Pod CrashLoop"| CNPG_LOGS["Check PostgreSQL logs"]
+
+    GALERA_CHECK --> GALERA_STATUS{"Cluster size?"}
+    GALERA_STATUS -->|"All nodes"| GALERA_OK["Check application connections"]
+    GALERA_STATUS -->|"Split brain"| GALERA_BOOTSTRAP["Bootstrap from most recent node"]
+```
+
+### 6.1 CNPG Primary Failover
+'''
+
+
+def _degraded_with_crashloop(p) -> None:
+    """A replica crash-looping, no failover: the cluster is degraded, not failing over."""
+    from sandbox.platform import CNPG, set_condition, set_pod_waiting
+
+    set_pod_waiting(p, "database", "keycloak-pg-3", "CrashLoopBackOff",
+                    "back-off 1m20s restarting failed container=postgres", restart_count=4, last_exit=(1, "Error"))
+
+    def fn(c) -> None:
+        c["status"].update(phase="Waiting for the instances to become active", readyInstances=2)
+        set_condition(c["status"]["conditions"], "Ready", "False", "ClusterIsNotReady", "Cluster Is Not Ready")
+    p.kube.update(CNPG, "Cluster", "keycloak-pg", "database", fn)
+
+
+@pytest.mark.parametrize("breaks, path, leaf", [
+    ("galera-split-brain", ["**Which database?** → **MariaDB Galera**", "**Cluster size?** → **Split brain**"],
+     "Bootstrap from most recent node"),
+    (_degraded_with_crashloop, ["**Which database?** → **CNPG PostgreSQL**", "**Cluster status?** → **Degraded**",
+                                "**Check pod status + PVCs** → **Pod CrashLoop** — CrashLoopBackOff: keycloak-pg-3"],
+     "Check PostgreSQL logs"),
+], ids=["galera", "cnpg-degraded"])
+async def test_the_teams_chapter_6_flowchart_walks_the_same_way(sandbox, tmp_path, breaks, path, leaf) -> None:
+    from tests.triage.test_triage_sandbox import _bot_with
+
+    book = tmp_path / "team.md"
+    book.write_text("# Team runbook\n\n" + TEAM_DB, encoding="utf-8")
+    if callable(breaks):
+        breaks(sandbox.platform)
+    else:
+        await sandbox.apply(breaks)
+    runtime = await _bot_with(sandbox, book)
+    try:
+        thread = await triage_thread(sandbox, runtime, "/sop triage database")
+    finally:
+        await runtime.stop()
+    shown = path_of(thread)
+    for step in path:
+        assert step in shown, shown
+    assert f":checkered_flag: **{leaf}**" in shown, shown
