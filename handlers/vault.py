@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bot.sdk import (Finding, HandlerContext, K8sName, LogPattern, NoParams, Severity, SOPParams, SourceError,
-                     Status, SuggestedAction, check_settings, condition, parse_time, sop)
+from bot.sdk import (Answer, Finding, HandlerContext, K8sName, LogPattern, NoParams, Severity, SOPParams,
+                     SourceError, Status, SuggestedAction, check_settings, condition, decision, parse_time, sop)
 
 UNSEAL_STEP = ("5.2 step 3: unseal each sealed replica with 3 of the 5 keys from vault-init.json "
                "(then 5.2 step 5: check cert-manager recovers)")
@@ -902,3 +902,93 @@ async def _last_job_failure(kube: Any, ns: str, cronjob: str) -> str:
     if cond and cond.get("status") == "True":
         return f"Job {newest['metadata']['name']}: {cond.get('reason', '')}: {cond.get('message', '')}".rstrip(": ")
     return ""
+
+
+# -- the chapter's flowchart (/sop triage vault): each decision answered from the same evidence --
+def _worst(findings: list[Finding]) -> Status:
+    return max((f.status for f in findings), key=lambda s: s.rank, default=Status.ok)
+
+
+def _first_bad(findings: list[Finding]) -> str:
+    bad = [f for f in findings if f.status in (Status.crit, Status.warn)]
+    return f"{bad[0].target}: {bad[0].summary}" if bad else ""
+
+
+@decision("vault status on all 3 pods")
+@decision("Seal status of every replica?")
+async def vault_seal_branch(ctx: HandlerContext) -> Answer:
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return Answer(None, "no Vault replica addresses configured")
+    states = await asyncio.gather(*(_replica(pool, a) for a in pool.addrs))
+    seen = [s for _, s in states if s is not None]
+    down = [s["name"] for s in seen if s["sealed"] or s.get("uninitialized")]
+    evidence = "; ".join(f"{f.target}: {f.summary}" for f, _ in states)
+    if not seen:
+        return Answer(None, evidence)
+    if len(down) == len(pool.addrs):
+        return Answer("All sealed", evidence)
+    return Answer("1-2 sealed" if down else "All unsealed", evidence)
+
+
+@decision("Check Vault health")
+@decision("Is a Raft leader elected?")
+async def vault_leader_branch(ctx: HandlerContext) -> Answer:
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return Answer(None, "no Vault replica addresses configured")
+    states = [s for _, s in await asyncio.gather(*(_replica(pool, a) for a in pool.addrs)) if s is not None]
+    leaders = sorted({s["leader"] for s in states if s.get("leader")})
+    if leaders:
+        return Answer("Leader elected", f"leader {leaders[0]}")
+    return Answer("No leader", f"no replica reports a leader ({len(states)} answered)")
+
+
+@decision("Check Raft peers")
+@decision("Are all Raft peers present?")
+async def vault_peers_branch(ctx: HandlerContext) -> Answer:
+    """Without a leader raft/configuration has nobody to answer: a peer is missing when it
+    reports Initialized=false or the headless Service does not list it."""
+    pool = ctx.vault
+    if pool is None or not pool.addrs:
+        return Answer(None, "no Vault replica addresses configured")
+    cfg = check_settings(ctx, "vault-status", VaultStatusChecks)
+    states = await asyncio.gather(*(_replica(pool, a) for a in pool.addrs))
+    missing = [f.target for f, s in states if s is not None and s.get("uninitialized")]
+    evidence = [f"{', '.join(missing)} Initialized=false"] if missing else []
+    if ctx.kube is not None:
+        for f in await _headless_endpoints(ctx, cfg, list(pool.names)):
+            if f.status is not Status.ok:
+                missing.append(f.target)
+            evidence.append(f.summary)
+    if missing:
+        return Answer("Peers missing", "; ".join(evidence))
+    return Answer("All peers present", "; ".join(evidence) or "every replica initialized")
+
+
+@decision("PKI responding?")
+async def vault_pki_branch(ctx: HandlerContext) -> Answer:
+    try:
+        found = await vault_pki(ctx, NoParams())
+    except SourceError as exc:
+        return Answer(None, exc.reason)
+    worst = _worst(found)
+    if worst is Status.unknown:
+        return Answer(None, "; ".join(f.summary for f in found if f.status is Status.unknown))
+    if worst is Status.crit:
+        return Answer("No", _first_bad(found))
+    return Answer("Yes", "; ".join(f"{f.target}: {f.summary}" for f in found))
+
+
+@decision("K8s auth working?")
+async def vault_auth_branch(ctx: HandlerContext) -> Answer:
+    try:
+        found = await vault_k8s_auth(ctx, NoParams())
+    except SourceError as exc:
+        return Answer(None, exc.reason)
+    if any(f.status is Status.crit for f in found):
+        return Answer("No", _first_bad(found))
+    if any(f.status is Status.unknown for f in found):
+        return Answer(None, "; ".join(f.summary for f in found if f.status is Status.unknown))
+    login = next((f.summary for f in found if f.target.endswith("/login")), "")
+    return Answer("Yes", login or "; ".join(f.summary for f in found))
