@@ -35,6 +35,7 @@ from bot.render import EMOJI, TERMINAL, report_markdown, report_text, section_re
 from bot.safe_text import code, text
 from bot.runbook import Runbook
 from bot.store import Store
+from bot.schedule import Missed, Term
 
 if TYPE_CHECKING:
     from bot.config import HealthCheckConfig, HealthScheduleConfig
@@ -323,6 +324,15 @@ class HealthStore:
             "CREATE TABLE health_fires (schedule TEXT NOT NULL, fire_time TEXT NOT NULL, "
             "runner TEXT NOT NULL, PRIMARY KEY (schedule, fire_time))",
         ])
+        await self.store.migrate("health-2", [
+            # Who was up and who led, as intervals (one row per replica life / leadership term,
+            # last_seen renewed with the lease): the missed-schedule report's evidence.
+            "CREATE TABLE health_terms (identity TEXT NOT NULL, role TEXT NOT NULL, started TEXT NOT NULL, "
+            "last_seen TEXT NOT NULL, PRIMARY KEY (identity, role, started))",
+            # A fire time reported as missed, so it is reported once whichever replica leads next.
+            "CREATE TABLE health_missed (schedule TEXT NOT NULL, fire_time TEXT NOT NULL, "
+            "reported_at TEXT NOT NULL, PRIMARY KEY (schedule, fire_time))",
+        ])
 
     async def record(self, report: HealthReport) -> Changes:
         """Compare with the previous report of the same name, then make this one the previous."""
@@ -380,6 +390,43 @@ class HealthStore:
             "SELECT 1 FROM health_fires WHERE schedule=? AND fire_time=?",
             (schedule, fire_time.astimezone(timezone.utc).isoformat()))
         return row is not None
+
+    async def last_fire(self, schedule: str) -> datetime | None:
+        """The latest fire time run or already reported missed (where the next report starts)."""
+        times = []
+        for table in ("health_fires", "health_missed"):
+            row = await self.store.fetchone(f"SELECT MAX(fire_time) AS t FROM {table} WHERE schedule=?",
+                                            (schedule,))
+            if row is not None and row["t"]:
+                times.append(datetime.fromisoformat(row["t"]))
+        return max(times, default=None)
+
+    async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None:
+        await self.store.execute(
+            "INSERT INTO health_terms (identity, role, started, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(identity, role, started) DO UPDATE SET last_seen=excluded.last_seen",
+            (identity, role, _utc(started), _utc(now)))
+
+    async def terms(self) -> list[Term]:
+        rows = await self.store.fetchall(
+            "SELECT identity, role, started, last_seen FROM health_terms ORDER BY started")
+        return [Term(r["identity"], r["role"], datetime.fromisoformat(r["started"]),
+                     datetime.fromisoformat(r["last_seen"])) for r in rows]
+
+    async def prune_terms(self, before: datetime) -> None:
+        await self.store.execute("DELETE FROM health_terms WHERE last_seen < ?", (_utc(before),))
+
+    async def claim_missed(self, schedule: str, fire_time: datetime, now: datetime) -> bool:
+        """True the first time a fire time is reported missed (replicas and restarts: once)."""
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO health_missed (schedule, fire_time, reported_at) VALUES (?, ?, ?)",
+                (schedule, _utc(fire_time), _utc(now)))
+            return cur.rowcount == 1
+
+
+def _utc(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat()
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -547,6 +594,22 @@ class HealthService:
             await self.post(report, await self.channel_id(channel))
         return report
 
+    async def post_missed(self, missed: "list[Missed]", now: datetime | None = None) -> None:
+        """Fire times nobody ran, one post per schedule's channel (the new leader calls this)."""
+        from bot.schedule import missed_text, utcnow
+
+        if self.chat is None or self.channel_id is None:
+            return
+        now = now or (self.scheduler.clock() if self.scheduler is not None else utcnow())
+        by_channel: dict[str, list[str]] = {}
+        for m in missed:
+            sched = self.schedule(m.schedule)
+            line = missed_text(m, sched.timezone if sched else "UTC", now, named=len(self.config.schedules) > 1)
+            by_channel.setdefault((sched.channel if sched else None) or self.default_channel, []).append(line)
+        for channel, lines in by_channel.items():
+            text = "\n".join(f":warning: {line[0].upper()}{line[1:]}." for line in lines)
+            await self.chat.post(await self.channel_id(channel), text)
+
     def subcommand(self, spawn: Callable[..., Any], start_run: Callable[..., Any] | None = None) -> Any:
         """``/sop health [schedule]``: answers at once, posts the report in the invoking channel."""
         from bot.commands import Reply, Subcommand
@@ -627,6 +690,6 @@ async def start_health(settings: Any, store: Store, chat: Any, bot: Any,
 
         service.scheduler = Scheduler([Schedule(s.name, s.cron, s.timezone) for s in cfg.schedules], run, hstore,
                                       elector=elector, identity=identity, misfire_grace_s=cfg.misfire_grace_s,
-                                      renew_s=cfg.lease_renew_s)
+                                      renew_s=cfg.lease_renew_s, on_missed=service.post_missed)
         service.scheduler.start()
     return service

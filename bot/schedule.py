@@ -236,12 +236,81 @@ class Schedule:
     timezone: str = "UTC"
 
 
+@dataclass(frozen=True)
+class Term:
+    """An interval a replica was up (role "replica") or led (role "leader"), as recorded."""
+
+    identity: str
+    role: str
+    started: datetime
+    last_seen: datetime
+
+    def covers(self, t: datetime) -> bool:
+        return self.started <= t <= self.last_seen
+
+
+@dataclass(frozen=True)
+class Missed:
+    """Fire times of one schedule that nobody ran, and why (the same leaderless window)."""
+
+    schedule: str
+    fire_times: tuple[datetime, ...]
+    reason: str  # with {0}, {1} for the window's ends, rendered in the schedule's time zone
+    window: tuple[datetime, ...] = ()
+
+
 class FireLog(Protocol):
-    """Where fire times are claimed (``bot.health.HealthStore`` implements it)."""
+    """Where fire times are claimed, and replicas' terms and missed reports recorded
+    (``bot.health.HealthStore`` implements it)."""
 
     async def claim_fire(self, schedule: str, fire_time: datetime, runner: str) -> bool: ...
 
     async def fired(self, schedule: str, fire_time: datetime) -> bool: ...
+
+    async def last_fire(self, schedule: str) -> datetime | None: ...
+
+    async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None: ...
+
+    async def terms(self) -> list[Term]: ...
+
+    async def prune_terms(self, before: datetime) -> None: ...
+
+    async def claim_missed(self, schedule: str, fire_time: datetime, now: datetime) -> bool: ...
+
+
+def _hhmm(t: datetime, tz: ZoneInfo, now: datetime) -> str:
+    local = t.astimezone(tz)
+    day = "" if local.date() == now.astimezone(tz).date() else local.strftime("%b %d ").replace(" 0", " ")
+    return day + local.strftime("%H:%M")
+
+
+def missed_text(m: Missed, tz: str, now: datetime, *, named: bool = True) -> str:
+    """ "the 08:00 health check did not run (no replica was leader from 07:58 to 08:06)"."""
+    zone = ZoneInfo(tz)
+    label = f" `{m.schedule}`" if named else ""
+    reason = m.reason.format(*(_hhmm(t, zone, now) for t in m.window))
+    times = [_hhmm(t, zone, now) for t in m.fire_times]
+    if len(times) == 1:
+        return f"the {times[0]}{label} health check did not run ({reason})"
+    shown = ", ".join(times[:5]) + (f" and {len(times) - 5} more" if len(times) > 5 else "")
+    return f"the{label} health check did not run at {shown} ({reason})"
+
+
+def leaderless_window(t: datetime, terms: list[Term], now: datetime) -> tuple[str, tuple[datetime, ...]]:
+    """Why nobody ran fire time ``t``, from the recorded terms: a reason with {0}/{1} for the
+    window's ends, and those ends."""
+    leaders = [x for x in terms if x.role == "leader"]
+    holder = next((x for x in leaders if x.covers(t)), None)
+    if holder is not None:  # a leader was there and still did not run it (loop stuck past the grace)
+        return f"{holder.identity} was leader but its scheduler missed the time", ()
+    before = max((x.last_seen for x in leaders if x.last_seen < t), default=None)
+    after = min((x.started for x in leaders if x.started > t), default=now)
+    standby = any(x.role == "replica" and x.covers(t) for x in terms)
+    if before is None:
+        return "the bot was down", ()
+    if standby:
+        return "no replica was leader from {0} to {1}", (before, after)
+    return "the bot was down from {0} to {1}", (before, after)
 
 
 class Scheduler:
@@ -253,7 +322,9 @@ class Scheduler:
 
     def __init__(self, schedules: list[Schedule], run: Callable[[Schedule, datetime], Awaitable[Any]],
                  fires: FireLog, *, elector: LeaseElector | None = None, identity: str = "sopbot",
-                 misfire_grace_s: float = 3600.0, renew_s: float = 5.0, clock: Clock = utcnow):
+                 misfire_grace_s: float = 3600.0, renew_s: float = 5.0, clock: Clock = utcnow,
+                 on_missed: Callable[[list[Missed]], Awaitable[Any]] | None = None,
+                 keep_terms_s: float = 35 * 86400.0):
         self.schedules = {s.name: s for s in schedules}
         self.triggers = {s.name: cron_trigger(s.cron, s.timezone) for s in schedules}
         self.run = run
@@ -272,6 +343,10 @@ class Scheduler:
         # Catch-up covers fire times this replica saw pass (as a standby), not ones from before
         # it existed: a fresh install or a rolled pod does not replay the last report.
         self.started_at = clock()
+        # Fire times nobody ran are reported through this when this replica becomes leader.
+        self.on_missed = on_missed
+        self.keep_terms_s = keep_terms_s
+        self._leader_since: datetime | None = None  # this replica's current leadership term
 
     def start(self, *, lease_loop: bool = True) -> None:
         """Add the cron jobs and start; ``lease_loop=False`` leaves election to ``lease_step``
@@ -282,7 +357,7 @@ class Scheduler:
         self.aps.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
         self.aps.add_listener(self._finished, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         self.aps.start()
-        if self.elector is not None and lease_loop:
+        if lease_loop:  # without an elector too: it records this replica's term and reports misses
             self._lease_task = asyncio.create_task(self._lease_loop(), name="scheduler-lease")
 
     async def stop(self) -> None:
@@ -373,13 +448,64 @@ class Scheduler:
         return done
 
     async def lease_step(self) -> bool:
-        """One round of leader election; on becoming leader, catch up."""
-        assert self.elector is not None
-        was = self.elector.is_leader
-        leads = await self.elector.step()
+        """One round of leader election (no elector: a single replica, always leads); on
+        becoming leader, catch up, then report the fire times nobody ran."""
+        was = self.elector.is_leader if self.elector is not None else self._leader_since is not None
+        leads = await self.elector.step() if self.elector is not None else True
+        await self._note_terms(leads)
         if leads and not was:
             await self.catch_up()
+            await self.report_missed()
         return leads
+
+    async def _note_terms(self, leads: bool) -> None:
+        """Record this replica's life and leadership in the store: a later leader reads who
+        was up when a fire time passed unrun. A store failure must not stop the election."""
+        now = self.clock()
+        if not leads:
+            self._leader_since = None
+        elif self._leader_since is None:
+            self._leader_since = now
+        try:
+            await self.fires.note_term(self.identity, "replica", self.started_at, now)
+            if self._leader_since is not None:
+                await self.fires.note_term(self.identity, "leader", self._leader_since, now)
+        except Exception as exc:
+            log.warning("schedule: could not record this replica's term: %s", exc)
+
+    async def report_missed(self, *, max_fire_times: int = 500) -> list[Missed]:
+        """Each schedule's fire times since its last recorded run (or since the bot was first
+        seen) that nobody ran, each reported once (claimed in the store): grouped by their
+        leaderless window, passed to ``on_missed``."""
+        if self.on_missed is None:
+            return []
+        now = self.clock()
+        terms = await self.fires.terms()
+        first = min((t.started for t in terms), default=None)
+        out: list[Missed] = []
+        for name, trigger in self.triggers.items():
+            base = await self.fires.last_fire(name)
+            start = base + timedelta(microseconds=1) if base is not None else first
+            if start is None:  # a fresh install: nothing was expected yet
+                continue
+            groups: dict[tuple[str, tuple[datetime, ...]], list[datetime]] = {}
+            t = trigger.get_next_fire_time(None, start)
+            for _ in range(max_fire_times):  # bounded: a minutely schedule after a long outage
+                if t is None or t >= now:
+                    break
+                ran = await self.fires.fired(name, t) or (self.elector is not None
+                                                          and self.elector.has_fired(name, t))
+                if not ran and await self.fires.claim_missed(name, t, now):
+                    groups.setdefault(leaderless_window(t, terms, now), []).append(t)
+                t = trigger.get_next_fire_time(t, t + timedelta(microseconds=1))
+            out += [Missed(name, tuple(times), reason, window) for (reason, window), times in groups.items()]
+        await self.fires.prune_terms(now - timedelta(seconds=self.keep_terms_s))
+        if out:
+            for m in out:
+                log.warning("schedule %s: %d fire time(s) did not run (%s)", m.schedule, len(m.fire_times),
+                            m.reason.format(*m.window))
+            await self.on_missed(out)
+        return out
 
     async def _lease_loop(self) -> None:
         while True:
