@@ -126,9 +126,39 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
             if leaders[0] in pool.names else addrs[0]
         findings.append(await _raft_peers(pool, [leader_addr]))
     if ctx.kube is not None:
+        unreachable = [pool.name_of(a) for a, (_, st) in zip(addrs, states) if st is None]
+        if unreachable:
+            findings.extend(await _down_pods(ctx, cfg, unreachable))
         vault_ok = not problems and bool(leaders)
         findings.extend(await _cert_manager_recovery(ctx, vault_ok))
     return findings
+
+
+async def _down_pods(ctx: HandlerContext, cfg: VaultStatusChecks, names: list[str]) -> list[Finding]:
+    """5.1's `kubectl get pod -n vault` for a replica that does not answer: the pod's phase, a
+    waiting container's reason and message, restarts and last exit."""
+    out: list[Finding] = []
+    for name in names:
+        target = f"pod/{cfg.namespace}/{name}"
+        try:
+            pod = await ctx.require_kube().get("v1", "pods", name, cfg.namespace)
+        except SourceError as exc:
+            out.append(Finding(status=Status.crit if exc.status == 404 else Status.unknown, target=target,
+                               summary="pod missing" if exc.status == 404 else exc.reason, next_step=DOWN_STEP))
+            continue
+        status = pod.get("status") or {}
+        parts = [str(status.get("phase", "?"))]
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting")
+            if waiting:
+                parts.append(f"{cs.get('name')} {waiting.get('reason', 'waiting')}: {waiting.get('message', '')}".rstrip(": "))
+            last = (cs.get("lastState") or {}).get("terminated")
+            if cs.get("restartCount"):
+                parts.append(f"{cs['restartCount']} restarts")
+            if last:
+                parts.append(f"last exit {last.get('exitCode')} {last.get('reason', '')}".rstrip())
+        out.append(Finding(status=Status.crit, target=target, summary=", ".join(parts), next_step=DOWN_STEP))
+    return out
 
 
 async def cert_manager_summary(ctx: HandlerContext) -> str:

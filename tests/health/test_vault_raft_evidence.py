@@ -57,3 +57,11 @@ async def test_with_a_leader_no_policy_or_endpoint_is_read_and_ha_modes_are_list
     assert ("ok", "vault-0", "unsealed, HA mode active (leader) (v1.15.6)") in rows
     assert ("ok", "vault-2", "unsealed, HA mode standby, leader vault-0 (v1.15.6)") in rows
     assert not any(t.startswith(("networkpolicy", "endpoints")) for _, t, _ in rows)
+
+
+async def test_an_unreachable_replica_is_shown_with_its_pods_state(sandbox):
+    await sandbox.apply("vault-replica-down")
+    rows = await vault_status(sandbox)
+    assert any(st == "unknown" and t == "vault-2" and s.startswith("unreachable") for st, t, s in rows), rows
+    assert ("crit", "pod/vault/vault-2", "Running, vault CrashLoopBackOff: back-off 2m40s restarting failed "
+            "container=vault pod=vault-2_vault(0), 6 restarts, last exit 1 Error") in rows, rows
