@@ -97,7 +97,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     from bot.health import EXIT_CODES, HealthService, HealthStore, health_text
     from bot.registry import load_handlers
     from bot.runtime import build_context, load_runbook
-    from bot.store import Store
+    from bot.store import open_store
 
     settings = _settings(args)
     registry = load_handlers()
@@ -106,7 +106,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
         ctx = await build_context(settings)
         if settings.alertmanager.url:
             ctx.alertmanager = AlertmanagerClient(settings.alertmanager.url)
-        store = None if args.no_record else await Store.open(settings.store.path)
+        store = None if args.no_record else await open_store(settings.store)  # SQLite or PostgreSQL
         try:
             hstore = None
             if store is not None:

@@ -60,6 +60,12 @@ class PgConnection:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         return await self.store._run(self.conn, sql, params)
 
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
+        count = 0
+        for params in seq:
+            count += (await self.store._run(self.conn, sql, params)).rowcount
+        return PgCursor([], count, None)
+
 
 class PgStore:
     failure_window_s = 30.0

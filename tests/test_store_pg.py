@@ -143,6 +143,22 @@ async def test_the_webhook_inbox_on_both_backends(open_store):
     await store.close()
 
 
+async def test_a_scheduled_fire_is_claimed_once_whichever_replica_asks(open_store):
+    from datetime import datetime, timezone
+
+    from bot.health import HealthStore
+
+    first, second = await open_store(), await open_store()  # two replicas, one store
+    a, b = HealthStore(first), HealthStore(second)
+    await asyncio.gather(a.setup(), b.setup())
+    at = datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc)
+    claims = await asyncio.gather(a.claim_fire("daily", at, "replica-a"), b.claim_fire("daily", at, "replica-b"))
+    assert sorted(claims) == [False, True]
+    assert await a.fired("daily", at) and await b.fired("daily", at)
+    await first.close()
+    await second.close()
+
+
 def test_store_settings_refuse_a_password_in_the_url_and_tls_files_without_tls():
     with pytest.raises(ValidationError, match="no password in the URL"):
         StoreConfig(url="postgresql://sopbot:hunter2@db:5432/sopbot")
