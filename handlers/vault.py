@@ -7,8 +7,6 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from bot.sdk import (Answer, Finding, HandlerContext, K8sName, LogPattern, NoParams, Severity, SOPParams,
@@ -592,6 +590,10 @@ async def _pki_role(pool: Any, mount: str, roles: list[str], cfg: PkiChecks,
 
 def _chain_findings(target: str, pem: str, cfg: PkiChecks) -> list[Finding]:
     """notAfter of each CA in the chain: expired → crit (4.3), inside warn_days → warn."""
+    # cryptography's x509 costs ~8 MB of RSS: loaded when a chain is checked, not by the idle bot.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         certs = x509.load_pem_x509_certificates(pem.encode()) if pem.strip() else []
     except ValueError:
@@ -673,6 +675,9 @@ def _host(value: str) -> str:
 
 def ca_label(pem: str) -> str:
     """A CA as people compare it: subject CN and the start of its SHA-256 fingerprint."""
+    from cryptography import x509  # at first use: see _chain_findings
+    from cryptography.x509.oid import NameOID
+
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
     except ValueError:

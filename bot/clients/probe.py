@@ -19,12 +19,13 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from bot.clients.errors import SourceError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 SOURCE = "probe"
 # What Traefik serves when no router and no TLSStore default certificate matches (4.5).
@@ -88,6 +89,10 @@ class HttpResult:
 
 
 def describe(cert: x509.Certificate) -> ServedCert:
+    # cryptography's x509 costs ~8 MB of RSS; an idle bot probes nothing, so load it here.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     def cn(name: x509.Name) -> str:
         return ", ".join(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
 
@@ -182,6 +187,8 @@ class Prober:
             raise SourceError(SOURCE, f"TLS to {host}:{port} (SNI {name}) failed: {_why(exc)}") from None
         if not chain_der:
             raise SourceError(SOURCE, f"{host}:{port} (SNI {name}) presented no certificate")
+        from cryptography import x509  # first TLS probe: see describe()
+
         chain = tuple(describe(x509.load_der_x509_certificate(d)) for d in chain_der)
         verified: bool | None = None
         error = ""

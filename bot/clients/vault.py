@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import hvac
-import hvac.exceptions
-import requests
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.clients.errors import SourceError
+
+if TYPE_CHECKING:
+    import hvac
 
 T = TypeVar("T")
 
@@ -22,20 +21,31 @@ class VaultPool:
         self.addrs = list(addrs)
         self.names = names or [f"vault-{i}" for i in range(len(addrs))]
         self.timeout_s = timeout_s
-        self._clients = {
-            addr: hvac.Client(url=addr, token=token, timeout=timeout_s, verify=verify) for addr in addrs
-        }
+        self._token, self._verify = token, verify
+        self._clients: dict[str, hvac.Client] = {}  # made at first call: see _client
         self.has_token = token is not None
+
+    def _client(self, addr: str) -> hvac.Client:
+        if addr not in self._clients:
+            # hvac and requests cost ~5 MB of RSS: an idle bot has not asked Vault anything yet.
+            import hvac
+
+            self._clients[addr] = hvac.Client(url=addr, token=self._token, timeout=self.timeout_s,
+                                              verify=self._verify)
+        return self._clients[addr]
 
     def name_of(self, addr: str) -> str:
         return self.names[self.addrs.index(addr)]
 
     async def call(self, addr: str, fn: Callable[[hvac.Client], T]) -> T:
         """Run ``fn(client)`` for one replica; failures become SourceError naming the replica."""
+        import hvac.exceptions  # loaded by _client below anyway; here for the except clauses
+        import requests
+
         name = self.name_of(addr)
         try:
             async with asyncio.timeout(self.timeout_s + 1):
-                return await asyncio.to_thread(fn, self._clients[addr])
+                return await asyncio.to_thread(fn, self._client(addr))
         except TimeoutError:
             raise SourceError(name, f"no answer within {self.timeout_s:g}s") from None
         except requests.ConnectionError:
@@ -148,6 +158,8 @@ class VaultPool:
 
 
 def _status_of(exc: Exception) -> int | None:
+    import hvac.exceptions  # already loaded: exc is one of them
+
     return {
         hvac.exceptions.InvalidRequest: 400,
         hvac.exceptions.Unauthorized: 401,
