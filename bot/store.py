@@ -219,16 +219,28 @@ class UrgentWriter:
     """The inbox file's connection in a thread of its own. What is submitted while a commit is
     in progress shares the next one (group commit: one fsync for all), and the thread settles
     the waiting futures itself: an answer needs the event loop once after its commit, however
-    busy the loop is with the processing."""
+    busy the loop is with the processing.
 
-    def __init__(self, conn: sqlite3.Connection):
+    WAL checkpoints (copying the log into the file, an fsync of its own) happen on another
+    connection and thread, every ``checkpoint_every_s`` after commits: inline, SQLite would run
+    one inside whichever commit crossed 1000 pages of log, i.e. inside a webhook's answer."""
+
+    checkpoint_every_s = 1.0
+
+    def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection | None = None):
         self.conn = conn
+        self.checkpointer = checkpointer
         self.on_error: Callable[[BaseException], None] = lambda exc: None
         self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._cond = threading.Condition()
         self._closing = False
+        self._committed = threading.Event()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-urgent", daemon=True)
         self._thread.start()
+        self._checkpoints = threading.Thread(target=self._checkpoint, name="store-checkpoint", daemon=True)
+        if checkpointer is not None:
+            self._checkpoints.start()
 
     @classmethod
     async def open(cls, path: Path) -> "UrgentWriter":
@@ -240,11 +252,31 @@ class UrgentWriter:
                     conn.execute(pragma)
                 for sql in _TABLES:
                     conn.execute(sql)
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer does it
             except BaseException:
                 conn.close()
                 raise
             return conn
-        return cls(await asyncio.to_thread(connect))
+        conn = await asyncio.to_thread(connect)
+        try:
+            checkpointer = await asyncio.to_thread(
+                sqlite3.connect, str(path), isolation_level=None, check_same_thread=False)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, checkpointer)
+
+    def _checkpoint(self) -> None:
+        assert self.checkpointer is not None
+        while not self._stop.is_set():
+            if not self._committed.wait(timeout=self.checkpoint_every_s) or self._stop.is_set():
+                continue
+            self._committed.clear()
+            try:  # PASSIVE: as far as readers allow, never blocking the writer
+                self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # the next round tries again; the log only grows meanwhile
+            self._stop.wait(self.checkpoint_every_s)
 
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -265,6 +297,7 @@ class UrgentWriter:
                 batch, self._ops = self._ops, []
             try:
                 results, error = _commit_batch(self.conn, [fn for fn, _ in batch]), None
+                self._committed.set()
             except Exception as exc:
                 results, error = [], exc
             loop = batch[0][1].get_loop()
@@ -290,7 +323,13 @@ class UrgentWriter:
             self._closing = True
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)  # what was submitted is committed first
-        self.conn.close()
+        if self.checkpointer is not None:
+            self._stop.set()
+            self._committed.set()
+            if self._checkpoints.is_alive():
+                await asyncio.to_thread(self._checkpoints.join)
+            self.checkpointer.close()
+        self.conn.close()  # the last connection: SQLite checkpoints the rest and removes the log
 
 
 async def open_store(config: "StoreConfig") -> "Store | PgStore":
