@@ -210,3 +210,15 @@ async def test_an_issuer_not_ready_with_every_check_passing_is_the_runbooks_esca
     assert issuer.next_step.startswith("4.2 escalation")
     assert any(f.summary.startswith("login as cert-manager/vault-issuer with role cert-manager-issuer succeeded")
                for f in report.findings)
+
+
+async def test_one_probe_failure_for_every_host_is_one_line(sandbox) -> None:
+    ctx = await build_context(sandbox.settings(probe={"allowed_cidrs": ["198.51.100.0/24"]}))
+    try:
+        report = await run_sop(REGISTRY["tls-handshake"], ctx)
+    finally:
+        await ctx.close()
+    unknown = [f for f in report.findings if f.status is Status.unknown]
+    assert [(f.target, f.summary) for f in unknown] == [(
+        "203.0.113.202:443", "probe: 203.0.113.202:443 is 203.0.113.202, outside probe.allowed_cidrs: not probed "
+                             "(all 10 hosts)")]
