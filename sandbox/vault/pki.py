@@ -53,6 +53,8 @@ class PkiMaterial:
     intermediate: CertPair
     kube_ca: CertPair
     intermediate_key: ec.EllipticCurvePrivateKey = field(repr=False, compare=False)
+    # The offline root's key (the sandbox keeps it, so an intermediate can be re-signed by the same root).
+    root_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False, compare=False)
 
     def issue_leaf(self, dns_names: list[str], not_before: datetime, not_after: datetime) -> tuple[str, str]:
         """A server certificate signed by the intermediate, as pki_int/sign/<role> returns it:
@@ -74,21 +76,29 @@ class PkiMaterial:
         return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
-def make_pki(now: datetime | None = None, intermediate_days: int = 3650) -> PkiMaterial:
+def make_pki(now: datetime | None = None, intermediate_days: int = 3650,
+             keep: "PkiMaterial | None" = None) -> PkiMaterial:
     """Root (15 y) → intermediate (``intermediate_days``, negative = already expired); plus the
-    Kubernetes cluster CA."""
+    Kubernetes cluster CA. ``keep``: re-sign a new intermediate with that material's root (and
+    keep its cluster CA), as a rotation or a rebuilt Vault does."""
     now = now or datetime.now(timezone.utc)
-    root_key = ec.generate_private_key(ec.SECP256R1())
     root_name = _name("Example Org Root CA")
-    _, root = _ca_cert(root_name, root_name, root_key, root_key,
-                       now - timedelta(days=400), now + timedelta(days=15 * 365), None)
+    if keep is not None and keep.root_key is not None:
+        root_key, root = keep.root_key, keep.root
+    else:
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        _, root = _ca_cert(root_name, root_name, root_key, root_key,
+                           now - timedelta(days=400), now + timedelta(days=15 * 365), None)
     int_key = ec.generate_private_key(ec.SECP256R1())
     start = now - timedelta(days=365) if intermediate_days > 0 else now + timedelta(days=intermediate_days - 3650)
     end = now + timedelta(days=intermediate_days)
     _, inter = _ca_cert(_name("Example Org Intermediate CA"), root_name, int_key, root_key,
                         start, end, 0)
-    kube_key = ec.generate_private_key(ec.SECP256R1())
-    kube_name = _name("rke2-server-ca@1700000000", org="rke2")
-    _, kube = _ca_cert(kube_name, kube_name, kube_key, kube_key,
-                       now - timedelta(days=400), now + timedelta(days=3650), None)
-    return PkiMaterial(root=root, intermediate=inter, kube_ca=kube, intermediate_key=int_key)
+    if keep is not None:
+        kube = keep.kube_ca
+    else:
+        kube_key = ec.generate_private_key(ec.SECP256R1())
+        kube_name = _name("rke2-server-ca@1700000000", org="rke2")
+        _, kube = _ca_cert(kube_name, kube_name, kube_key, kube_key,
+                           now - timedelta(days=400), now + timedelta(days=3650), None)
+    return PkiMaterial(root=root, intermediate=inter, kube_ca=kube, intermediate_key=int_key, root_key=root_key)

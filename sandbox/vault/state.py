@@ -349,7 +349,7 @@ class VaultCluster:
 
     def set_intermediate_days(self, days: int) -> None:
         """Re-issue the pki_int intermediate with ``days`` of validity left (negative: expired)."""
-        self.pki = make_pki(intermediate_days=days)
+        self.pki = make_pki(intermediate_days=days, keep=self.pki)  # the same offline root signs it
 
     def disable_mount(self, path: str) -> None:
         self.secret_mounts.pop(path.rstrip("/") + "/", None)
