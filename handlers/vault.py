@@ -91,6 +91,8 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
     uninitialized = [s for s in seen if s.get("uninitialized")]
     leaders = sorted({s["leader"] for s in unsealed if s.get("leader")})
     problems = len(addrs) - len(unsealed)
+    if sealed and ctx.kube is not None:
+        findings = await _sealed_since(ctx, cfg, findings, {s["name"] for s in sealed})
     if params.replica is not None:
         return findings
     if problems:
@@ -130,6 +132,41 @@ async def vault_status(ctx: HandlerContext, params: VaultStatusParams) -> list[F
         vault_ok = not problems and bool(leaders)
         findings.extend(await _cert_manager_recovery(ctx, vault_ok))
     return findings
+
+
+async def _sealed_since(ctx: HandlerContext, cfg: VaultStatusChecks, findings: list[Finding],
+                        names: set[str]) -> list[Finding]:
+    """5.1's root cause is a restart: each sealed replica's container start and restart count
+    say whether that is what happened (a long-running container was sealed some other way)."""
+    pods, failed = await ctx.attempt(ctx.require_kube().list("v1", "pods", cfg.namespace), f"pods/{cfg.namespace}")
+    if failed is not None:
+        return findings
+    now = datetime.now(timezone.utc)
+    facts: dict[str, str] = {}
+    for pod in pods or []:
+        name = pod["metadata"]["name"]
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        if name not in names or not statuses:
+            continue
+        cs = statuses[0]
+        started = parse_time(((cs.get("state") or {}).get("running") or {}).get("startedAt"))
+        if started is None:
+            continue
+        age = _age((now - started).total_seconds())
+        if (now - started).total_seconds() < 86400:
+            facts[name] = f"sealed after a restart: container started {age} ago (restart {cs.get('restartCount', 0)})"
+        else:
+            facts[name] = f"container running for {age}, not restarted: sealed some other way (vault operator seal?)"
+    return [f.model_copy(update={"summary": f"{f.summary}; {facts[f.target]}"})
+            if f.target in facts and f.summary.startswith("sealed") else f for f in findings]
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 async def _down_pods(ctx: HandlerContext, cfg: VaultStatusChecks, names: list[str]) -> list[Finding]:

@@ -14,12 +14,15 @@ from sandbox.platform import (CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, GATEWAY, P
 from sandbox.scenario_model import (VAULT_URL, Scenario, _first_pod, _scheduling_message, _vault_api_error,
                                     _worker)
 from sandbox.scenario_sets import CHAPTER_SCENARIOS
+from sandbox.scenario_sets.vault import restart_vault_pod
 from sandbox.world import OLD_KUBELET_VERSION
 
 
 # -- Vault (runbook ch. 5) ---------------------------------------------------------------------
 def _vault_sealed(p: Platform) -> None:
     p.vault.seal_all()
+    for name in p.vault_names():
+        restart_vault_pod(p, name)
     sync_vault_pods(p)
     set_issuer_ready(p, "vault-issuer", False, "VaultError",
                      "Failed to initialize Vault client: while requesting a Vault token using the Kubernetes auth: "
@@ -29,6 +32,8 @@ def _vault_sealed(p: Platform) -> None:
 def _vault_partially_sealed(p: Platform) -> None:
     p.vault.seal(1)
     p.vault.seal(2)
+    restart_vault_pod(p, "vault-1")
+    restart_vault_pod(p, "vault-2")
     sync_vault_pods(p)
 
 
@@ -319,7 +324,8 @@ def _cnpg_failover(p: Platform) -> None:
 _LISTED: tuple[Scenario, ...] = (
     Scenario("healthy", "nothing broken: the runbook's healthy baseline", lambda p: None),
     Scenario("vault-sealed", "all three Vault replicas sealed, pods 0/1 Ready, ClusterIssuer failing (5.1)", _vault_sealed,
-             section="5.1", status="crit", cause="sealed, unseal progress 0/3"),
+             section="5.1", status="crit",
+             cause="sealed, unseal progress 0/3 (v1.15.6); sealed after a restart: container started "),
     Scenario("vault-partially-sealed", "vault-1 and vault-2 sealed (0/1 Ready); vault-0 alone has no Raft quorum (5.2)",
              _vault_partially_sealed,
              section="5.2", status="crit", cause="1 of 3 replicas unsealed and reachable"),

@@ -15,6 +15,20 @@ NS = "vault"
 VAULT_LABELS = {"app.kubernetes.io/name": "vault", "app.kubernetes.io/instance": "vault", "component": "server"}
 
 
+def restart_vault_pod(p: Platform, name: str, ago: timedelta = timedelta(minutes=2)) -> None:
+    """The vault container restarted ``ago`` (a node reboot, an OOM kill): Vault starts sealed."""
+    started, ended = iso(now() - ago), iso(now() - ago - timedelta(seconds=5))
+
+    def restarted(o: Obj) -> None:
+        for cs in o["status"].get("containerStatuses") or []:
+            before = ((cs.get("state") or {}).get("running") or {}).get("startedAt", started)
+            cs["lastState"] = {"terminated": {"exitCode": 137, "reason": "Error", "startedAt": before,
+                                              "finishedAt": ended, "containerID": cs.get("containerID", "")}}
+            cs["state"] = {"running": {"startedAt": started}}
+            cs["restartCount"] = int(cs.get("restartCount") or 0) + 1
+    p.kube.update(CORE, "Pod", name, NS, restarted)
+
+
 def _no_leader(p: Platform, lines: list[str]) -> None:
     p.vault.set_no_leader(True)
     sync_vault_pods(p)
