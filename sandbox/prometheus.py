@@ -56,7 +56,13 @@ class SharedPrometheus:
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "200ms"},
             "scrape_configs": [{"job_name": JOB, "file_sd_configs": [
-                {"files": [str(self.sd_file)], "refresh_interval": "1s"}]}],
+                {"files": [str(self.sd_file)], "refresh_interval": "1s"}],
+                # Series with a `member` label are etcd members' own metrics (sandbox/etcd_metrics.py):
+                # they get the job and instance a scrape of each member on :2381 would give.
+                "metric_relabel_configs": [
+                    {"source_labels": ["member"], "regex": "(.+)", "target_label": "instance", "replacement": "$1"},
+                    {"source_labels": ["member"], "regex": ".+", "target_label": "job", "replacement": "etcd"},
+                    {"regex": "member", "action": "labeldrop"}]}],
         }
         cfg = self.workdir / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sandbox import etcd_metrics
 from sandbox.kube.store import Obj, ObjectStore
 from sandbox.platform import (APPS, ARGO, CAPI, CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, DOMAIN,
                               GATEWAY, HELM, LB_IP, POLICY, STORAGE, TRAEFIK, Platform, add_resource_metrics, iso,
@@ -571,6 +572,7 @@ def _build(size: int, seed: int, nodes: int | None, pods: int | None, certificat
     link(platform)
     _database_metrics(platform)
     _coredns_metrics(platform)
+    etcd_metrics.install(platform.metrics, [b.node_ips[n] for n in b.nodes["cp"]])
     return platform
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sandbox import etcd_metrics
 from sandbox.kube.store import Obj
 from sandbox.platform import (CORE, Platform, add_event, add_log, add_taint, iso, now, set_condition,
                               set_pod_unschedulable, set_pod_waiting)
@@ -106,6 +107,33 @@ def _golden_image_drift(p: Platform) -> None:
         n["status"]["nodeInfo"].update(osImage="Rocky Linux 9.4 (Blue Onyx)",
                                        kernelVersion="5.14.0-427.13.1.el9_4.x86_64")
     p.kube.update(CORE, "Node", node, "", fn)
+
+
+# -- 2.3 etcd Cluster Health Degraded (members' metrics, evaluated by a real Prometheus) -----------
+def _etcd(p: Platform, i: int) -> etcd_metrics.Member:
+    return list(etcd_metrics.members(p.metrics).values())[i]
+
+
+def _etcd_member_down(p: Platform) -> None:
+    """rke2-cp-3's etcd crashed: its :2381 no longer answers; the other two keep quorum."""
+    m = _etcd(p, 2)
+    m.up = False
+    etcd_metrics.publish(p.metrics, m)
+
+
+def _etcd_slow_fsync(p: Platform) -> None:
+    """rke2-cp-2's disk stalls: WAL fsyncs take 800 ms (the runbook's > 500 ms)."""
+    m = _etcd(p, 1)
+    m.fsync.latency = 0.8
+    etcd_metrics.publish(p.metrics, m)
+
+
+def _etcd_quorum_lost(p: Platform) -> None:
+    """Two of three CP nodes' etcd down: no quorum, a restore from snapshot (10.3)."""
+    for i in (1, 2):
+        m = _etcd(p, i)
+        m.up = False
+        etcd_metrics.publish(p.metrics, m)
 
 
 # -- 2.3 / 10.3 etcd snapshots --------------------------------------------------------------------
@@ -244,6 +272,12 @@ SCENARIOS: tuple[Scenario, ...] = (
              _node_memory_pressure, section="2.2", status="warn", cause="pressure | MemoryPressure"),
     Scenario("labels-race", "a compute node without workload-type nor its machine-pool label (2.6 label race)",
              _labels_race, section="2.6", status="warn", cause="label race: rke2-compute-1 without"),
+    Scenario("etcd-member-down", "the etcd member on rke2-cp-3 is down; two of three keep quorum (2.3)",
+             _etcd_member_down, section="2.3", status="crit", cause="10.0.1.12:2381 | down: Prometheus cannot scrape it"),
+    Scenario("etcd-slow-fsync", "WAL fsync p99 on rke2-cp-2 about 800 ms (2.3: > 500 ms)",
+             _etcd_slow_fsync, section="2.3", status="crit", cause="10.0.1.11:2381 | leader seen, WAL fsync p99 "),
+    Scenario("etcd-quorum-lost", "two of three etcd members down: quorum lost (2.3 → 10.3)",
+             _etcd_quorum_lost, section="2.3", status="crit", cause="quorum lost: 1 of 3 members up with a leader"),
     Scenario("etcd-snapshots-late", "no etcd snapshot for 20 hours: the 6-hourly schedule stopped (2.3, 10.3)",
              _etcd_snapshots_late, section="10.3", status="warn", cause="etcd snapshots late, the schedule is every 6h"),
     Scenario("etcd-snapshot-failed", "the last etcd snapshot on rke2-cp-1 failed: no space left on device (2.3)",
