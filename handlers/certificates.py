@@ -794,12 +794,12 @@ async def _login_test(ctx: HandlerContext, kube: KubeClient, pool: Any, target: 
     try:
         auth = await pool.kubernetes_login(role, jwt, mount=mount)
     except SourceError as exc:
+        if exc.status is None:  # no answer from Vault: the login was not tested, not refused
+            return Finding(status=Status.unknown, target=where, summary=f"login test: {exc.reason}")
         return Finding(status=Status.crit, target=where,
                        summary=f"login refused for role {role} as {cfg.namespace}/{sa}: {exc.reason}",
                        next_step=ROLE_STEP.format(mount=mount, role=role, sa=sa, ns=cfg.namespace)
                        if "not authorized" in exc.reason or "invalid role" in exc.reason else LOGIN_STEP)
-    finally:
-        jwt = ""  # noqa: F841  the token is not kept
     return Finding(status=Status.ok, target=where,
                    summary=f"login as {cfg.namespace}/{sa} with role {role} succeeded "
                            f"(policies {', '.join(auth.get('policies') or [])})")
