@@ -154,7 +154,11 @@ class TraefikTLS:
         return self._default
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        sslobj.context = self.context_for(server_name)
+        try:
+            sslobj.context = self.context_for(server_name)
+        except (KeyError, TypeError, AttributeError):  # an object a scenario left half-shaped
+            assert self._default is not None
+            sslobj.context = self._default
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
