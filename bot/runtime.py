@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -395,10 +394,6 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
 
 async def serve(settings: Settings) -> int:
     logs.setup(settings.logging.level, settings.logging.json_format, secret_values(settings))
-    # A webhook's answer waits on the store's writer thread handing its commit back: with the
-    # default 5 ms switch interval that thread may wait that long for the GIL while the event
-    # loop works on something else (a storm's processing), at every commit.
-    sys.setswitchinterval(0.001)
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
