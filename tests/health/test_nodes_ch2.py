@@ -63,3 +63,13 @@ async def test_healthy_nodes_and_labels_are_ok(sandbox) -> None:
         assert all(f.status is Status.ok for f in shown.values()), (sop_id, shown)
     assert (await findings(sandbox, "golden-image"))["node images"].summary.startswith(
         "all 6 nodes on Rocky Linux 9.5 (Blue Onyx), kernel 5.14.0-503.14.1.el9_5.x86_64")
+
+
+async def test_golden_image_drift_names_the_odd_node_and_what_differs(sandbox) -> None:
+    await sandbox.apply("golden-image-drift")
+    drift = (await findings(sandbox, "golden-image"))["node images"]
+    assert drift.status is Status.warn
+    assert drift.summary == ("nodes built from different golden images: 5 on Rocky Linux 9.5 (Blue Onyx) / kernel "
+                             "5.14.0-503.14.1.el9_5.x86_64 / containerd://2.1.4-k3s1; 1 on Rocky Linux 9.4 (Blue Onyx) / "
+                             "kernel 5.14.0-427.13.1.el9_4.x86_64: rke2-compute-1")
+    assert "virtio" in drift.details and "SSH" in drift.details
