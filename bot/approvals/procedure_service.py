@@ -86,9 +86,13 @@ class ProcedureService:
 
     # -- life cycle ---------------------------------------------------------------------------
     async def resume_running(self) -> None:
-        """After a restart: each running procedure goes on from the step it reached."""
+        """After a restart: each running procedure goes on from the step it reached. With
+        several replicas, the one that claims the run advances it (``_advance``); the sweep
+        calls this again, so a run whose replica died goes on once its claim lapses."""
         for run in await self.repo.in_states(RunState.running):
-            self._spawn(run.id)
+            task = self._tasks.get(run.id)
+            if task is None or task.done():
+                self._spawn(run.id)
 
     def _spawn(self, rid: int) -> None:
         self._tasks[rid] = self.a.bot.spawn(self._advance(rid), name=f"procedure:{rid}")
@@ -324,6 +328,7 @@ class ProcedureService:
                                    f"{run.rule.quorum} approval(s); no step was run.")
 
     async def sweep(self) -> None:
+        await self.resume_running()
         now = self.a.clock()
         for run in await self.repo.in_states(RunState.proposed):
             if now >= run.expires_at:
@@ -334,8 +339,13 @@ class ProcedureService:
 
     # -- running ------------------------------------------------------------------------------
     async def _advance(self, rid: int) -> None:
-        """Run the steps from the cursor on until one fails, a gated step waits, or the end."""
-        async with self._lock(rid):
+        """Run the steps from the cursor on until one fails, a gated step waits, or the end.
+        Only while this replica holds the run's claim: two replicas resuming the same run at
+        start would otherwise both re-run the step it was in (its state is "running")."""
+        async with self._lock(rid), self.a.claims.holding("procedure", rid, self.a.clock) as mine:
+            if not mine:
+                log.info("procedure %s is advanced by another replica", rid)
+                return
             while True:
                 run = await self.repo.get(rid)
                 if run is None or run.state is not RunState.running:

@@ -16,8 +16,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,7 @@ from bot.approvals.models import Proposal, State
 from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
 from bot.approvals.procedure_service import ProcedureService
-from bot.approvals.repo import ProposalRepo
+from bot.approvals.repo import Claims, ProposalRepo
 from bot.approvals.rules import rule_for, secret_holders
 from bot.clients.errors import SourceError
 from bot.commands import CommandError, Invocation, Reply, Subcommand, parse_args
@@ -73,6 +75,10 @@ class ApprovalService:
         self._sweeper: asyncio.Task[None] | None = None
         # Signs dialog state: a submission must come from a dialog this process opened.
         self._dialog_key = secrets.token_bytes(32)
+        # This replica, as the owner of the proposals it executes and the procedure runs it
+        # advances (several replicas share one store: a claim keeps the others off them).
+        self.identity = f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.claims = Claims(store, self.identity)
         # Multi-step procedures (bot/approvals/procedures.py): same chat, rules, clock and audit.
         self.procedures = ProcedureService(self)
 
@@ -80,6 +86,7 @@ class ApprovalService:
     async def start(self) -> None:
         await self.repo.migrate()
         await self.procedures.repo.migrate()
+        await self.claims.migrate()
         await self.recover()
         await self.resync()
         await self.procedures.resume_running()
@@ -282,6 +289,9 @@ class ApprovalService:
                 return
             new, _count, approved = await self.repo.vote(pid, username, now)
             if approved:
+                # Claimed before the run starts: another replica starting now must not take
+                # this approved proposal for one a restart interrupted.
+                await self.claims.claim("proposal", pid, self.clock())
                 self.bot.spawn(self._execute(pid), name=f"remediate:{pid}")
             elif new:
                 await self._refresh(pid)
@@ -310,6 +320,7 @@ class ApprovalService:
 
     async def sweep(self) -> None:
         await self.procedures.sweep()
+        await self.recover(lapsed_only=True)  # a replica died mid-action: say so, do not re-run
         now = self.clock()
         for p in await self.repo.in_states(State.proposed):
             async with self._lock(p.id):
@@ -332,7 +343,10 @@ class ApprovalService:
 
     # -- running ------------------------------------------------------------------------------
     async def _execute(self, pid: int) -> None:
-        async with self._lock(pid):
+        async with self._lock(pid), self.claims.holding("proposal", pid, self.clock) as mine:
+            if not mine:
+                log.info("proposal %s is being executed by another replica", pid)
+                return
             p = await self.repo.get(pid)
             if p is None or p.state is not State.approved:
                 return
@@ -397,10 +411,17 @@ class ApprovalService:
                 text += "\n" + outcome.details
             await self._reply(p, text)
 
-    async def recover(self) -> None:
-        """After a restart: approved or running proposals are reported, never re-run."""
+    async def recover(self, *, lapsed_only: bool = False) -> None:
+        """After a restart: approved or running proposals are reported, never re-run. Not one
+        another live replica is executing (its claim holds); ``lapsed_only`` (the sweep): only
+        those whose executor died (claim lapsed), not ones waiting for key shares."""
         now = self.clock()
         for p in await self.repo.in_states(State.approved, State.running):
+            if await self.claims.held_elsewhere("proposal", p.id, now):
+                continue
+            if lapsed_only and (p.awaiting_secret or self._lock(p.id).locked()
+                                or await self.claims.live("proposal", p.id, now)):
+                continue  # (two replicas sweeping: the transition below is the compare-and-set)
             if await self.repo.transition(
                     p.id, p.state, State.interrupted, now=now, actor="sop-bot",
                     detail={"was": p.state.value}, awaiting_secret=False,
