@@ -125,6 +125,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "mgmt-kubeconfig": {"mgmtKubeconfig": {"existingSecret": "harvester-kubeconfig"}},
     "no-leader-election-no-pdb": {"leaderElection": {"enabled": False},
                                   "podDisruptionBudget": {"enabled": False}},
+    # two replicas on PostgreSQL (tests/deploy/test_chart_replicas.py)
+    "ha-postgresql": {"replicaCount": 2, "store": {
+        "url": "postgresql://sopbot@sopbot-db-rw.database.svc.cluster.local:5432/sopbot",
+        "passwordSecret": {"name": "sopbot-db-app"}, "caSecret": {"name": "sopbot-db-ca"}}},
 }
 
 

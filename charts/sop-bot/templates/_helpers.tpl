@@ -56,6 +56,21 @@ app.kubernetes.io/part-of: sop-bot
 {{- define "sop-bot.runbookPath" -}}/etc/sopbot/runbook/runbook.md{{- end }}
 {{- define "sop-bot.mgmtKubeconfigPath" -}}/etc/sopbot/mgmt/kubeconfig{{- end }}
 {{- define "sop-bot.storePath" -}}/data/sopbot.db{{- end }}
+{{- define "sop-bot.storeCaPath" -}}/etc/sopbot/store-ca/ca.crt{{- end }}
+
+{{/* The store section of sopbot.yaml: PostgreSQL with store.url (password from the Secret as
+     SOPBOT_STORE__PASSWORD, never here), else the SQLite file on the data volume. */}}
+{{- define "sop-bot.storeConfig" -}}
+{{- if .Values.store.url }}
+{{- $store := dict "url" .Values.store.url "sslmode" .Values.store.sslmode "pool_size" (int .Values.store.poolSize) }}
+{{- if .Values.store.caSecret.name }}
+{{- $_ := set $store "sslrootcert" (include "sop-bot.storeCaPath" .) }}
+{{- end }}
+{{- toJson $store }}
+{{- else }}
+{{- toJson (dict "path" (include "sop-bot.storePath" .)) }}
+{{- end }}
+{{- end }}
 
 {{/* sopbot.yaml: the user's config plus what the chart decides (listen address, paths,
      remediation). Secrets are not in it: they come from the Secret as SOPBOT_* variables. */}}
@@ -65,7 +80,7 @@ app.kubernetes.io/part-of: sop-bot
 {{- $_ := set $server "host" "0.0.0.0" }}
 {{- $_ := set $server "port" (int .Values.port) }}
 {{- $_ := set $cfg "server" $server }}
-{{- $_ := set $cfg "store" (dict "path" (include "sop-bot.storePath" .)) }}
+{{- $_ := set $cfg "store" (include "sop-bot.storeConfig" . | fromJson) }}
 {{- $runbook := default dict (get $cfg "runbook") }}
 {{- if include "sop-bot.runbookEnabled" . }}
 {{- $_ := set $runbook "path" (include "sop-bot.runbookPath" .) }}
