@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.clients.errors import SourceError
 from bot.clients.kube import KubeClient
 from bot.config import Settings
@@ -15,9 +17,19 @@ from bot.health import HealthService, HealthStore
 from bot.registry import Registry
 from bot.schedule import LeaseElector, Missed, Schedule, Scheduler, missed_text
 from bot.store import Store
-from tests.health.test_health_schedule import UTC, Clock, clock, fires  # noqa: F401 (fixtures)
+from tests.health.test_health_schedule import UTC, Clock, clock  # noqa: F401 (fixture)
 
 FIRE = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def fires(open_store):
+    """The shared store, on SQLite and on a real PostgreSQL (tests/conftest.py)."""
+    store = await open_store()
+    hstore = HealthStore(store)
+    await hstore.setup()
+    yield hstore
+    await store.close()
 
 
 class ForbiddenKube(KubeClient):
