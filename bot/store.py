@@ -185,6 +185,14 @@ class Store:
         durable when this returns; returns lastrowid."""
         return await self.run_urgent(lambda db: db.execute(sql, params).lastrowid or 0)
 
+    async def execute_soon(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A write to the inbox file nobody answers on (an entry marked done): committed when
+        this returns, but sharing a webhook's commit when one comes within ``lazy_delay_s``."""
+        if self.writer is not None:
+            await self.writer.submit(lambda db: db.execute(sql, params), lazy=True)
+        else:
+            await self.execute_urgent(sql, params)
+
     async def fetch_urgent(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """An urgent write with ``RETURNING``: its rows, once committed."""
         return await self.run_urgent(lambda db: db.execute(sql, params).fetchall())
@@ -226,12 +234,16 @@ class UrgentWriter:
     one inside whichever commit crossed 1000 pages of log, i.e. inside a webhook's answer."""
 
     checkpoint_every_s = 1.0
+    # How long a write nobody is waiting on urgently (``lazy``: an entry marked done) waits for
+    # an urgent one to share its commit, before it is committed on its own.
+    lazy_delay_s = 0.05
 
     def __init__(self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection | None = None):
         self.conn = conn
         self.checkpointer = checkpointer
         self.on_error: Callable[[BaseException], None] = lambda exc: None
         self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._lazy: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._cond = threading.Condition()
         self._closing = False
         self._committed = threading.Event()
@@ -278,23 +290,33 @@ class UrgentWriter:
                 pass  # the next round tries again; the log only grows meanwhile
             self._stop.wait(self.checkpoint_every_s)
 
-    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+    def submit(self, fn: Callable[[sqlite3.Connection], Any], lazy: bool = False) -> asyncio.Future[Any]:
+        """``lazy``: rides with the next urgent commit, or goes after ``lazy_delay_s``: fewer
+        commits of its own for a webhook to queue behind."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closing:
                 raise sqlite3.ProgrammingError("the store is closed")
-            self._ops.append((fn, fut))
+            (self._lazy if lazy else self._ops).append((fn, fut))
             self._cond.notify()
         return fut
 
     def _run(self) -> None:
         while True:
             with self._cond:
+                lazy_since = time.monotonic()
                 while not self._ops and not self._closing:
-                    self._cond.wait()
-                if not self._ops:
-                    return
-                batch, self._ops = self._ops, []
+                    if not self._lazy:
+                        self._cond.wait()
+                        lazy_since = time.monotonic()
+                        continue
+                    left = lazy_since + self.lazy_delay_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if not self._ops and not self._lazy:
+                    return  # closing, nothing left
+                batch, self._ops, self._lazy = self._lazy + self._ops, [], []
             try:
                 results, error = _commit_batch(self.conn, [fn for fn, _ in batch]), None
                 self._committed.set()

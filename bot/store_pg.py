@@ -162,6 +162,9 @@ class PgStore:
         committed when this returns (PostgreSQL commits are durable: synchronous_commit)."""
         return (await self._urgent(sql, params)).lastrowid or 0
 
+    async def execute_soon(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self._urgent(sql, params)  # shares the urgent queue's commits anyway
+
     async def fetch_urgent(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
         return (await self._urgent(sql, params)).rows
 

@@ -115,3 +115,23 @@ async def test_an_inbox_of_the_one_file_layout_moves_to_its_file_ids_continuing(
     await inbox.migrate()
     assert [e.id for e in await inbox.pending()] == [2, 8]
     await store.close()
+
+
+async def test_a_done_mark_shares_the_next_webhook_commit(tmp_path: Path):
+    store = await Store.open(tmp_path / "bot.db")
+    inbox = Inbox(store)
+    await inbox.migrate()
+    ids = [await inbox.add(f'{{"n": {i}}}') for i in range(5)]
+    assert store.writer is not None
+    store.writer.lazy_delay_s = 30.0  # a mark waits for a webhook (a test of sharing, not of time)
+    commits: list[str] = []
+    store.writer.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    for entry_id in ids:
+        marking = asyncio.create_task(inbox.done(entry_id))
+        await asyncio.sleep(0.02)
+        assert not marking.done()  # not committed on its own
+        await inbox.add("{}")
+        await asyncio.wait_for(marking, timeout=5)  # committed with the webhook
+    assert len(commits) == 5  # one per webhook, none for the marks
+    assert await inbox.count("done") == 5
+    await store.close()

@@ -76,7 +76,8 @@ class Inbox:
         return [Entry(r["id"], r["received_at"], r["body"], r["attempts"]) for r in rows]
 
     async def done(self, entry_id: int) -> None:
-        await self.store.execute_urgent("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
+        # Nobody is answered on it: it rides with the next webhook's commit (Store.execute_soon).
+        await self.store.execute_soon("UPDATE alert_inbox SET state='done', body='' WHERE id=?", (entry_id,))
 
     async def failed_attempt(self, entry_id: int, error: str) -> float | None:
         """Count a failed processing attempt: seconds until the next one, or None when the
