@@ -10,6 +10,7 @@ trend to ``deriv()``, not a made-up answer."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,27 +42,35 @@ class Exporter:
     help: dict[str, str] = field(default_factory=dict)
     scrapes: int = 0
     version: int = 0  # bumped by every change: the runner waits for a scrape after one
+    # Scrapes come from the shared Prometheus's proxy thread (sandbox.prometheus), changes from the loop.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def set(self, name: str, labels: dict[str, str], value: Value, help_text: str = "") -> None:
-        self.families.setdefault(name, {})[_labels(labels)] = value
-        if help_text:
-            self.help[name] = help_text
-        self.version += 1
+        with self._lock:
+            self.families.setdefault(name, {})[_labels(labels)] = value
+            if help_text:
+                self.help[name] = help_text
+            self.version += 1
 
     def get(self, name: str, labels: dict[str, str]) -> Value | None:
         return self.families.get(name, {}).get(_labels(labels))
 
     def remove(self, name: str, **match: str) -> int:
         """Drop the series of ``name`` whose labels include ``match``; how many were dropped."""
-        series = self.families.get(name, {})
-        gone = [k for k in series if all(dict(k).get(a) == b for a, b in match.items())]
-        for k in gone:
-            del series[k]
-        self.version += 1
-        return len(gone)
+        with self._lock:
+            series = self.families.get(name, {})
+            gone = [k for k in series if all(dict(k).get(a) == b for a, b in match.items())]
+            for k in gone:
+                del series[k]
+            self.version += 1
+            return len(gone)
 
     def text(self) -> str:
         """One scrape: the exposition text (each callable evaluated with this scrape's number)."""
+        with self._lock:
+            return self._text()
+
+    def _text(self) -> str:
         self.scrapes += 1
         out: list[str] = []
         for name in sorted(self.families):

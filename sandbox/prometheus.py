@@ -1,26 +1,32 @@
 """A real Prometheus (the Debian package ``prometheus``) scraping sandbox exporters.
 
 One process per Python process, started on first use and stopped at exit: a start costs 1–2 s,
-so sandboxes come and go (one per test) and only register their exporter's address in the
-file-based service discovery file, which Prometheus watches. A target leaving the file gets
-staleness markers, and its samples are deleted (admin API), so a later sandbox's queries — range
-queries too — never see an earlier one's series.
+so sandboxes come and go (one per test) and only register their exporter with it. Prometheus
+scrapes one static target, a small HTTP server in this process serving the registered sandbox's
+metrics (a new service-discovery target would wait up to 5 s for Prometheus's discovery
+batching; a static one is scraped within the 250 ms interval). When a sandbox registers, every
+stored sample so far is deleted (admin API), so its queries — range queries too — never see an
+earlier sandbox's series; series it does not serve get staleness markers at the next scrape.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+
+if TYPE_CHECKING:
+    from sandbox.exporter import Exporter
 
 SCRAPE_INTERVAL = "250ms"
 JOB = "sandbox-exporters"
@@ -41,22 +47,49 @@ class SharedPrometheus:
         self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-prometheus-"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.sd_file = self.workdir / "targets.json"
         self.log = self.workdir / "prometheus.log"
-        self.targets: dict[str, dict[str, str]] = {}
+        self.exporters: list[Exporter] = []  # registered sandboxes; the last one is served
         self._lock = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._server = self._serve()
+
+    def _serve(self) -> ThreadingHTTPServer:
+        shared = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                with shared._lock:
+                    current = shared.exporters[-1] if shared.exporters else None
+                body = (current.text() if current is not None else "").encode()
+                try:
+                    self.send_response(200 if self.path == "/metrics" else 404)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # Prometheus gave up on a slow scrape (a loaded machine): the next one counts
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="sandbox-exporter-proxy", daemon=True).start()
+        return server
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         if not Path(binary).exists():
             raise PrometheusUnavailable("prometheus is missing: ./run-tests installs the Debian package "
                                         "`prometheus` with apt-get (or prints the command)")
-        self._write_targets()
         config = {
-            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "200ms"},
-            "scrape_configs": [{"job_name": JOB, "file_sd_configs": [
-                {"files": [str(self.sd_file)], "refresh_interval": "1s"}],
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "240ms"},
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [self.target]}],
                 # Series with a `member` label are etcd members' own metrics (sandbox/etcd_metrics.py):
                 # they get the job and instance a scrape of each member on :2381 would give.
                 "metric_relabel_configs": [
@@ -87,12 +120,6 @@ class SharedPrometheus:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
-    def _write_targets(self) -> None:
-        groups = [{"targets": [addr], "labels": labels} for addr, labels in sorted(self.targets.items())]
-        tmp = self.sd_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self.sd_file)  # atomic: Prometheus never reads half a file
-
     def forget(self, selector: str) -> None:
         """Delete the stored samples of the series ``selector`` matches (tombstones: queries
         stop seeing them at once). Up to now only: a tombstone without ``end`` reaches to the end
@@ -103,22 +130,20 @@ class SharedPrometheus:
         except httpx.HTTPError:
             pass  # a test then sees an earlier sandbox's range data, never a wrong instant value
 
-    def add(self, address: str, labels: dict[str, str] | None = None) -> None:
+    def add(self, exporter: "Exporter") -> None:
+        """Serve ``exporter`` from the next scrape on; with no other sandbox registered, forget
+        everything stored so far (every job: the relabelled etcd series too)."""
         with self._lock:
-            # Whatever an earlier sandbox left (a scrape racing its removal, the same port reused),
-            # before this target's first scrape.
-            keep = "|".join(a.replace(".", "\\.") for a in self.targets if a != address)
-            self.forget(f'{{job="{JOB}",instance!~"{keep}"}}' if keep else f'{{job="{JOB}"}}')
-            self.targets[address] = labels or {}
-            self._write_targets()
+            if not self.exporters:
+                self.forget('{__name__=~".+"}')
+            self.exporters.append(exporter)
 
-    def remove(self, address: str) -> None:
+    def remove(self, exporter: "Exporter") -> None:
         with self._lock:
-            if self.targets.pop(address, None) is not None:
-                self._write_targets()
-            self.forget(f'{{job="{JOB}",instance="{address}"}}')
+            self.exporters = [e for e in self.exporters if e is not exporter]
 
     def stop(self) -> None:
+        self._server.shutdown()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

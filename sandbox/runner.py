@@ -204,7 +204,7 @@ class Sandbox:
             except PrometheusUnavailable:
                 await self.stop()  # nothing left listening
                 raise
-            self._prometheus.add(self.metrics_address)
+            self._prometheus.add(self.platform.metrics)
         if self.scenarios:
             await self.apply(*self.scenarios)
         await self.settle()
@@ -213,7 +213,7 @@ class Sandbox:
     async def stop(self) -> None:
         await self.mattermost.hub.close_all()
         if self._prometheus is not None:
-            self._prometheus.remove(self.metrics_address)
+            self._prometheus.remove(self.platform.metrics)
         for listener in [self._kube, *([self._kube_mgmt] if self._kube_mgmt else []), self._mm, self._am, *self._vault, self._metrics]:
             await listener.stop()
         if getattr(self, "traefik", None) is not None:
@@ -349,7 +349,7 @@ class Sandbox:
             f"              curl {self.vault_addrs[0]}/v1/sys/seal-status",
             f"  Mattermost  {self.mattermost_url}  (team 'platform', channel 'sop-alerts')",
             f"  Alertmanager {self.alertmanager_url}  curl {self.alertmanager_url}/api/v2/alerts",
-            *([f"  Prometheus  {self._prometheus.url}  (scraping the exporter metrics at http://{self.metrics_address}/metrics)"]
+            *([f"  Prometheus  {self._prometheus.url}  (scraping the exporter metrics, also at http://{self.metrics_address}/metrics)"]
               if self._prometheus else []),
             f"  Bot config  {w}/sopbot.yaml      sopbot run --config {w}/sopbot.yaml",
             f"  Shell       . {w}/env",
