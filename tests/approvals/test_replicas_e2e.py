@@ -1,5 +1,4 @@
-"""Two replicas on one store (a SQLite file both open; PostgreSQL behaves the same through the
-store's interface): every replica consumes the websocket's reactions, the store's
+"""Two replicas on one store (a SQLite file both open, and a real PostgreSQL server): every replica consumes the websocket's reactions, the store's
 compare-and-set makes an approval single-use, and a procedure run is advanced by the one
 replica holding its claim, at start as after its replica died."""
 
@@ -24,14 +23,26 @@ from tests.approvals.test_procedures_e2e import start_procedure, step_line, wait
 RESTART = "restart kind=deployment namespace=kube-system name=rke2-traefik"
 
 
-def second(sandbox) -> dict[str, Any]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request, sandbox) -> dict[str, Any]:
+    """The store both replicas share: the sandbox's SQLite file, or a database on a real
+    PostgreSQL server (tests/conftest.py)."""
+    if request.param == "sqlite":
+        return {}
+    from tests.postgres import new_database
+
+    url = await new_database(request.getfixturevalue("postgres_server"))
+    return {"store": {"url": url, "sslmode": "disable"}}
+
+
+def second(sandbox, store: dict[str, Any]) -> dict[str, Any]:
     """The other replica's own listener (the sandbox's Mattermost calls the first for slash commands)."""
-    return {"server": {**sandbox.bot_config()["server"], "port": 0}}
+    return {**store, "server": {**sandbox.bot_config()["server"], "port": 0}}
 
 
-async def test_two_replicas_given_the_same_reaction_run_the_action_once(sandbox, bots):
-    a = await bots.start()
-    b = await bots.start(sections=second(sandbox))
+async def test_two_replicas_given_the_same_reaction_run_the_action_once(sandbox, bots, store):
+    a = await bots.start(sections=store)
+    b = await bots.start(sections=second(sandbox, store))
     seen: dict[str, int] = {"a": 0, "b": 0}
     for name, rt in (("a", a), ("b", b)):
         async def count(event, name=name):
@@ -98,8 +109,8 @@ async def crash(bots, rt) -> None:
     await bots.stop(rt)
 
 
-async def start_mid_step_two(sandbox, bots, steps):
-    rt = await bots.start(quorum_high=1)
+async def start_mid_step_two(sandbox, bots, steps, store):
+    rt = await bots.start(quorum_high=1, sections=store)
     p = await start_procedure(sandbox, "alice", "test-two-steps")
     sandbox.mattermost.react("alice", p.id, APPROVE)
     await asyncio.wait_for(steps.reached.wait(), 10)
@@ -107,10 +118,10 @@ async def start_mid_step_two(sandbox, bots, steps):
     return rt, p
 
 
-async def test_two_replicas_starting_together_resume_a_run_once(sandbox, bots, steps):
-    rt, p = await start_mid_step_two(sandbox, bots, steps)
+async def test_two_replicas_starting_together_resume_a_run_once(sandbox, bots, steps, store):
+    rt, p = await start_mid_step_two(sandbox, bots, steps, store)
     await crash(bots, rt)  # the run is "running", step two "running"
-    a, b = await asyncio.gather(bots.start(quorum_high=1), bots.start(quorum_high=1, sections=second(sandbox)))
+    a, b = await asyncio.gather(bots.start(quorum_high=1, sections=store), bots.start(quorum_high=1, sections=second(sandbox, store)))
     await asyncio.wait_for(steps.reached.wait(), 10)  # one of them re-runs step two…
     tasks = [t for rt in (a, b) for t in rt.approvals.procedures._tasks.values()]
     assert len(tasks) == 2  # …both tried…
@@ -123,9 +134,9 @@ async def test_two_replicas_starting_together_resume_a_run_once(sandbox, bots, s
     assert step_line(sandbox, p.id, 2).startswith("2. ✅")
 
 
-async def test_a_run_whose_replica_died_goes_on_once_its_claim_lapses(sandbox, bots, steps):
-    dead, p = await start_mid_step_two(sandbox, bots, steps)
-    survivor = await bots.start(quorum_high=1, sections=second(sandbox))
+async def test_a_run_whose_replica_died_goes_on_once_its_claim_lapses(sandbox, bots, steps, store):
+    dead, p = await start_mid_step_two(sandbox, bots, steps, store)
+    survivor = await bots.start(quorum_high=1, sections=second(sandbox, store))
     (task,) = survivor.approvals.procedures._tasks.values()
     await asyncio.wait_for(task, 10)  # its resume at start left the run to its live owner
     assert steps.runs == {"one": 1, "two": 1}
