@@ -61,7 +61,8 @@ class ApprovalService:
     def __init__(self, *, config: "RemediationConfig", store: "Store", chat: "MattermostChat",
                  bot: "Bot", dialog_url: str | None = None, clock: Clock = utcnow,
                  thread_alerts: Callable[[str], Any] | None = None,
-                 thread_resolved: Callable[[str], Awaitable[datetime | None]] | None = None):
+                 thread_resolved: Callable[[str], Awaitable[datetime | None]] | None = None,
+                 dialog_key: bytes | None = None):
         self.config = config
         self.repo = ProposalRepo(store)
         self.chat = chat
@@ -73,8 +74,10 @@ class ApprovalService:
         self.thread_resolved = thread_resolved
         self._locks: dict[int, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        # Signs dialog state: a submission must come from a dialog this process opened.
-        self._dialog_key = secrets.token_bytes(32)
+        # Signs dialog state: a submission must come from a dialog the bot opened. Every replica
+        # must accept the others' (the Service sends the submission to any of them), so the key
+        # is derived from a secret they all have (start_approvals: the bot token), else random.
+        self._dialog_key = dialog_key or secrets.token_bytes(32)
         # This replica, as the owner of the proposals it executes and the procedure runs it
         # advances (several replicas share one store: a claim keeps the others off them).
         self.identity = f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -583,6 +586,12 @@ def _detail(detail: dict[str, Any]) -> str:
     return text[:160] + ("…" if len(text) > 160 else "")
 
 
+def dialog_key(bot_token: str) -> bytes:
+    """The dialog-state key every replica derives alike from the bot token they share (the
+    token itself never signs anything; a restart keeps open dialogs valid too)."""
+    return hmac.new(bot_token.encode(), b"sopbot dialog state v1", hashlib.sha256).digest()
+
+
 async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat", bot: "Bot",
                           clock: Clock = utcnow, alerts: Any = None, metrics: Any = None) -> ApprovalService:
     """Wire remediation into a running bot: subcommands, SOP suggestions, recovery after a
@@ -600,10 +609,12 @@ async def start_approvals(settings: Any, store: "Store", chat: "MattermostChat",
             if not groups or any(g.state.value == "open" for g in groups):
                 return None
             return max((g.resolved_at or g.opened_at) for g in groups)
+    token = settings.mattermost.token
     service = ApprovalService(config=settings.remediation, store=store, chat=chat, bot=bot,
                               dialog_url=f"{public.rstrip('/')}/mattermost/dialog" if public else None,
                               clock=clock, thread_alerts=thread_alerts,
-                              thread_resolved=thread_resolved if alerts is not None else None)
+                              thread_resolved=thread_resolved if alerts is not None else None,
+                              dialog_key=dialog_key(token.get_secret_value()) if token else None)
     if metrics is not None:  # bot.metrics.Metrics: approvals and remediations by outcome
         service.repo.on_change = metrics.proposal_changed
     cfg = settings.remediation

@@ -153,3 +153,14 @@ async def test_a_run_whose_replica_died_goes_on_once_its_claim_lapses(sandbox, b
     await survivor.approvals.sweep()
     await wait_status(sandbox, p.id, "**succeeded**")
     assert steps.runs == {"one": 1, "two": 2}
+
+
+async def test_a_share_dialog_opened_by_one_replica_is_accepted_by_the_other(sandbox, bots, store):
+    """Mattermost posts the dialog submission to the Service: any replica may get it."""
+    a = await bots.start(sections=store)
+    b = await bots.start(sections=second(sandbox, store))
+    alice = sandbox.mattermost.user("alice").id
+    state = a.approvals._sign(7, alice)
+    assert b.approvals._verify(state, alice) == 7
+    assert b.approvals._verify(state, sandbox.mattermost.user("bob").id) is None  # still bound to its user
+    assert b.approvals._verify(state[:-1] + ("0" if state[-1] != "0" else "1"), alice) is None
