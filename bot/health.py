@@ -332,6 +332,9 @@ class HealthStore:
             # A fire time reported as missed, so it is reported once whichever replica leads next.
             "CREATE TABLE health_missed (schedule TEXT NOT NULL, fire_time TEXT NOT NULL, "
             "reported_at TEXT NOT NULL, PRIMARY KEY (schedule, fire_time))",
+            # When a leader first had the schedule configured: a schedule added today (or a
+            # store from before this table) is not "missed" for the days before.
+            "CREATE TABLE health_schedules (schedule TEXT PRIMARY KEY, since TEXT NOT NULL)",
         ])
 
     async def record(self, report: HealthReport) -> Changes:
@@ -400,6 +403,12 @@ class HealthStore:
             if row is not None and row["t"]:
                 times.append(datetime.fromisoformat(row["t"]))
         return max(times, default=None)
+
+    async def known_since(self, schedule: str, now: datetime) -> datetime:
+        await self.store.execute("INSERT OR IGNORE INTO health_schedules (schedule, since) VALUES (?, ?)",
+                                 (schedule, _utc(now)))
+        row = await self.store.fetchone("SELECT since FROM health_schedules WHERE schedule=?", (schedule,))
+        return datetime.fromisoformat(row["since"])
 
     async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None:
         await self.store.execute(

@@ -269,6 +269,8 @@ class FireLog(Protocol):
 
     async def last_fire(self, schedule: str) -> datetime | None: ...
 
+    async def known_since(self, schedule: str, now: datetime) -> datetime: ...
+
     async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None: ...
 
     async def terms(self) -> list[Term]: ...
@@ -474,20 +476,19 @@ class Scheduler:
             log.warning("schedule: could not record this replica's term: %s", exc)
 
     async def report_missed(self, *, max_fire_times: int = 500) -> list[Missed]:
-        """Each schedule's fire times since its last recorded run (or since the bot was first
-        seen) that nobody ran, each reported once (claimed in the store): grouped by their
-        leaderless window, passed to ``on_missed``."""
+        """Each schedule's fire times since its last recorded run (or since a leader first had
+        it configured) that nobody ran, each reported once (claimed in the store): grouped by
+        their leaderless window, passed to ``on_missed``."""
         if self.on_missed is None:
             return []
         now = self.clock()
         terms = await self.fires.terms()
-        first = min((t.started for t in terms), default=None)
         out: list[Missed] = []
         for name, trigger in self.triggers.items():
+            since = await self.fires.known_since(name, now)
             base = await self.fires.last_fire(name)
-            start = base + timedelta(microseconds=1) if base is not None else first
-            if start is None:  # a fresh install: nothing was expected yet
-                continue
+            # never run: a new schedule (or a fresh install) expects nothing before it was known
+            start = base + timedelta(microseconds=1) if base is not None else since
             groups: dict[tuple[str, tuple[datetime, ...]], list[datetime]] = {}
             t = trigger.get_next_fire_time(None, start)
             for _ in range(max_fire_times):  # bounded: a minutely schedule after a long outage

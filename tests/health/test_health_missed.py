@@ -212,3 +212,33 @@ async def test_the_report_is_posted_in_the_schedules_channel(tmp_path: Path, clo
         ("id-sop-alerts", ":warning: The `hourly` health check did not run at 08:30, 09:30 "
                           "(the bot was down from 07:58 to 10:00)."),
     ]
+
+
+async def test_a_schedule_added_later_is_not_missed_for_the_days_before(sandbox, clock, fires):
+    runs: list = []
+    posts = Posts()
+    clock.now = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+    a = await replica("bot-a", sandbox, clock, fires, runs, posts)
+    try:
+        assert await a.lease_step() is True  # the bot runs for days with no hourly schedule
+    finally:
+        await a.elector.kube.close()
+    clock.now = datetime(2026, 11, 26, 9, 40, tzinfo=UTC)  # then it gets one (a new release)
+    kube = await KubeClient.connect(sandbox.kubeconfig)
+    elector = LeaseElector(kube, "default", "sopbot-scheduler-2", "bot-b", duration_s=15, clock=clock)
+
+    async def run(schedule: Schedule, fire_time: datetime) -> None:
+        runs.append(fire_time)
+
+    b = Scheduler([Schedule("hourly", "30 * * * *")], run, fires, elector=elector, clock=clock,
+                  misfire_grace_s=120, on_missed=posts)
+    try:
+        assert await b.lease_step() is True
+        assert posts.missed == []
+        clock.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # its 10:30 and 11:30 did not run
+        await elector.release()
+        assert await b.lease_step() is True
+        assert [m.fire_times for m in posts.missed] == [
+            (datetime(2026, 11, 26, 10, 30, tzinfo=UTC), datetime(2026, 11, 26, 11, 30, tzinfo=UTC))]
+    finally:
+        await kube.close()
