@@ -4,7 +4,7 @@ APScheduler reads too), real Lease through the sandbox's Kubernetes API, store o
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +242,37 @@ async def test_a_schedule_added_later_is_not_missed_for_the_days_before(sandbox,
             (datetime(2026, 11, 26, 10, 30, tzinfo=UTC), datetime(2026, 11, 26, 11, 30, tzinfo=UTC))]
     finally:
         await kube.close()
+
+
+async def test_a_restarted_bot_posts_the_report_in_mattermost(sandbox):
+    """The whole way: a previous life of the bot in the store, `Runtime` started (its Lease on
+    the sandbox's API), the report in ~sop-alerts through the outbox. Real time: the schedule
+    fires every 10 minutes and the previous life ended over half an hour ago."""
+    from bot.runtime import Runtime
+    from bot.schedule import cron_trigger, last_fire_time, utcnow
+    from tests.approvals.conftest import wait_for
+
+    settings = sandbox.settings(health={"schedules": [{"name": "daily", "cron": "*/10 * * * *"}]})
+    now = utcnow()
+    last = last_fire_time(cron_trigger("*/10 * * * *"), now - timedelta(minutes=35), 600)
+    store = await Store.open(settings.store.path)
+    hstore = HealthStore(store)
+    await hstore.setup()
+    await hstore.known_since("daily", last - timedelta(days=1))
+    assert await hstore.claim_fire("daily", last, "old-pod")
+    await hstore.note_term("old-pod", "replica", last - timedelta(hours=1), last + timedelta(minutes=1))
+    await hstore.note_term("old-pod", "leader", last - timedelta(hours=1), last + timedelta(minutes=1))
+    await store.close()
+    rt = Runtime(settings)
+    await rt.start()
+    try:
+        bot_id = sandbox.mattermost.user("sop-bot").id
+        post = await wait_for(lambda: next((p.message for p in sandbox.mattermost.posts_in(sandbox.channel_id)
+                                            if p.user_id == bot_id and "health check did not run" in p.message),
+                                           None), what="the missed-schedule report")
+        end = (last + timedelta(minutes=1)).strftime("%H:%M")
+        assert post.startswith(":warning: The health check did not run at ")  # 3 or 4 fire times
+        assert f"(the bot was down from {end} to " in post
+        assert (last + timedelta(minutes=10)).strftime("%H:%M") in post
+    finally:
+        await rt.stop()
