@@ -35,7 +35,7 @@ from sandbox.prometheus import PrometheusUnavailable, SharedPrometheus, shared_p
 from sandbox.scenarios import SCENARIOS, apply_scenarios
 from sandbox.tls_endpoints import TraefikTLS
 from sandbox.vault.server import make_app as make_vault_app
-from sandbox.world import build_platform
+from sandbox.world import build_platform, refresh_autoscaler_status
 
 HOST = "127.0.0.1"
 RUNBOOK = Path(__file__).with_name("runbook.md")
@@ -125,6 +125,7 @@ class Sandbox:
         self._metrics = _Listener(make_metrics_app(self.platform.metrics))
         self.prometheus = prometheus
         self._prometheus: SharedPrometheus | None = None
+        self._ticking: asyncio.Task[None] | None = None
         self._settled_version = -1
 
     # -- addresses -------------------------------------------------------------------------
@@ -209,8 +210,20 @@ class Sandbox:
             await self.apply(*self.scenarios)
         await self.settle()
         self._write_files()
+        self._ticking = asyncio.create_task(self._tick(), name="sandbox-controllers")
+
+    async def _tick(self, every_s: float = 10.0) -> None:
+        """What the platform's own controllers keep doing while nobody breaks anything: the
+        autoscaler rewrites its status every scan (a sandbox left running stays healthy)."""
+        from datetime import datetime, timezone
+        while True:
+            await asyncio.sleep(every_s)
+            refresh_autoscaler_status(self.platform.kube, datetime.now(timezone.utc))
 
     async def stop(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            self._ticking = None
         await self.mattermost.hub.close_all()
         if self._prometheus is not None:
             self._prometheus.remove(self.platform.metrics)

@@ -14,6 +14,7 @@ import base64
 import gc
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -688,6 +689,23 @@ def autoscaler_status(when: datetime, groups: list[dict[str, Any]], *, health: s
 
 AUTOSCALER_GROUPS = [{"name": "fleet-default/rke2-general", "target": 1, "min": 1, "max": 5},
                      {"name": "fleet-default/rke2-compute", "target": 1, "min": 0, "max": 3}]
+
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \+0000 UTC")
+
+
+def refresh_autoscaler_status(store: ObjectStore, when: datetime) -> None:
+    """What the running autoscaler does every scan: rewrite its status's times (and only them, so
+    a scenario's health or backoff stays). Without it a sandbox up 10 minutes reads as stale."""
+    stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f") + "000 +0000 UTC"
+
+    def fresh(cm: Obj) -> None:
+        cm["data"]["status"] = _STAMP.sub(stamp, cm["data"].get("status", ""))
+        cm["metadata"].setdefault("annotations", {})["cluster-autoscaler.kubernetes.io/last-updated"] = stamp
+    try:
+        store.update(CORE, "ConfigMap", "cluster-autoscaler-status", "kube-system", fresh)
+    except LookupError:
+        pass  # a scenario removed it: that is what it shows
 
 
 def _autoscaler_status(b: _Builder) -> None:

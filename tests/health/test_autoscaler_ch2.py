@@ -45,3 +45,23 @@ async def test_expired_rancher_token_is_quoted_and_a_restart_proposed(sandbox) -
     pending = next(f for f in report.findings if f.target == "pending pods")
     assert "1 pod(s) Pending for resources, no scale-up triggered: mattermost/mattermost-" in pending.summary
     assert "Insufficient cpu; no event from the autoscaler" in pending.summary
+
+
+async def test_a_sandbox_left_running_keeps_a_fresh_status_and_scenarios_keep_theirs(sandbox) -> None:
+    """The sandbox's autoscaler rewrites its status's times each scan, as the real one does: a
+    status 15 minutes old is stale (the loop stopped), the next scan makes it fresh again, and a
+    scenario's backoff survives the rewrite."""
+    from datetime import datetime, timedelta, timezone
+
+    from sandbox.world import refresh_autoscaler_status
+
+    kube = sandbox.platform.kube
+    refresh_autoscaler_status(kube, datetime.now(timezone.utc) - timedelta(minutes=15))
+    stale = {f.target: f for f in (await report_of(sandbox)).findings}["configmap/cluster-autoscaler-status"]
+    assert stale.status is Status.warn and "stale: the autoscaler loop is not running" in stale.summary
+    await sandbox.apply("autoscaler-scale-up-backoff")
+    refresh_autoscaler_status(kube, datetime.now(timezone.utc))
+    after = (await report_of(sandbox)).findings
+    assert not any("stale" in f.summary for f in after)
+    assert any("backoff" in f.summary.lower() or "backoff" in (f.details or "").lower() for f in after), after
+    assert sandbox._ticking is not None and not sandbox._ticking.done()  # the scan loop runs
