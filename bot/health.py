@@ -411,10 +411,15 @@ class HealthStore:
         return datetime.fromisoformat(row["since"])
 
     async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None:
-        await self.store.execute(
-            "INSERT INTO health_terms (identity, role, started, last_seen) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(identity, role, started) DO UPDATE SET last_seen=excluded.last_seen",
-            (identity, role, _utc(started), _utc(now)))
+        await self.note_terms(identity, [(role, started)], now)
+
+    async def note_terms(self, identity: str, terms: list[tuple[str, datetime]], now: datetime) -> None:
+        """(role, started) terms of one replica seen now, in one commit (every lease step)."""
+        async with self.store.transaction() as db:
+            await db.executemany(
+                "INSERT INTO health_terms (identity, role, started, last_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(identity, role, started) DO UPDATE SET last_seen=excluded.last_seen",
+                [(identity, role, _utc(started), _utc(now)) for role, started in terms])
 
     async def terms(self) -> list[Term]:
         rows = await self.store.fetchall(

@@ -271,7 +271,7 @@ class FireLog(Protocol):
 
     async def known_since(self, schedule: str, now: datetime) -> datetime: ...
 
-    async def note_term(self, identity: str, role: str, started: datetime, now: datetime) -> None: ...
+    async def note_terms(self, identity: str, terms: list[tuple[str, datetime]], now: datetime) -> None: ...
 
     async def terms(self) -> list[Term]: ...
 
@@ -469,9 +469,10 @@ class Scheduler:
         elif self._leader_since is None:
             self._leader_since = now
         try:
-            await self.fires.note_term(self.identity, "replica", self.started_at, now)
+            terms = [("replica", self.started_at)]
             if self._leader_since is not None:
-                await self.fires.note_term(self.identity, "leader", self._leader_since, now)
+                terms.append(("leader", self._leader_since))
+            await self.fires.note_terms(self.identity, terms, now)
         except Exception as exc:
             log.warning("schedule: could not record this replica's term: %s", exc)
 
