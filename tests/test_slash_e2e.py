@@ -170,11 +170,13 @@ async def test_rate_limited_mattermost_still_gets_every_post_in_order(sandbox, b
         assert len(in_window) <= 2 + 8 * 1.0
 
 
-async def test_no_raft_leader_is_a_warning_pointing_at_53(sandbox, bot):
+async def test_no_raft_leader_is_critical_with_its_cause_pointing_at_53(sandbox, bot):
+    # The runbook rates 5.3 P1: no leader means Vault answers nothing.
     await sandbox.apply("vault-no-leader")
     await run_as(sandbox, "alice", "/sop vault-status")
     root, report = await wait_thread(sandbox, bot)
-    assert "**WARN**" in root.message
-    assert "| :warning: | raft | no replica reports a Raft leader |" in report.message
+    assert "**CRIT**" in root.message
+    assert "| :red_circle: | raft | no Raft leader: every unsealed replica is standby" in report.message
+    assert "Raft peers cannot reach each other on port 8201" in report.message
     assert "- 5.3: wait 30 s" in report.message
     assert "raft peers" not in report.message  # only the active node can answer that

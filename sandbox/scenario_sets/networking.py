@@ -97,8 +97,10 @@ def _l2_policy_missing(p: Platform) -> None:
 
 
 def _l2_policy(p: Platform, **spec: Any) -> None:
-    p.kube.update(CILIUM_ALPHA, "CiliumL2AnnouncementPolicy", "default-l2-policy", "",
-                  lambda pol: pol["spec"].update(spec))
+    if p.kube.get(CILIUM_ALPHA, "CiliumL2AnnouncementPolicy", "default-l2-policy") is not None:
+        # (composed after l2-policy-missing there is no policy left to get wrong)
+        p.kube.update(CILIUM_ALPHA, "CiliumL2AnnouncementPolicy", "default-l2-policy", "",
+                      lambda pol: pol["spec"].update(spec))
     _drop_lease(p)
 
 
@@ -125,7 +127,8 @@ def _pool_counts(p: Platform, total: int, used: int) -> None:
                      "cilium.io/IPsUsed": used}.get(cond["type"])
             if value is not None:
                 cond["message"] = str(value)
-    p.kube.update(CILIUM_ALPHA, "CiliumLoadBalancerIPPool", "default-pool", "", fn)
+    if p.kube.get(CILIUM_ALPHA, "CiliumLoadBalancerIPPool", "default-pool") is not None:  # lb-ip-pending removes it
+        p.kube.update(CILIUM_ALPHA, "CiliumLoadBalancerIPPool", "default-pool", "", fn)
 
 
 def _lb_pool_exhausted(p: Platform) -> None:
