@@ -4,14 +4,16 @@ point-in-time recovery Cluster (10.5). Plans are read-only: GETs and ``dryRun=Al
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field
 
-from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, K8sNamespace, Outcome, Plan, Risk, SourceError,
-                     check_settings, condition, fingerprint, parse_time, remediation_action)
+from bot.sdk import (Action, ActionEnv, ActionParams, Gate, K8sName, K8sNamespace, Outcome, Plan, Procedure, Risk,
+                     SourceError, Step, StepRun, check_settings, condition, fingerprint, parse_time, procedure,
+                     remediation_action)
 from handlers.actions.common import kube, meta, now_iso, table
 from handlers.database import CNPGChecks, app_deployments
 
@@ -289,3 +291,100 @@ class PointInTimeRecovery(Action[PitrParams]):
         await kube(env).create(CNPG, "clusters", recovery_cluster(c, new, p.target_time), p.namespace)
         return Outcome(ok=True, summary=f"recovery Cluster {p.namespace}/{new} created for {p.target_time}; "
                                         f"`/sop cnpg-health` follows it until Ready (2-10 minutes)")
+
+
+# -- 10.5 point-in-time recovery as a procedure: create, follow until Ready, then the manual steps ---
+PITR_NEXT = ("10.5 steps 3-4 (by hand): verify the data in {ns}/{new} "
+             "(kubectl exec -n {ns} {new}-1 -- psql -U postgres -l), then switch the apps to Service "
+             "{new}-rw; delete {cluster} only once verified (step 5)")
+
+
+def _recovery_name(p: PitrParams) -> str:
+    return p.name or f"{p.cluster}-recovered"
+
+
+async def _pitr_refuse(run: StepRun) -> str | None:
+    """Read-only, before proposing: a target outside the window (or no source, or the name taken)."""
+    plan = await PointInTimeRecovery().plan(run.env, run.params)
+    return plan.blocked
+
+
+def _ours(c: dict[str, Any], p: PitrParams) -> bool:
+    """The Cluster is the recovery this procedure creates (the annotations recovery_cluster sets)."""
+    ann = meta(c).get("annotations") or {}
+    return ann.get("sop-bot/recovered-from") == p.cluster and ann.get("sop-bot/target-time") == p.target_time
+
+
+_create_step = Step.from_action(
+    PointInTimeRecovery(), lambda run: run.params.model_dump(), key="create",
+    title="Create the recovery Cluster for the target time", timeout_s=120,
+    # The procedure's approval (high risk, this step's dry run in the proposal) is the approval
+    # of this one write: asking again right after it would only repeat the same preview.
+    high_risk=False,
+    next_step="10.5 step 1: kubectl apply -f - with the manifest of the proposal")
+
+
+async def _created(run: StepRun) -> Gate:
+    """After a restart too: the Cluster with this recovery's annotations exists → done (never a
+    second Cluster); a Cluster of that name that is not this recovery → blocked."""
+    p, new = run.params, _recovery_name(run.params)
+    c = await _cluster(run.env, p.namespace, new)
+    if c is not None:
+        if _ours(c, p):
+            return Gate.done(f"recovery Cluster {p.namespace}/{new} exists (target {p.target_time})")
+        return Gate.blocked(f"cluster {p.namespace}/{new} exists and is not this recovery: choose name=")
+    return await _create_step.precondition(run)
+
+
+def _ready_text(c: dict[str, Any]) -> tuple[bool, str]:
+    st, spec = c.get("status") or {}, c.get("spec") or {}
+    want, ready_n = int(spec.get("instances") or 1), int(st.get("readyInstances") or 0)
+    cond = condition(c, "Ready") or {}
+    ok = cond.get("status") == "True" and ready_n >= want
+    phase = st.get("phaseReason") or st.get("phase") or "no status yet"
+    return ok, f"{phase}, {ready_n}/{want} instances ready, Ready={cond.get('status', 'missing')}"
+
+
+async def _recovered(run: StepRun) -> Outcome:
+    p, new = run.params, _recovery_name(run.params)
+    c = await _cluster(run.env, p.namespace, new)
+    if c is None:
+        return Outcome(ok=False, summary=f"recovery Cluster {p.namespace}/{new} is missing")
+    ok, how = _ready_text(c)
+    if not ok:
+        return Outcome(ok=False, summary=f"{p.namespace}/{new} recovering: {how}")
+    nxt = PITR_NEXT.format(ns=p.namespace, new=new, cluster=p.cluster)
+    return Outcome(ok=True, summary=f"{p.namespace}/{new} is Ready ({how}), recovered to {p.target_time}. "
+                                    f"Next: {nxt}")
+
+
+async def _recovered_gate(run: StepRun) -> Gate:
+    """Ready already → done; recovering → wait (again, after a restart); missing → blocked."""
+    p, new = run.params, _recovery_name(run.params)
+    c = await _cluster(run.env, p.namespace, new)
+    if c is None:
+        return Gate.blocked(f"recovery Cluster {p.namespace}/{new} is missing (step 1 did not create it)")
+    ok, how = _ready_text(c)
+    if ok:
+        nxt = PITR_NEXT.format(ns=p.namespace, new=new, cluster=p.cluster)
+        return Gate.done(f"{p.namespace}/{new} is Ready ({how}). Next: {nxt}")
+    return Gate.ready(how)
+
+
+@procedure
+class PitrRecovery(Procedure[PitrParams]):
+    name = "cnpg-pitr-recovery"
+    title = "CNPG point-in-time recovery: create the recovery Cluster, follow it until Ready"
+    section = "10.5"
+    params = PitrParams  # risk high (the Procedure default), as the runbook's restore
+    refuse = staticmethod(_pitr_refuse)
+    steps = (
+        replace(_create_step, precondition=_created),
+        Step("ready", "Follow the recovery until the Cluster is Ready", kind="check", run=_recovered,
+             precondition=_recovered_gate, poll_s=5, timeout_s=900,
+             next_step="10.5 step 2: kubectl -n <ns> logs -l cnpg.io/cluster=<new> | grep recovery; "
+                       "a target before the first backup or missing WAL stops the recovery",
+             runbook=("kubectl -n <ns> logs -l cnpg.io/cluster=<new> -f | grep recovery",
+                      "kubectl exec -n <ns> <new>-1 -- psql -U postgres -l   # 10.5 step 3",
+                      "# 10.5 step 4: point the apps at Service <new>-rw")),
+    )
