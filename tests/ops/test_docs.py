@@ -52,6 +52,8 @@ def _sample(row: docs.Row) -> tuple[str, Any] | None:
     if kind in ("integer", "number"):
         return "7", 7
     if kind == "string":
+        if row.key == "store.url":  # validated: a PostgreSQL URL without a password
+            return "postgresql://sopbot@db.example:5432/sopbot", "postgresql://sopbot@db.example:5432/sopbot"
         return "http://x.example", "http://x.example"
     if kind == "path":
         return "/tmp/sopbot-x", Path("/tmp/sopbot-x")
@@ -67,6 +69,10 @@ def _value(settings: Settings, key: str) -> Any:
     return value
 
 
+# Settings valid only with another one set (a client key needs its certificate).
+NEEDS = {"store.sslkey": {"SOPBOT_STORE__SSLCERT": "/tmp/sopbot-client.crt"}}
+
+
 def test_every_documented_variable_sets_its_setting(monkeypatch):
     for name in [k for k in os.environ if k.startswith("SOPBOT_")]:
         monkeypatch.delenv(name)
@@ -78,6 +84,8 @@ def test_every_documented_variable_sets_its_setting(monkeypatch):
             continue
         text, expected = sample
         with monkeypatch.context() as m:
+            for env, companion in NEEDS.get(row.key, {}).items():
+                m.setenv(env, companion)
             m.setenv(row.env, text)
             got = _value(load_settings(), row.key)
         got = got.get_secret_value() if hasattr(got, "get_secret_value") else got
@@ -95,7 +103,7 @@ def test_secrets_are_marked_and_their_defaults_never_shown():
     page = docs.configuration_markdown()
     secret = {r.key for r in _rows() if r.secret}
     assert secret == {"mattermost.token", "slash.tokens", "vault.token", "alertmanager.webhook_token",
-                      "alertmanager.webhook_password"}
+                      "alertmanager.webhook_password", "store.password"}
     for line in page.splitlines():
         if any(f"| `{key}` |" in line for key in secret):
             assert "**secret**" in line
