@@ -22,15 +22,19 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from bot.sdk import (Action, ActionEnv, ActionParams, K8sName, Outcome, Plan, Risk, SecretProgress,
-                     SecretPrompt, SourceError, check_settings, fingerprint, remediation_action)
+from bot.sdk import (Action, ActionEnv, ActionParams, Gate, K8sName, Outcome, Plan, Procedure, Risk,
+                     SecretProgress, SecretPrompt, SourceError, Status, Step, StepRun, check_settings,
+                     fingerprint, procedure, remediation_action)
 from handlers.actions.common import Unavailable, kube, table
 from handlers.vault import (DEFAULT_ISSUER, K8sAuthChecks, PkiChecks, ca_label, cert_manager_summary,
                             cluster_auth_facts)
+from handlers.vault import _cert_manager_recovery as cert_manager_recovery  # the SOP's own read
+from handlers.vault import _raft_peers as raft_peers
 
 _SHARE = re.compile(r"^(?:[0-9a-fA-F]{32,130}|[A-Za-z0-9+/]{20,180}={0,2})$")
 
@@ -502,3 +506,145 @@ class RefreshK8sAuthConfig(_VaultWrite):
     def show(self, key: str, value: Any) -> str:
         # The CA is a page of PEM: show whose it is, not the text.
         return ca_label(str(value)) if key == "kubernetes_ca_cert" and value else _show(value)
+
+
+# -- 5.1/5.2 as one procedure: re-join, unseal, peers, cert-manager ------------------------------
+# Key source: the vault-init Secret only. Holders' dialogs (``/sop share <proposal>``) belong to a
+# single proposal in the engine; inside a procedure step they are not hosted yet, so that key
+# source stays the single action ``vault-unseal source=holders``.
+UNSEAL_ALL_HOLDERS = ("with the key holders' dialogs instead, run the single actions: "
+                      "`/sop fix vault-raft-join replica=<vault-N>` then `/sop fix vault-unseal source=holders`")
+
+
+async def _seal_states(run: StepRun) -> list[_Status]:
+    return await UnsealVault()._statuses(run.env, UnsealParams(source="secret"))
+
+
+def _uninitialized(states: list[_Status]) -> list[_Status]:
+    return [s for s in states if not s.error and s.data and not s.data.get("initialized")]
+
+
+def _unseal_all_enabled(env: ActionEnv, params: NoParams) -> str | None:
+    if not env.config.unseal_from_secret.enabled:
+        return ("this procedure unseals from the vault-init Secret, which is off "
+                f"(remediation.unseal_from_secret.enabled); {UNSEAL_ALL_HOLDERS}")
+    return None
+
+
+async def _unseal_all_refuse(run: StepRun) -> str | None:
+    states = await _seal_states(run)
+    if not any(s.sealed for s in states) and not _uninitialized(states):
+        unreachable = [s.name for s in states if s.error]
+        return "every reachable replica is initialized and unsealed" + (
+            f" (unreachable: {', '.join(unreachable)}: 5.1, its pod)" if unreachable else "")
+    return None
+
+
+async def _join_plans(run: StepRun) -> list[tuple[str, Plan]]:
+    join = RaftJoin()
+    return [(s.name, await join.plan(run.env, ReplicaParams(replica=s.name)))
+            for s in _uninitialized(await _seal_states(run))]
+
+
+async def _joined(run: StepRun) -> Gate:
+    """Done when no replica reports Initialized=false (after a restart too: Vault says so)."""
+    plans = await _join_plans(run)
+    if not plans:
+        return Gate.done("every reachable replica reports Initialized=true")
+    blocked = [f"{name}: {p.blocked}" for name, p in plans if p.blocked]
+    return Gate.blocked("; ".join(blocked)) if blocked else Gate.ready()
+
+
+async def _plan_join(run: StepRun) -> Plan:
+    plans = await _join_plans(run)
+    if not plans:
+        return Plan(nothing_to_do="every reachable replica reports Initialized=true")
+    blocked = [f"{name}: {p.blocked}" for name, p in plans if p.blocked]
+    if blocked:
+        return Plan(blocked="; ".join(blocked))
+    return Plan(operations=[op for _, p in plans for op in p.operations],
+                preview=table(["replica", "now", "after"],
+                              [[name, "Initialized=false", "Raft peer, sealed (unsealed in step 2)"]
+                               for name, _ in plans]))
+
+
+async def _join(run: StepRun) -> Outcome:
+    join, done = RaftJoin(), []
+    for name, plan in await _join_plans(run):
+        if plan.blocked:
+            return Outcome(ok=False, summary=f"{name}: {plan.blocked}")
+        out = await join.run(run.env, ReplicaParams(replica=name))
+        if not out.ok:
+            return out
+        done.append(out.summary.split("; next:")[0])  # step 2 is the next: no pointer to the action
+    return Outcome(ok=True, summary="; ".join(done) + "; unsealed in step 2")
+
+
+_unseal_step = Step.from_action(
+    UnsealVault(), lambda run: {"source": "secret"}, key="unseal",
+    title="Unseal each sealed replica (keys from the vault-init Secret)", timeout_s=120,
+    next_step="5.2 step 3: kubectl exec -n vault vault-N -- vault operator unseal <KEY> (3 of 5), "
+              "or /sop fix vault-unseal source=holders")
+
+
+async def _plan_unseal(run: StepRun) -> Plan:
+    plan = await UnsealVault().plan(run.env, UnsealParams(source="secret"))
+    joining = [s.name for s in _uninitialized(await _seal_states(run))]
+    if plan.nothing_to_do and joining:  # they are sealed once step 1 re-joined them
+        return Plan(operations=[f"PUT /v1/sys/unseal on {', '.join(joining)} once re-joined (step 1): "
+                                "key shares from the vault-init Secret"], preview=plan.preview)
+    return plan
+
+
+async def _leader_addr(run: StepRun) -> str | None:
+    active = await _active(run.env)
+    return active[1] if active else None
+
+
+async def _peers(run: StepRun) -> Outcome:
+    """5.2 step 4 (raft list-peers): every configured replica a voter, autopilot healthy."""
+    pool = _pool(run.env)
+    if not pool.has_token:
+        return Outcome(ok=False, summary="no Vault token: the Raft peers cannot be read (vault.token)")
+    addr = await _leader_addr(run)
+    if addr is None:
+        return Outcome(ok=False, summary="no replica is the active node yet")
+    found = await raft_peers(pool, [addr])
+    return Outcome(ok=found.status is Status.ok, summary=found.summary)
+
+
+async def _cert_manager(run: StepRun) -> Outcome:
+    """5.2 step 5: the Vault ClusterIssuers Ready, no CertificateRequest pending on Vault."""
+    found = await cert_manager_recovery(run.ctx, True)
+    if not found:
+        return Outcome(ok=True, summary="no cert-manager ClusterIssuer uses Vault")
+    bad = [f for f in found if f.status is not Status.ok]
+    if bad:
+        return Outcome(ok=False, summary="; ".join(f"{f.target} {f.summary}" for f in bad))
+    return Outcome(ok=True, summary="; ".join(f.summary for f in found))
+
+
+@procedure
+class UnsealAll(Procedure[NoParams]):
+    name = "vault-unseal-all"
+    title = "Vault sealed: re-join, unseal every replica, verify the peers and cert-manager"
+    section = "5.2"
+    params = NoParams  # risk high (the Procedure default): the bot reads every share
+    enabled = staticmethod(_unseal_all_enabled)  # type: ignore[assignment]
+    refuse = staticmethod(_unseal_all_refuse)
+    steps = (
+        Step("raft-join", "Re-join each replica reporting Initialized=false", run=_join, precondition=_joined,
+             dry_run=_plan_join, timeout_s=120,
+             next_step="5.2 step 2: kubectl exec -n vault vault-N -- vault operator raft join "
+                       "http://vault-0.vault-internal:8200 (needs an active node: unseal a majority first)",
+             runbook=("for i in 0 1 2; do kubectl exec -n vault vault-$i -- vault status | grep Initialized; done",)),
+        replace(_unseal_step, dry_run=_plan_unseal),
+        Step("peers", "Raft peers: every replica a voter", kind="check", run=_peers, poll_s=5, timeout_s=120,
+             next_step="5.2 step 4: kubectl exec -n vault vault-0 -- vault operator raft list-peers; 5.3 if "
+                       "no leader",
+             runbook=("kubectl exec -n vault vault-0 -- vault operator raft list-peers",)),
+        Step("cert-manager", "cert-manager recovered: Vault ClusterIssuers Ready", kind="check",
+             run=_cert_manager, poll_s=10, timeout_s=300,
+             next_step="5.2 step 5: kubectl describe clusterissuer vault-issuer; a refused login is 5.5",
+             runbook=("sleep 30; kubectl get clusterissuers",)),
+    )
