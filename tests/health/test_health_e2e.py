@@ -41,7 +41,7 @@ async def test_slash_health_posts_root_and_a_reply_per_problem_area(sandbox, hea
     await sandbox.apply("vault-sealed", "pvc-pending")
     resp = await run_as(sandbox, "alice", "/sop health")
     assert resp.status_code == 200
-    assert "Running the `daily` health check (11 areas)" in resp.json()["text"]
+    assert "Running the `daily` health check (12 areas)" in resp.json()["text"]
     await health_bot.bot.drain()
     roots = bot_roots(sandbox, sandbox.channel_id)
     assert len(roots) == 1

@@ -12,7 +12,7 @@ from bot.models import Finding, Severity, Status
 from bot.registry import NoParams, Registry, sop
 from tests.health.conftest import bad_token_kubeconfig
 
-AREAS = ["Nodes", "Pods", "Vault", "Certificates", "CNPG", "Gateways", "HTTPRoutes", "IngressRoutes",
+AREAS = ["Nodes", "Node labels", "Pods", "Vault", "Certificates", "CNPG", "Gateways", "HTTPRoutes", "IngressRoutes",
          "PVCs", "Traefik", "Alerts"]
 SECTION = re.compile(r"^\d+(\.\d+)*\b")
 
@@ -59,8 +59,8 @@ SCENARIOS = {
     "cnpg-failover": ({"CNPG": Status.warn}, ("CNPG", "cluster/database/keycloak-pg | Ready=False, 2/3 instances")),
     "gateway-not-accepted": ({"Gateways": Status.crit, "HTTPRoutes": Status.warn},
                              ("Gateways", "gateway/keycloak/keycloak-gateway | Accepted=False (ListenersNotValid")),
-    "unlabeled-nodes": ({"Nodes": Status.warn, "Pods": Status.warn},
-                        ("Nodes", "2 worker(s) without workload-type: rke2-compute-1, rke2-general-1")),
+    "unlabeled-nodes": ({"Node labels": Status.warn, "Pods": Status.warn},
+                        ("Node labels", "2 worker(s) without workload-type: rke2-compute-1, rke2-general-1")),
     "cordoned-node": ({"Nodes": Status.warn}, ("Nodes", "node/rke2-database-1 cordoned")),
     "kubelet-skew": ({"Nodes": Status.warn}, ("Nodes", "2 on v1.33.4+rke2r1: rke2-cp-3, rke2-database-1")),
     "pod-pending": ({"Pods": Status.warn}, ("Pods", "mattermost Pending | 1 pod(s) Pending (Insufficient memory)")),
@@ -140,7 +140,7 @@ async def test_a_failed_source_is_unknown_and_the_rest_still_report(sandbox, ale
             assert statuses[name] is Status.unknown, (name, area(report, name).report.findings)
     assert "alertmanager" in problem_text(report, "Alerts")
     assert "Unauthorized" in area(report, "Nodes").headline, area(report, "Nodes").headline
-    assert report.headline == "1 critical, 10 unknown"
+    assert report.headline == "1 critical, 11 unknown"
 
 
 async def test_root_post_has_a_line_per_area_and_replies_for_problem_areas(sandbox, run_daily):
