@@ -530,7 +530,8 @@ class KubeApi:
         body = await self._body(request)
         seconds = int(((body or {}).get("spec") or {}).get("expirationSeconds") or 3600)
         spec = dict((body or {}).get("spec") or {})
-        spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
+        # Absent and empty are the same in a decoded protobuf body: both mean the API server's audience.
+        spec["audiences"] = list(spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local"])
         spec["expirationSeconds"] = seconds
         jwt, exp = self.store.tokens.issue(t.namespace or "", t.name, sa["metadata"].get("uid", ""), seconds,
                                            list(spec["audiences"]))

@@ -118,7 +118,8 @@ def _cert_vault_sealed(p: Platform) -> None:
 def _cert_issuer_not_ready(p: Platform) -> None:
     set_issuer_ready(p, "vault-issuer", False, "VaultError",
                      LOGIN + _vault_api_error("auth/kubernetes/login", "PUT", 403, "permission denied"))
-    _failing_request(p, "keycloak", "keycloak", "Pending", "Referenced issuer does not have a Ready status condition")
+    # (grafana's, not keycloak's: cert-expiring owns that one and composes with this)
+    _failing_request(p, "monitoring", "grafana", "Pending", "Referenced issuer does not have a Ready status condition")
 
 
 def _cert_sa_token_invalid(p: Platform) -> None:
@@ -206,7 +207,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              section="4.4", status="warn", cause="Root CA approaching expiry: 'Example Org Root CA' expires in 200 days"),
     Scenario("tls-cert-vault-sealed", "Vault sealed: mattermost's certificate request fails 'Vault is sealed' (4.1)",
              _cert_vault_sealed, section="4.1", status="crit", cause="Vault is sealed: certificaterequest/"),
-    Scenario("tls-cert-issuer-not-ready", "keycloak's certificate request waits on a ClusterIssuer that is not Ready (4.1)",
+    Scenario("tls-cert-issuer-not-ready", "grafana's certificate request waits on a ClusterIssuer that is not Ready (4.1)",
              _cert_issuer_not_ready, section="4.1", status="crit", cause="ClusterIssuer not ready: certificaterequest/"),
     Scenario("tls-cert-sa-token-invalid",
              "the issuer's long-lived token (Secret vault-issuer-token) no longer passes TokenReview: argocd's request fails (4.1)",

@@ -276,7 +276,12 @@ async def test_kubectl_create_commands_sending_protobuf(kube: RunningKube) -> No
     assert dep["spec"]["template"]["spec"]["containers"] == [
         {"name": "echo", "image": "registry.example/echo:1", "ports": [{"containerPort": 8080}], "resources": {}}]
     token = (await kubectl_ok(kube, "create", "token", "default", "-n", "tools")).strip()
-    assert token.startswith("sandbox.")
+    # A signed JWT for that ServiceAccount, with the API server's audience (kubectl sent none).
+    import base64
+    import json
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["sub"] == "system:serviceaccount:tools:default"
+    assert claims["aud"] == ["https://kubernetes.default.svc.cluster.local"]
 
 
 async def test_kubectl_logs_and_top_read_what_scenarios_wrote(kube: RunningKube) -> None:

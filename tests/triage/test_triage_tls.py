@@ -37,7 +37,7 @@ CASES = {
                              "Read the request's failure - Section 4.1", "cert-health"),
     "tls-cert-vault-sealed": ([NOT_READY, ISSUING + "mattermost/", "**Is Vault sealed?** → **Yes** — 3 of 3 "],
                               "Unseal Vault - Section 5.1", "vault-status"),
-    "tls-cert-issuer-not-ready": ([NOT_READY, ISSUING + "keycloak/", "Referenced issuer does not have a Ready",
+    "tls-cert-issuer-not-ready": ([NOT_READY, ISSUING + "monitoring/", "Referenced issuer does not have a Ready",
                                    "**Is Vault sealed?** → **No** — 0 of 3 Vault replicas sealed"],
                                   "Check the issuer's Vault login - Section 4.2", "cert-issuer"),
 }
