@@ -86,3 +86,15 @@ def test_every_scenario_at_once_fires_the_alerts_of_its_failures():
                      "KubePodCrashLooping", "KubePodNotReady", "KubePersistentVolumeClaimPending",
                      "TraefikLoadBalancerPending", "ClusterIssuerNotReady", "CertManagerCertNotReady",
                      "CertManagerCertExpirySoon", "CNPGClusterNotHealthy", "Watchdog"}
+
+
+def test_disk_pressure_alone_fires_node_disk_pressure_for_that_node():
+    from sandbox.alertmanager.rules import firing
+    from sandbox.scenarios import apply_scenarios
+    from sandbox.world import build_platform
+
+    platform = build_platform()
+    assert not [a for a in firing(platform) if a.labels["alertname"] == "NodeDiskPressure"]
+    apply_scenarios(platform, ["node-disk-pressure"])
+    [alert] = [a for a in firing(platform) if a.labels["alertname"] == "NodeDiskPressure"]
+    assert alert.labels["node"] == "rke2-general-1"
