@@ -387,7 +387,9 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
                            channel_id=chat.channel_id, default_channel=s.mattermost.channel,
                            runbook=bot.runbook, client=client, permalink=lambda pid: base + pid,
                            leader=leader, on_report=on_report,
-                           backoff=Backoff.from_config(s.mattermost), triage=triage)
+                           backoff=Backoff.from_config(s.mattermost), triage=triage,
+                           # This replica, as the owner of the alert groups it applies (bot.alerts.inbox.GroupClaims).
+                           claims_owner=f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}")
     await service.start()
     return service
 

@@ -9,12 +9,17 @@ connection, which attaches that file read-only."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.backoff import Backoff
 from bot.store import Store
+
+log = logging.getLogger(__name__)
 
 MIGRATION = ("alerts-inbox-1", [
     """CREATE TABLE alert_inbox (
@@ -114,3 +119,79 @@ class Inbox:
     async def count(self, state: str = "pending") -> int:
         row = await self.store.fetchone("SELECT COUNT(*) AS n FROM alert_inbox WHERE state=?", (state,))
         return int(row["n"]) if row else 0
+
+    async def is_pending(self, entry_id: int) -> bool:
+        """Still to apply: not done or given up (by another replica, meanwhile)."""
+        row = await self.store.fetchone("SELECT state FROM alert_inbox WHERE id=?", (entry_id,))
+        return row is not None and row["state"] == "pending"
+
+
+CLAIMS_MIGRATION = ("alerts-group-claims-1", [
+    """CREATE TABLE alert_group_claims (
+        group_key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until REAL NOT NULL
+    )""",
+])
+
+
+class GroupClaims:
+    """Which replica applies a group's notifications, until when. With several replicas on one
+    PostgreSQL store every replica sees every pending entry (an HA pair notifies both, the
+    Service balances retries): the claim makes one of them apply a group's entries, in order,
+    and a replica that died holding it gives way once the claim lapses (``lease_s``)."""
+
+    def __init__(self, store: Store, owner: str, *, lease_s: float = 20.0,
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.owner = owner
+        self.lease_s = lease_s
+        self.clock = clock
+
+    async def migrate(self) -> None:
+        await self.store.migrate(*CLAIMS_MIGRATION)
+
+    async def take(self, group_key: str) -> bool:
+        """Compare-and-set: a free group, a lapsed claim, or one this owner holds (a renewal)."""
+        now = self.clock()
+        async with self.store.transaction() as db:
+            cur = await db.execute("INSERT OR IGNORE INTO alert_group_claims(group_key, owner, until) "
+                                   "VALUES (?, ?, ?)", (group_key, self.owner, now + self.lease_s))
+            if cur.rowcount == 1:
+                return True
+            cur = await db.execute("UPDATE alert_group_claims SET owner=?, until=? "
+                                   "WHERE group_key=? AND (owner=? OR until<?)",
+                                   (self.owner, now + self.lease_s, group_key, self.owner, now))
+            return cur.rowcount == 1
+
+    async def release(self, group_key: str) -> None:
+        await self.store.execute("DELETE FROM alert_group_claims WHERE group_key=? AND owner=?",
+                                 (group_key, self.owner))
+
+    @asynccontextmanager
+    async def holding(self, group_key: str) -> AsyncIterator[bool]:
+        """Claimed for the block (False: another replica applies the group now), renewed while
+        it runs (a diagnosis can outlast the lease), released at its end; a crash lets it lapse."""
+        if not await self.take(group_key):
+            yield False
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_s / 3)
+                try:
+                    await self.take(group_key)
+                except Exception as exc:  # the store down: the work goes on, the claim may lapse
+                    log.warning("renewing the claim on alert group %s failed: %s", group_key, exc)
+
+        task = asyncio.create_task(renew(), name=f"alert-claim:{group_key[:40]}")
+        try:
+            yield True
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            try:
+                await self.release(group_key)
+            except Exception as exc:  # it lapses instead
+                log.warning("releasing the claim on alert group %s failed: %s", group_key, exc)
+

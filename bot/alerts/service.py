@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.alerts.escalation import Escalator
-from bot.alerts.inbox import Entry, Inbox
+from bot.alerts.inbox import Entry, GroupClaims, Inbox
 from bot.alerts.models import WebhookPayload
 from bot.alerts.receiver import alertmanager_handler
 from bot.alerts.reconcile import Reconciler
@@ -33,6 +33,7 @@ from bot.runbook import Runbook
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+CLAIM_RETRY_S = 0.5  # how soon a group another replica holds is asked for again
 
 
 class AlertService:
@@ -43,7 +44,7 @@ class AlertService:
                  concurrency: int = 8, backoff: Backoff | None = None,
                  leader: Callable[[], bool] = lambda: True,
                  on_report: Callable[[], Iterable[ReportHook]] = lambda: (),
-                 triage: TriageAlert | None = None):
+                 triage: TriageAlert | None = None, claims_owner: str | None = None):
         self.config = config
         self.store = store
         self.inbox = Inbox(store, backoff=backoff)
@@ -83,12 +84,22 @@ class AlertService:
         self._released: list[tuple[Entry, WebhookPayload]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # PostgreSQL: replicas share the inbox, so each sees every entry. A group's entries are
+        # applied under a claim (one replica at a time); pending entries are rescanned from the
+        # start (another replica's id may commit after a later one this worker already read),
+        # _seen keeping each in the pipeline once. SQLite is one replica (the chart refuses more).
+        self.claims = (GroupClaims(store, claims_owner) if claims_owner and getattr(store, "pool", None) is not None
+                       else None)
+        self._seen: set[int] = set()
+        self._retry_key: dict[int, str] = {}
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self, *, loops: bool = True) -> None:
         """Migrate, then replay what an earlier run accepted but did not finish."""
         await self.inbox.migrate()
         await self.repo.migrate()
+        if self.claims is not None:
+            await self.claims.migrate()
         await self.inbox.prune()
         await self.repo.prune_intents(utcnow() - timedelta(days=7))
         self.storm.start()
@@ -126,7 +137,11 @@ class AlertService:
     async def _worker(self) -> None:
         while True:
             self._wake.clear()
-            entries = await self.inbox.pending(after_id=self._cursor)
+            if self.claims is None:
+                entries = await self.inbox.pending(after_id=self._cursor)
+            else:
+                entries = [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id not in self._seen]
+                self._seen.update(e.id for e in entries)
             entries += await self._due_retries()
             ready, self._released = self._released, []
             for entry in entries:
@@ -134,6 +149,8 @@ class AlertService:
                 parsed = await self._parse(entry)
                 if parsed is not None:
                     ready.append((entry, parsed))
+                else:
+                    self._seen.discard(entry.id)
             for entry, payload in sorted(ready, key=lambda r: r[0].id):
                 if entry.id in self._inflight:
                     continue
@@ -155,7 +172,8 @@ class AlertService:
 
     def _next_retry_in(self) -> float:
         if not self._retry_at:
-            return 60.0
+            # Another replica's entries wake nobody here: a short rescan when they are shared.
+            return 60.0 if self.claims is None else 2.0
         return max(min(self._retry_at.values()) - time.monotonic(), 0.0)
 
     async def _parse(self, entry: Entry) -> WebhookPayload | None:
@@ -186,7 +204,14 @@ class AlertService:
             return []
         for i in due:
             del self._retry_at[i]
-        return [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
+        entries = [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
+        there = {e.id for e in entries}
+        for i in due:
+            key = self._retry_key.pop(i, None)
+            if i not in there and key is not None:  # applied (or given up) by another replica
+                self._seen.discard(i)
+                self._finished(key, i)
+        return entries
 
     async def _handle(self, entry: Entry, payload: WebhookPayload) -> None:
         released = False
@@ -199,8 +224,19 @@ class AlertService:
                 released = True
                 self._sem.release()
 
-            await self.threads.process(payload, entry.id, diagnosing=diagnosing)
-            await self.inbox.done(entry.id)
+            if self.claims is None:
+                await self.threads.process(payload, entry.id, diagnosing=diagnosing)
+                await self.inbox.done(entry.id)
+            else:
+                async with self.claims.holding(payload.groupKey) as held:
+                    if not held:  # another replica applies the group now: ask again shortly
+                        finished = False
+                        self._retry_at[entry.id] = time.monotonic() + CLAIM_RETRY_S
+                        self._retry_key[entry.id] = payload.groupKey
+                        return
+                    if await self.inbox.is_pending(entry.id):  # else applied elsewhere meanwhile
+                        await self.threads.process(payload, entry.id, diagnosing=diagnosing)
+                        await self.inbox.done(entry.id)  # committed before the claim is released
             if self._retry_at:  # Mattermost may be back: what waits for a retry goes now
                 now = time.monotonic()
                 self._retry_at = {i: min(t, now) for i, t in self._retry_at.items()}
@@ -211,16 +247,19 @@ class AlertService:
                 if wait is not None:  # still the group's owner: its later entries keep waiting
                     finished = False
                     self._retry_at[entry.id] = time.monotonic() + wait
+                    self._retry_key[entry.id] = payload.groupKey
                 else:
                     log.error("gave up on alert notification %d for %s after the retry horizon",
                               entry.id, payload.groupKey)
             except Exception:
                 finished = False
                 self._retry_at[entry.id] = time.monotonic() + self.inbox.backoff.max_s
+                self._retry_key[entry.id] = payload.groupKey
                 log.exception("could not record the failure of entry %d", entry.id)
         finally:
             self._inflight.discard(entry.id)
             if finished:
+                self._seen.discard(entry.id)
                 self._finished(payload.groupKey, entry.id)
             if not released:
                 self._sem.release()
