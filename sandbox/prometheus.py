@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+
+from sandbox.ports import free_port
 
 if TYPE_CHECKING:
     from sandbox.exporter import Exporter
@@ -36,16 +37,10 @@ class PrometheusUnavailable(RuntimeError):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SharedPrometheus:
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-prometheus-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.workdir / "prometheus.log"
         self.exporters: list[Exporter] = []  # registered sandboxes; the last one is served

@@ -13,7 +13,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
 from sandbox.exporter import Exporter
 from sandbox.platform import LB_IP, Platform
+from sandbox.ports import free_port
 from sandbox.prometheus import PrometheusUnavailable, SharedPrometheus, shared_prometheus
 from sandbox.scenarios import SCENARIOS, apply_scenarios
 from sandbox.tls_endpoints import TraefikTLS
@@ -54,12 +54,6 @@ def make_metrics_app(metrics: Exporter) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", serve)
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class _Listener:
@@ -129,6 +123,12 @@ class Sandbox:
         self._settled_version = -1
 
     # -- addresses -------------------------------------------------------------------------
+    @property
+    def kube_faults(self):  # -> sandbox.kube.server.KubeFaults
+        """The API server's fault injection (503s, answers slower than a timeout)."""
+        from sandbox.kube.server import FAULTS_KEY
+        return self._kube.app[FAULTS_KEY]
+
     @property
     def kube_url(self) -> str:
         return self._kube.url

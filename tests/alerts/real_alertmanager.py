@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from bot.clients.alertmanager import AlertmanagerClient
+from sandbox.ports import free_port  # noqa: F401  (also imported from here by tests)
 
 BINARIES = ("prometheus-alertmanager", "alertmanager")
 
@@ -30,12 +30,6 @@ def alertmanager_binary() -> str:
     pytest.fail("the Alertmanager binary is missing: CI installs it with "
                 "`apt-get install -y prometheus-alertmanager`; ./run-tests installs it (or prints the command)",
                 pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RealAlertmanager:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -16,12 +15,7 @@ import pytest
 import yaml
 
 from bot.clients.alertmanager import AlertmanagerClient
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from sandbox.ports import free_port
 
 
 class Alertmanager:
@@ -29,7 +23,7 @@ class Alertmanager:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = AlertmanagerClient(self.url)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sandbox.ports import free_port
 
 SOPBOT = [sys.executable, "-m", "bot.cli", "run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**settings: str) -> dict[str, str]:

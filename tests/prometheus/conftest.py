@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 import yaml
 from aiohttp import web
+from sandbox.ports import free_port  # noqa: F401  (also imported from here by tests)
 
 GIB = 1024 ** 3
 # etcd's own bucket layouts (server/storage/wal/metrics.go, rafthttp/metrics.go).
@@ -28,12 +28,6 @@ RTT_BUCKETS = [0.0001 * 2 ** i for i in range(16)]
 SCRAPE_INTERVAL_S = 0.5
 # The etcd SOP's rate window in these tests (production: 5m); 4 scrapes fit in it.
 RATE_WINDOW = "2s"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
