@@ -39,6 +39,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _list_coverage(args: argparse.Namespace, registry: object) -> int:
     from bot.approvals.actions import ACTIONS
+    from bot.approvals.procedures import PROCEDURES
     from bot.coverage import coverage, coverage_markdown, coverage_text, load_scenarios
     from bot.runbook import Runbook
 
@@ -51,7 +52,7 @@ def _list_coverage(args: argparse.Namespace, registry: object) -> int:
     except OSError as exc:
         print(f"sopbot: cannot read the runbook {path}: {exc.strerror}", file=sys.stderr)
         return 66  # EX_NOINPUT
-    rows = coverage(registry, runbook, ACTIONS, load_scenarios())  # type: ignore[arg-type]
+    rows = coverage(registry, runbook, ACTIONS, load_scenarios(), PROCEDURES)  # type: ignore[arg-type]
     print(coverage_markdown(rows) if args.markdown else coverage_text(rows))
     return 0
 

@@ -46,7 +46,7 @@ def load_scenarios() -> list[Any]:
 
 
 def coverage(registry: Registry, runbook: Runbook, actions: Mapping[str, Any] | None = None,
-             scenarios: Iterable[Any] = ()) -> list[Entry]:
+             scenarios: Iterable[Any] = (), procedures: Mapping[str, Any] | None = None) -> list[Entry]:
     """One row per runbook entry. A SOP, action or scenario counts for an entry it names exactly
     ("7.2/oidc"), or for every sub-problem of the section it names when that has sub-problems."""
     rows: list[Entry] = []
@@ -67,6 +67,10 @@ def coverage(registry: Registry, runbook: Runbook, actions: Mapping[str, Any] | 
                 if ref and names(ref):
                     row.actions.append(f"{name} ({step})" if step else name)
                     break
+        for name, proc in sorted((procedures or {}).items()):
+            # A procedure carries out its entry's Resolution as a whole (several steps, one approval).
+            if getattr(proc, "section", "") and names(proc.section):
+                row.actions.append(f"{name} (procedure: {getattr(proc, 'title', '') or name})")
         row.scenarios = [sc.name for sc in scenarios if getattr(sc, "section", "") and names(sc.section)]
         rows.append(row)
     return rows

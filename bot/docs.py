@@ -288,12 +288,14 @@ COVERAGE_RUNBOOK = Path(__file__).resolve().parents[1] / "sandbox" / "runbook.md
 def coverage_document() -> str:
     """``sopbot list --coverage --markdown`` for the repository's runbook."""
     from bot.approvals.actions import ACTIONS
+    from bot.approvals.procedures import PROCEDURES
     from bot.coverage import coverage, coverage_markdown, load_scenarios
     from bot.registry import load_handlers
     from bot.runbook import Runbook
 
     registry = load_handlers()
-    return coverage_markdown(coverage(registry, Runbook.load(COVERAGE_RUNBOOK), ACTIONS, load_scenarios()))
+    return coverage_markdown(coverage(registry, Runbook.load(COVERAGE_RUNBOOK), ACTIONS, load_scenarios(),
+                                      PROCEDURES))
 
 
 def _between(current: str, start: str, end: str, content: str) -> str:

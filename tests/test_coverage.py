@@ -110,3 +110,11 @@ def test_an_action_counts_for_each_entry_whose_resolution_it_carries_out():
     assert any(a.startswith("restart (Resolution 4: restart Traefik") for a in rows["3.4"].actions)
     assert any(a.startswith("restart (Resolution 1: restart CoreDNS") for a in rows["3.6"].actions)
     assert not any(a.startswith("restart") for a in rows["3.5"].actions)
+
+
+def test_a_procedure_counts_for_the_entry_it_carries_out(capsys):
+    # 10.2 is a procedure from start to end: the row names it, so it is not guidance only.
+    assert main(["list", "--coverage", "--runbook", str(SANDBOX_RUNBOOK)]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("10.2 ")]
+    assert "actions replace-node (procedure: Single node replacement" in row
+    assert not row.endswith("guidance only")
