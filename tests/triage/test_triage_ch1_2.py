@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import RUNBOOK
-from tests.triage.test_triage_sandbox import _bot_with, path_of, sops_run, triage_thread
+from tests.triage.support import (
+    assert_reaches, assert_shows, path_of, runbook_with_chart, sops_run, triage_thread, triage_with_runbook)
 
 pytestmark = pytest.mark.asyncio
 
@@ -66,14 +66,7 @@ async def test_triage_from_the_root_reaches_the_leaf_of_its_cause(sandbox, bot, 
     steps, leaf, sop_id = CASES[scenario]
     await sandbox.apply(scenario)
     thread = await triage_thread(sandbox, bot)
-    shown = path_of(thread)
-    at = 0
-    for step in steps:
-        found = shown.find(step, at)
-        assert found >= 0, f"{step!r} not after position {at} in:\n{shown}"
-        at = found
-    assert f":checkered_flag: **{leaf}**" in shown, shown
-    assert sop_id in sops_run(thread), sops_run(thread)
+    assert_reaches(thread, steps, leaf, sop_id)
     assert f"reached **{leaf}**" in thread[0].message
 
 
@@ -149,18 +142,7 @@ graph TD
 ])
 async def test_the_team_runbooks_wording_walks_the_same_way(sandbox, tmp_path: Path, scenario: str,
                                                            path: list[str], leaf: str) -> None:
-    text = RUNBOOK.read_text(encoding="utf-8")
-    start = text.index("```mermaid")
-    end = text.index("```", start + 3) + 4
-    runbook = tmp_path / "runbook.md"
-    runbook.write_text(text[:start] + TEAM_CHART + text[end:], encoding="utf-8")
+    runbook = runbook_with_chart(tmp_path, TEAM_CHART)
     await sandbox.apply(scenario)
-    runtime = await _bot_with(sandbox, runbook)
-    try:
-        thread = await triage_thread(sandbox, runtime)
-    finally:
-        await runtime.stop()
-    shown = path_of(thread)
-    for step in path:
-        assert step in shown, shown
-    assert f":checkered_flag: **{leaf}**" in shown, shown
+    thread = await triage_with_runbook(sandbox, runbook)
+    assert_shows(path_of(thread), path, leaf)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.runner import RUNBOOK
-from tests.triage.test_triage_sandbox import _bot_with, path_of, sops_run, triage_thread
+from tests.triage.support import assert_shows, path_of, runbook_with_chart, sops_run, triage_thread, triage_with_runbook
 
 pytestmark = pytest.mark.asyncio
 
@@ -135,22 +134,10 @@ graph TD
 ])
 async def test_the_team_runbooks_chapter_3_chart_walks_on_the_same_evaluators(sandbox, tmp_path: Path, scenario,
                                                                              command, path, leaf):
-    text = RUNBOOK.read_text(encoding="utf-8")
-    head = text.index("## 3. Networking Issues")
-    start = text.index("```mermaid", head)
-    end = text.index("```", start + 3) + 4
-    runbook = tmp_path / "runbook.md"
-    runbook.write_text(text[:start] + TEAM_CHART + text[end:], encoding="utf-8")
+    runbook = runbook_with_chart(tmp_path, TEAM_CHART, "## 3. Networking Issues")
     await sandbox.apply(scenario)
-    runtime = await _bot_with(sandbox, runbook)
-    try:
-        thread = await triage_thread(sandbox, runtime, command)
-    finally:
-        await runtime.stop()
-    shown = path_of(thread)
-    for step in path:
-        assert step in shown, shown
-    assert f":checkered_flag: **{leaf}**" in shown, shown
+    thread = await triage_with_runbook(sandbox, runbook, command)
+    assert_shows(path_of(thread), path, leaf)
     # The team's leaves name no section: the bot says what the runbook says and runs nothing.
     assert sops_run(thread) == []
     assert "The runbook says:" in thread[-1].message

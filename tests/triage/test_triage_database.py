@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.triage.test_triage_sandbox import path_of, sops_run, triage_thread
+from tests.triage.support import assert_reaches, assert_shows, path_of, team_book, triage_thread, triage_with_runbook
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,14 +42,7 @@ async def test_triage_database_reaches_the_leaf_of_the_cause(sandbox, bot, scena
     steps, leaf, sop_id = CASES[scenario]
     await sandbox.apply(scenario)
     thread = await triage_thread(sandbox, bot, "/sop triage database")
-    shown = path_of(thread)
-    at = 0
-    for step in steps:
-        found = shown.find(step, at)
-        assert found >= 0, f"{step!r} not after position {at} in:\\n{shown}"
-        at = found
-    assert f":checkered_flag: **{leaf}**" in shown, shown
-    assert sop_id in sops_run(thread), sops_run(thread)
+    assert_reaches(thread, steps, leaf, sop_id)
 
 
 async def test_a_healthy_platform_stops_with_the_question(sandbox, bot) -> None:
@@ -109,20 +102,9 @@ def _degraded_with_crashloop(p) -> None:
      "Check PostgreSQL logs"),
 ], ids=["galera", "cnpg-degraded"])
 async def test_the_teams_chapter_6_flowchart_walks_the_same_way(sandbox, tmp_path, breaks, path, leaf) -> None:
-    from tests.triage.test_triage_sandbox import _bot_with
-
-    book = tmp_path / "team.md"
-    book.write_text("# Team runbook\n\n" + TEAM_DB, encoding="utf-8")
     if callable(breaks):
         breaks(sandbox.platform)
     else:
         await sandbox.apply(breaks)
-    runtime = await _bot_with(sandbox, book)
-    try:
-        thread = await triage_thread(sandbox, runtime, "/sop triage database")
-    finally:
-        await runtime.stop()
-    shown = path_of(thread)
-    for step in path:
-        assert step in shown, shown
-    assert f":checkered_flag: **{leaf}**" in shown, shown
+    thread = await triage_with_runbook(sandbox, team_book(tmp_path, TEAM_DB), "/sop triage database")
+    assert_shows(path_of(thread), path, leaf)

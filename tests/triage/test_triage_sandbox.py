@@ -4,34 +4,11 @@ and the path shown as a tree; a decision nobody can answer stops with a question
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-from sandbox.runner import RUNBOOK
-from tests.test_slash_e2e import bot_posts, run_as
+from tests.triage.support import edited_runbook, path_of, sops_run, triage_thread, triage_with_runbook
 
 pytestmark = pytest.mark.asyncio
-
-
-async def triage_thread(sandbox, bot, command: str = "/sop triage") -> list:
-    resp = await run_as(sandbox, "alice", command)
-    assert "Triage from" in resp.json()["text"], resp.json()["text"]
-    await bot.bot.drain()
-    [root] = [p for p in bot_posts(sandbox) if not p.root_id]
-    return sandbox.mattermost.thread(root.id)
-
-
-def path_of(thread: list) -> str:
-    [path] = [p.message for p in thread if p.message.startswith("#### Triage path")]
-    return path
-
-
-def sops_run(thread: list) -> list[str]:
-    """The SOP reports posted in the thread, by id (each report starts with its id)."""
-    return [re.match(r"#### \S+ `([a-z0-9-]+)` — ", p.message).group(1) for p in thread
-            if p.message.startswith("####") and not p.message.startswith(("#### Triage", "#### Next"))]
 
 
 async def test_vault_sealed_reaches_unseal_and_runs_vault_status(sandbox, bot):
@@ -88,32 +65,12 @@ async def test_tls_words_start_at_the_vault_decision(sandbox, bot):
     assert "cert-health" in sops_run(thread)
 
 
-def edited_runbook(tmp_path: Path, old: str, new: str) -> Path:
-    text = RUNBOOK.read_text(encoding="utf-8")
-    assert old in text
-    path = tmp_path / "runbook.md"
-    path.write_text(text.replace(old, new), encoding="utf-8")
-    return path
-
-
-async def _bot_with(sandbox, runbook: Path):
-    from bot.runtime import Runtime
-
-    runtime = Runtime(sandbox.settings(runbook={"path": str(runbook)}))
-    await runtime.start()
-    return runtime
-
-
 async def test_editing_the_flowchart_changes_the_path(sandbox, tmp_path):
     # The team sends "Several services" straight to cert-manager: no Vault question any more.
     path = edited_runbook(tmp_path, 'SCOPE -->|"Several services"| LAYER{"Which layer?"}',
                           'SCOPE -->|"Several services"| CERTS')
     await sandbox.apply("vault-sealed")
-    runtime = await _bot_with(sandbox, path)
-    try:
-        thread = await triage_thread(sandbox, runtime)
-    finally:
-        await runtime.stop()
+    thread = await triage_with_runbook(sandbox, path)
     shown = path_of(thread)
     assert "**What is affected?** → **Several services**" in shown
     assert "Which layer?" not in shown and "Vault sealed?" not in shown
@@ -126,11 +83,7 @@ async def test_a_decision_without_evaluator_stops_with_a_question(sandbox, tmp_p
                           'SCOPE -->|"Nothing visible"| ASK{"Do users report slowness?"}\n'
                           '    ASK -->|"Yes"| DAILY["Run the daily checks - Section 11.1"]\n'
                           '    ASK -->|"No"| DONE["Close the alert"]')
-    runtime = await _bot_with(sandbox, path)
-    try:
-        thread = await triage_thread(sandbox, runtime)
-    finally:
-        await runtime.stop()
+    thread = await triage_with_runbook(sandbox, path)
     shown = path_of(thread)
     assert "**What is affected?** → **Nothing visible**" in shown
     assert "**Do users report slowness?** → :grey_question:" in shown

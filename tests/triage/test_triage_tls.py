@@ -13,7 +13,8 @@ from bot.flowchart import flowcharts
 from bot.runbook import Runbook
 from bot.triage import find_start
 from sandbox.runner import RUNBOOK
-from tests.triage.test_triage_sandbox import _bot_with, path_of, sops_run, triage_thread
+from tests.triage.support import (
+    assert_in_order, assert_reaches, assert_shows, path_of, sops_run, team_book, triage_thread, triage_with_runbook)
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,15 +49,8 @@ async def test_triage_tls_reaches_the_leaf_of_the_cause(sandbox, bot, scenario: 
     steps, leaf, sop_id = CASES[scenario]
     await sandbox.apply(scenario)
     thread = await triage_thread(sandbox, bot, "/sop triage tls")
-    shown = path_of(thread)
+    shown = assert_reaches(thread, steps, leaf, sop_id)
     assert "flowchart of " in shown and "4" in shown.splitlines()[0]
-    at = 0
-    for step in steps:
-        found = shown.find(step, at)
-        assert found >= 0, f"{step!r} not after position {at} in:\n{shown}"
-        at = found
-    assert f":checkered_flag: **{leaf}**" in shown, shown
-    assert sop_id in sops_run(thread), sops_run(thread)
 
 
 async def test_a_healthy_platform_walks_to_the_ca_dates(sandbox, bot) -> None:
@@ -109,31 +103,15 @@ graph TD
     ("tls-cert-role-denied", ["**Reason?** → **Failed**"], "Check cert-manager logs"),
 ])
 async def test_the_teams_chapter_4_flowchart_walks_the_same_way(sandbox, tmp_path: Path, scenario, path, leaf) -> None:
-    book = tmp_path / "team.md"
-    book.write_text("# Team runbook\n\n" + TEAM_TLS, encoding="utf-8")
     await sandbox.apply(scenario)
-    runtime = await _bot_with(sandbox, book)
-    try:
-        thread = await triage_thread(sandbox, runtime, "/sop triage tls")
-    finally:
-        await runtime.stop()
+    thread = await triage_with_runbook(sandbox, team_book(tmp_path, TEAM_TLS), "/sop triage tls")
     shown = path_of(thread)
-    at = 0
-    for step in path:
-        found = shown.find(step, at)
-        assert found >= 0, f"{step!r} not in:\n{shown}"
-        at = found
-    assert f":checkered_flag: **{leaf}**" in shown, shown
+    assert_in_order(shown, path)
+    assert_shows(shown, path, leaf)
 
 
 async def test_a_healthy_platform_stops_for_a_person_on_the_teams_chart(sandbox, tmp_path: Path) -> None:
     # The team's chart has no branch for "the right certificate is served": triage says so.
-    book = tmp_path / "team.md"
-    book.write_text("# Team runbook\n\n" + TEAM_TLS, encoding="utf-8")
-    runtime = await _bot_with(sandbox, book)
-    try:
-        thread = await triage_thread(sandbox, runtime, "/sop triage tls")
-    finally:
-        await runtime.stop()
+    thread = await triage_with_runbook(sandbox, team_book(tmp_path, TEAM_TLS), "/sop triage tls")
     text = "\n".join(p.message for p in thread)
     assert "**Is service serving correct cert?** — the evidence fits no branch (it answered 'Correct cert')" in text

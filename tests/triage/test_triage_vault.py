@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.triage.test_triage_sandbox import _bot_with, path_of, sops_run, triage_thread
+from tests.triage.support import assert_reaches, assert_shows, path_of, team_book, triage_thread, triage_with_runbook
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,14 +44,7 @@ async def test_triage_vault_reaches_the_leaf_of_the_cause(sandbox, bot, scenario
     steps, leaf, sop_id = CASES[scenario]
     await sandbox.apply(scenario)
     thread = await triage_thread(sandbox, bot, "/sop triage vault")
-    shown = path_of(thread)
-    at = 0
-    for step in steps:
-        found = shown.find(step, at)
-        assert found >= 0, f"{step!r} not after position {at} in:\n{shown}"
-        at = found
-    assert f":checkered_flag: **{leaf}**" in shown, shown
-    assert sop_id in sops_run(thread), sops_run(thread)
+    assert_reaches(thread, steps, leaf, sop_id)
 
 
 async def test_a_healthy_vault_walks_to_the_issuer(sandbox, bot) -> None:
@@ -102,15 +95,6 @@ graph TD
     ("vault-pki-role-missing", ["**PKI responding?** → **No**"], "Re-enable PKI engine"),
 ])
 async def test_the_teams_chapter_5_flowchart_walks_the_same_way(sandbox, tmp_path: Path, scenario, path, leaf) -> None:
-    book = tmp_path / "team.md"
-    book.write_text("# Team runbook\n\n" + TEAM_VAULT, encoding="utf-8")
     await sandbox.apply(scenario)
-    runtime = await _bot_with(sandbox, book)
-    try:
-        thread = await triage_thread(sandbox, runtime, "/sop triage vault")
-    finally:
-        await runtime.stop()
-    shown = path_of(thread)
-    for step in path:
-        assert step in shown, shown
-    assert f":checkered_flag: **{leaf}**" in shown, shown
+    thread = await triage_with_runbook(sandbox, team_book(tmp_path, TEAM_VAULT), "/sop triage vault")
+    assert_shows(path_of(thread), path, leaf)
