@@ -37,6 +37,51 @@ class PrometheusUnavailable(RuntimeError):
     pass
 
 
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+
+def run_prometheus(config: dict, workdir: Path, port: int, *flags: str) -> subprocess.Popen[bytes]:
+    """The Debian package's prometheus on ``config``, storing and logging (prometheus.log) in
+    ``workdir``, listening on ``port``, once ready (a bounded wait). Raises PrometheusUnavailable,
+    having stopped a process that exited or did not become ready."""
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        raise PrometheusUnavailable("prometheus is missing: ./run-tests installs the Debian package "
+                                    "`prometheus` with apt-get (or prints the command)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump(config))
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", *flags],
+            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30  # bounded wait for readiness
+    with httpx.Client(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise PrometheusUnavailable(f"prometheus exited at start:\n{log_tail(log_path)}")
+            try:
+                if http.get(f"http://127.0.0.1:{port}/-/ready").status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    stop_process(proc)
+    raise PrometheusUnavailable(f"prometheus did not become ready:\n{log_tail(log_path)}")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class SharedPrometheus:
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="sopbot-prometheus-"))
@@ -78,10 +123,6 @@ class SharedPrometheus:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> None:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        if not Path(binary).exists():
-            raise PrometheusUnavailable("prometheus is missing: ./run-tests installs the Debian package "
-                                        "`prometheus` with apt-get (or prints the command)")
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "240ms"},
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [self.target]}],
@@ -92,28 +133,10 @@ class SharedPrometheus:
                     {"source_labels": ["member"], "regex": ".+", "target_label": "job", "replacement": "etcd"},
                     {"regex": "member", "action": "labeldrop"}]}],
         }
-        cfg = self.workdir / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump(config))
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", "--web.enable-admin-api"],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30  # bounded wait for readiness
-        with httpx.Client(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise PrometheusUnavailable(f"prometheus exited at start:\n{self.log_tail()}")
-                try:
-                    if http.get(f"{self.url}/-/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise PrometheusUnavailable(f"prometheus did not become ready:\n{self.log_tail()}")
+        self.proc = run_prometheus(config, self.workdir, self.port, "--log.level=warn", "--web.enable-admin-api")
 
     def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        return log_tail(self.log)
 
     def forget(self, selector: str) -> None:
         """Delete the stored samples of the series ``selector`` matches (tombstones: queries
@@ -139,12 +162,7 @@ class SharedPrometheus:
 
     def stop(self) -> None:
         self._server.shutdown()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

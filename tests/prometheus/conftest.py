@@ -7,7 +7,6 @@ state and wait, bounded, until Prometheus has scraped the change (``Platform.set
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import threading
 import time
@@ -15,11 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 from aiohttp import web
 from sandbox.ports import free_port  # noqa: F401  (also imported from here by tests)
+from sandbox.prometheus import PrometheusUnavailable, run_prometheus, stop_process
 
 GIB = 1024 ** 3
 # etcd's own bucket layouts (server/storage/wal/metrics.go, rafthttp/metrics.go).
@@ -259,35 +257,13 @@ class PrometheusServer:
         }
 
     def start(self) -> None:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        if not Path(binary).exists():
-            pytest.fail("prometheus is missing: ./run-tests installs the Debian package `prometheus` with "
-                        "apt-get (or prints the command)", pytrace=False)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cfg = self.workdir / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump(self.config()))
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30  # bounded wait for readiness
-        with httpx.Client(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"prometheus exited at start:\n{self.log.read_text()[-2000:]}")
-                try:
-                    if http.get(f"{self.url}/-/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise RuntimeError(f"prometheus did not become ready:\n{self.log.read_text()[-2000:]}")
+        try:
+            self.proc = run_prometheus(self.config(), self.workdir, self.port)
+        except PrometheusUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 class Platform:
