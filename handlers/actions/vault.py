@@ -546,22 +546,35 @@ async def _join_plans(run: StepRun) -> list[tuple[str, Plan]]:
             for s in _uninitialized(await _seal_states(run))]
 
 
+async def _join_blocked(run: StepRun, plans: list[tuple[str, Plan]]) -> str:
+    """Why a join cannot run now; with the others sealed there is no leader until they are
+    unsealed (5.2's order: a majority unsealed first, then the join)."""
+    blocked = [f"{name}: {p.blocked}" for name, p in plans if p.blocked]
+    if not blocked:
+        return ""
+    others = [s.name for s in await _seal_states(run) if s.sealed]
+    if others:
+        blocked.append(f"sealed: {', '.join(others)}: unseal them first (by hand or "
+                       "`/sop fix vault-unseal`), then resume this procedure")
+    return "; ".join(blocked)
+
+
 async def _joined(run: StepRun) -> Gate:
     """Done when no replica reports Initialized=false (after a restart too: Vault says so)."""
     plans = await _join_plans(run)
     if not plans:
         return Gate.done("every reachable replica reports Initialized=true")
-    blocked = [f"{name}: {p.blocked}" for name, p in plans if p.blocked]
-    return Gate.blocked("; ".join(blocked)) if blocked else Gate.ready()
+    why = await _join_blocked(run, plans)
+    return Gate.blocked(why) if why else Gate.ready()
 
 
 async def _plan_join(run: StepRun) -> Plan:
     plans = await _join_plans(run)
     if not plans:
         return Plan(nothing_to_do="every reachable replica reports Initialized=true")
-    blocked = [f"{name}: {p.blocked}" for name, p in plans if p.blocked]
-    if blocked:
-        return Plan(blocked="; ".join(blocked))
+    why = await _join_blocked(run, plans)
+    if why:
+        return Plan(blocked=why)
     return Plan(operations=[op for _, p in plans for op in p.operations],
                 preview=table(["replica", "now", "after"],
                               [[name, "Initialized=false", "Raft peer, sealed (unsealed in step 2)"]

@@ -98,7 +98,7 @@ async def test_a_restart_while_waiting_resumes_the_wait_without_a_second_cluster
     await crash(bots, rt)  # the bot dies while following the recovery
     rt2 = await bots.start(quorum_high=1)
     await wait_for(lambda: "re-run after a restart" in step_line(sandbox, p.id, 2),
-                   what="step 2 resumed after the restart")
+                   what="step 2 resumed after the restart", timeout=30)
     assert step_line(sandbox, p.id, 2).startswith("2. ⏳")
     assert step_line(sandbox, p.id, 1).startswith("1. ✅")
     operator_marks_ready(sandbox)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sandbox.platform import set_issuer_ready
 from tests.approvals.conftest import wait_for
 from tests.approvals.support import bot_posts, wait_reply
-from tests.approvals.test_procedures_e2e import APPROVE, approve_gate, start_procedure, step_line, wait_status, wait_step
+from tests.approvals.test_procedures_e2e import (APPROVE, approve_gate, crash, gate_post, start_procedure, step_line,
+                                                 wait_status, wait_step)
 from tests.approvals.test_unseal_e2e import assert_no_key_share, vault_init_secret  # noqa: F401  (fixture)
 
 SECRET = {"unseal_from_secret": {"enabled": True}}
@@ -91,3 +92,66 @@ async def test_nothing_sealed_nothing_to_propose(sandbox, bots):
     assert "every reachable replica is initialized and unsealed" in refusal
     await rt.bot.drain()
     assert not [x for x in bot_posts(sandbox) if "**Procedure #" in x.message]
+
+
+async def test_no_leader_blocks_the_join_and_resume_goes_on_once_a_majority_is_unsealed(
+        sandbox, bots, vault_init_secret, caplog):
+    await bots.start(quorum_high=1, **SECRET)
+    await sandbox.apply("vault-sealed")
+    sandbox.platform.vault.set_initialized(2, False)  # and vault-2 lost its Raft data
+    p = await start_procedure(sandbox, "alice", "vault-unseal-all")
+    assert "blocked now: vault-2: no replica is the active node" in p.message  # said up front
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+    line = await wait_step(sandbox, p.id, 1, "❌")
+    assert "sealed: vault-0, vault-1: unseal them first" in line
+    failure = await wait_reply(sandbox, p.root_id, "stopped at step 1")
+    assert "**Next (runbook)**: 5.2 step 2" in failure and "/sop fix resume 1" in failure
+    assert step_line(sandbox, p.id, 2).startswith("2. ◻️")  # nothing after the failing step ran
+    assert not sandbox.platform.vault.replicas[2].initialized
+    for i in (0, 1):  # the operator unseals a majority by hand (kubectl exec … vault operator unseal)
+        sandbox.platform.vault.unseal(i)
+    reply = await sandbox.mattermost.run_command("alice", "sop-alerts", "/sop fix resume 1")
+    assert "resumes at step 1" in reply["text"]
+    await wait_step(sandbox, p.id, 2, "⏸")
+    assert "vault-2 joined the Raft cluster of vault-0" in step_line(sandbox, p.id, 1)
+    await approve_gate(sandbox, p.root_id, 2)
+    await wait_step(sandbox, p.id, 4, "⏳", timeout=30)
+    assert "unsealed vault-2 (verified: sealed=false)" in step_line(sandbox, p.id, 2)
+    set_issuer_ready(sandbox.platform, "vault-issuer", True, "VaultVerified", "Vault verified")
+    await wait_status(sandbox, p.id, "**succeeded**", timeout=30)
+    assert sealed(sandbox) == []
+    assert_no_key_share(sandbox, caplog)
+
+
+async def test_a_restart_while_waiting_for_cert_manager_submits_no_share_again(sandbox, bots, vault_init_secret):
+    rt = await bots.start(quorum_high=1, **SECRET)
+    await sandbox.apply("vault-sealed")
+    p = await start_procedure(sandbox, "alice", "vault-unseal-all")
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+    await approve_gate(sandbox, p.root_id, 2)
+    await wait_step(sandbox, p.id, 4, "⏳", timeout=30)
+    before = [step_line(sandbox, p.id, n) for n in (1, 2, 3)]
+    await crash(bots, rt)  # the bot dies while cert-manager has not recovered
+    rt2 = await bots.start(quorum_high=1, **SECRET)
+    await wait_for(lambda: "re-run after a restart" in step_line(sandbox, p.id, 4), what="step 4 resumed", timeout=30)
+    set_issuer_ready(sandbox.platform, "vault-issuer", True, "VaultVerified", "Vault verified")
+    await wait_status(sandbox, p.id, "**succeeded**", timeout=30)
+    assert [step_line(sandbox, p.id, n) for n in (1, 2, 3)] == before  # steps 1–3 untouched
+    started = [e["detail"]["step"] for e in await rt2.approvals.repo.audit(100) if e["event"] == "step-started"]
+    assert started.count(2) == 1  # the shares were submitted once, before the restart
+    assert started.count(4) == 2 and 1 not in started  # step 1 had nothing to do
+
+
+async def test_declining_the_unseal_gate_leaves_the_joined_replica_sealed(sandbox, bots, vault_init_secret):
+    rt = await bots.start(quorum_high=1, **SECRET)
+    await sandbox.apply("vault-replica-not-joined")
+    p = await start_procedure(sandbox, "alice", "vault-unseal-all")
+    sandbox.mattermost.react("alice", p.id, APPROVE)
+    g = await wait_for(lambda: gate_post(sandbox, p.root_id, 2), what="the unseal step's approval request")
+    await wait_for(lambda: "x" in {r.emoji_name for r in sandbox.mattermost.reactions_on(g.id)},
+                   what="the gate's reactions")
+    sandbox.mattermost.react("alice", g.id, "x")
+    await wait_reply(sandbox, p.root_id, "Step 2 (Unseal each sealed replica")
+    await wait_status(sandbox, p.id, "**stopped** at step 2")
+    await rt.bot.drain()
+    assert sealed(sandbox) == ["vault-2"] and sandbox.platform.vault.replicas[2].initialized
