@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from bot.clients.prometheus import PrometheusClient
+from bot.context import HandlerContext
+from bot.engine import run_sop
+from bot.models import Report, Status
+from bot.registry import REGISTRY
 from sandbox.ports import free_port  # noqa: F401  (also imported from here by tests)
 from sandbox.prometheus import PrometheusUnavailable, run_prometheus, stop_process
 
@@ -301,6 +306,19 @@ class Platform:
                 raise AssertionError(f"Prometheus did not scrape the exporter {scrapes} times in {timeout_s:g}s:\n"
                                      f"{self.prometheus.log.read_text()[-2000:]}")
             await asyncio.sleep(0.1)
+
+
+async def diagnose(platform: Platform, sop_id: str, checks: dict | None = None) -> Report:
+    """Run the SOP ``sop_id`` (handlers loaded) on this package's Prometheus."""
+    ctx = HandlerContext(prometheus=PrometheusClient(platform.url, timeout_s=5), checks=checks or {})
+    try:
+        return await run_sop(REGISTRY.get(sop_id), ctx)
+    finally:
+        await ctx.close()
+
+
+def problems(report: Report) -> dict[str, tuple[Status, str]]:
+    return {f.target: (f.status, f.summary) for f in report.findings if f.status is not Status.ok}
 
 
 @pytest.fixture(scope="package")

@@ -6,27 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from bot.clients.prometheus import PrometheusClient
 from bot.context import HandlerContext
 from bot.engine import run_sop
-from bot.models import Report, Status
+from bot.models import Status
 from bot.registry import REGISTRY, load_handlers
 
-from .conftest import Platform
+from .conftest import Platform, diagnose, problems
 
 load_handlers()
-
-
-async def diagnose(platform: Platform, sop_id: str) -> Report:
-    ctx = HandlerContext(prometheus=PrometheusClient(platform.url, timeout_s=5))
-    try:
-        return await run_sop(REGISTRY.get(sop_id), ctx)
-    finally:
-        await ctx.close()
-
-
-def problems(report: Report) -> dict[str, tuple[Status, str]]:
-    return {f.target: (f.status, f.summary) for f in report.findings if f.status is not Status.ok}
 
 
 @pytest.mark.parametrize("alert,sop_id", [("ReplicationLag", "cnpg-replica-lag"), ("HighConnections", "cnpg-connections"),

@@ -3,38 +3,26 @@ exporter's metrics, evaluated by a real Prometheus: the lag's trend decides warn
 
 from __future__ import annotations
 
-from bot.clients.prometheus import PrometheusClient
 from bot.context import HandlerContext
 from bot.engine import run_sop
-from bot.models import Report, Status
+from bot.models import Status
 from bot.registry import REGISTRY, load_handlers
 
-from .conftest import Platform
+from .conftest import Platform, diagnose, problems
 
 load_handlers()
 
-
-async def diagnose(platform: Platform, sop_id: str) -> Report:
-    # The trend over the last few scrapes (production: 10m).
-    ctx = HandlerContext(prometheus=PrometheusClient(platform.url, timeout_s=5),
-                         checks={"cnpg-replica-lag": {"growth_window": "3s"}})
-    try:
-        return await run_sop(REGISTRY.get(sop_id), ctx)
-    finally:
-        await ctx.close()
-
-
-def problems(report: Report) -> dict[str, tuple[Status, str]]:
-    return {f.target: (f.status, f.summary) for f in report.findings if f.status is not Status.ok}
+# The lag trend over the last few scrapes (production: 10m).
+CHECKS = {"cnpg-replica-lag": {"growth_window": "3s"}}
 
 
 async def test_healthy_lag_and_connections_are_ok(platform: Platform) -> None:
     platform.healthy()
     await platform.settle(scrapes=8)  # the 3 s trend window holds only the healthy state
-    lag = await diagnose(platform, "cnpg-replica-lag")
+    lag = await diagnose(platform, "cnpg-replica-lag", CHECKS)
     assert [(f.status, f.summary) for f in lag.findings] == [
         (Status.ok, "2 instance(s): max replication lag 0.6 s")]
-    conns = await diagnose(platform, "cnpg-connections")
+    conns = await diagnose(platform, "cnpg-connections", CHECKS)
     assert [(f.status, f.summary) for f in conns.findings] == [
         (Status.ok, "3 instance(s): max connection use 23%; Poolers not checked (no Kubernetes access)")]
 
@@ -44,18 +32,18 @@ async def test_growing_lag_is_critical_and_catching_up_is_a_warning(platform: Pl
     for lag in (40, 60, 80, 100, 120):  # a replica falling behind, scrape after scrape
         platform.cnpg.lag_s["keycloak-pg-3"] = lag
         await platform.settle(scrapes=1)
-    status, summary = problems(await diagnose(platform, "cnpg-replica-lag"))["pod/database/keycloak-pg-3"]
+    status, summary = problems(await diagnose(platform, "cnpg-replica-lag", CHECKS))["pod/database/keycloak-pg-3"]
     assert status is Status.crit
     assert summary.startswith("replication lag 120 s (ReplicationLag above 30 s); replica lag growing over 3s (+")
     for lag in (110, 95, 80, 65, 50, 45, 40):  # now catching up, still above the alert's 30 s
         platform.cnpg.lag_s["keycloak-pg-3"] = lag
         await platform.settle(scrapes=1)
-    status, summary = problems(await diagnose(platform, "cnpg-replica-lag"))["pod/database/keycloak-pg-3"]
+    status, summary = problems(await diagnose(platform, "cnpg-replica-lag", CHECKS))["pod/database/keycloak-pg-3"]
     assert status is Status.warn
     assert summary.startswith("replication lag 40 s (ReplicationLag above 30 s); replica catching up (-")
     platform.cnpg.lag_s["keycloak-pg-3"] = 400  # past the runbook's 5 minutes: escalate
     await platform.settle(scrapes=8)
-    report = await diagnose(platform, "cnpg-replica-lag")
+    report = await diagnose(platform, "cnpg-replica-lag", CHECKS)
     assert problems(report)["pod/database/keycloak-pg-3"][0] is Status.crit
     assert "escalate to the DBA" in report.findings[1].next_step
     platform.healthy()
@@ -66,7 +54,7 @@ async def test_connections_near_max_connections(platform: Platform) -> None:
     platform.healthy()
     platform.cnpg.backends["keycloak-pg-1"] = 92
     await platform.settle(scrapes=2)
-    found = problems(await diagnose(platform, "cnpg-connections"))
+    found = problems(await diagnose(platform, "cnpg-connections", CHECKS))
     assert found == {"pod/database/keycloak-pg-1": (
         Status.warn, "92/100 connections (92%, HighConnections above 80%)")}
     platform.healthy()
