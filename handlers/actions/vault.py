@@ -617,8 +617,8 @@ async def _leader_addr(run: StepRun) -> str | None:
 async def _peers(run: StepRun) -> Outcome:
     """5.2 step 4 (raft list-peers): every configured replica a voter, autopilot healthy."""
     pool = _pool(run.env)
-    if not pool.has_token:
-        return Outcome(ok=False, summary="no Vault token: the Raft peers cannot be read (vault.token)")
+    if not pool.has_token:  # no use polling: fail the step now
+        raise Unavailable("no Vault token: the Raft peers cannot be read (vault.token)")
     addr = await _leader_addr(run)
     if addr is None:
         return Outcome(ok=False, summary="no replica is the active node yet")
