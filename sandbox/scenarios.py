@@ -8,12 +8,13 @@ from datetime import timedelta
 
 from sandbox.kube.store import Obj
 from sandbox.platform import (CERT_MANAGER, CILIUM_ALPHA, CNPG, CORE, GATEWAY, Platform, add_event, add_log,
-                              add_taint, iso, now, set_certificate_ready, set_condition,
+                              add_taint, iso, now, set_condition,
                               set_issuer_ready, set_node_condition, set_pod_unschedulable,
                               set_pod_waiting, sync_vault_pods)
 from sandbox.scenario_model import (VAULT_URL, Scenario, _first_pod, _scheduling_message, _vault_api_error,
                                     _worker)
 from sandbox.scenario_sets import CHAPTER_SCENARIOS
+from sandbox.scenario_sets.tls import _failing_request
 from sandbox.scenario_sets.vault import restart_vault_pod
 from sandbox.world import OLD_KUBELET_VERSION
 
@@ -125,37 +126,12 @@ def _kubelet_skew(p: Platform) -> None:
 
 # -- certificates (ch. 4) ----------------------------------------------------------------------
 def _cert_not_ready(p: Platform) -> None:
-    ns, name = "harbor", f"harbor-{p.domain.replace('.', '-')}-tls"
-    set_certificate_ready(p, ns, name, False, "DoesNotExist", "Issuing certificate as Secret does not exist")
-
-    def issuing(cert: Obj) -> None:
-        set_condition(cert["status"]["conditions"], "Issuing", "True", "DoesNotExist",
-                      "Issuing certificate as Secret does not exist", observedGeneration=1)
-        cert["status"]["nextPrivateKeySecretName"] = f"{name}-x7k2p"
-        cert["status"].pop("renewalTime", None)
-    cert = p.kube.update(CERT_MANAGER, "Certificate", name, ns, issuing)
-    p.kube.remove(CORE, "Secret", name, ns)
-    revision = int(cert["status"].get("revision", 1)) + 1
     role = p.domain.replace(".", "-dot-")
-    stamp = iso(now())
-    p.kube.add({
-        "apiVersion": CERT_MANAGER, "kind": "CertificateRequest",
-        "metadata": {"name": f"{name}-{revision}", "namespace": ns, "annotations": {
-            "cert-manager.io/certificate-name": name, "cert-manager.io/certificate-revision": str(revision)},
-            "ownerReferences": [{"apiVersion": CERT_MANAGER, "kind": "Certificate", "name": name,
-                                 "uid": cert["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]},
-        "spec": {"issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "vault-issuer"},
-                 "usages": ["digital signature", "key encipherment"], "duration": "720h0m0s"},
-        "status": {"conditions": [
-            {"type": "Approved", "status": "True", "reason": "cert-manager.io",
-             "message": "Certificate request has been approved by cert-manager.io", "lastTransitionTime": stamp},
-            {"type": "Ready", "status": "False", "reason": "Pending", "lastTransitionTime": stamp,
-             "message": "Vault failed to sign certificate: failed to sign certificate by vault: "
-                        + _vault_api_error(f"pki_int/sign/{role}", "POST", 400,
-                                           f"common name harbor.{p.domain} not allowed by this role")}]},
-    })
-    add_event(p, cert, "Issuing", "Issuing certificate as Secret does not exist", type_="Normal",
-              component="cert-manager-certificates-trigger")
+    _failing_request(p, "harbor", "harbor", "Pending",
+                     "Vault failed to sign certificate: failed to sign certificate by vault: "
+                     + _vault_api_error(f"pki_int/sign/{role}", "POST", 400,
+                                        f"common name harbor.{p.domain} not allowed by this role"),
+                     next_key_secret=f"harbor-{p.domain.replace('.', '-')}-tls-x7k2p")
 
 
 def _issuer_not_ready(p: Platform) -> None:

@@ -65,9 +65,11 @@ def _served_cert_expired(p: Platform, ns: str = "monitoring", secret: str = "gra
 
 
 # -- 4.1 certificate not issued: the newest CertificateRequest names the cause ----------------------
-def _failing_request(p: Platform, ns: str, host: str, reason: str, message: str) -> None:
+def _failing_request(p: Platform, ns: str, host: str, reason: str, message: str,
+                     next_key_secret: str | None = None) -> None:
     """The Certificate Ready=False, its Secret gone, a new revision's request failing with ``message``
-    (as cert-manager's issuing controller leaves them)."""
+    (as cert-manager's issuing controller leaves them; ``next_key_secret``: the status's
+    nextPrivateKeySecretName, the key it generated for that revision)."""
     name = f"{host}-{p.domain.replace('.', '-')}-tls"
     if p.kube.get(CERT_MANAGER, "Certificate", name, ns) is None:  # (composed with a scenario that deleted it)
         return
@@ -76,6 +78,8 @@ def _failing_request(p: Platform, ns: str, host: str, reason: str, message: str)
     def issuing(cert: dict) -> None:
         set_condition(cert["status"]["conditions"], "Issuing", "True", "DoesNotExist",
                       "Issuing certificate as Secret does not exist", observedGeneration=1)
+        if next_key_secret:
+            cert["status"]["nextPrivateKeySecretName"] = next_key_secret
         cert["status"].pop("renewalTime", None)
     cert = p.kube.update(CERT_MANAGER, "Certificate", name, ns, issuing)
     p.kube.remove(CORE, "Secret", name, ns)
