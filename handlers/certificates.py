@@ -987,21 +987,13 @@ async def not_ready_reason(ctx: HandlerContext) -> Answer:
 
 @decision("VAULT_SEALED")
 async def vault_is_sealed(ctx: HandlerContext) -> Answer:
-    pool = ctx.vault
-    if pool is None or not pool.addrs:
+    from handlers.triage import _sealed  # (section 1's seal count, the same evidence)
+
+    if ctx.vault is None or not ctx.vault.addrs:
         return Answer(None, "no Vault replicas configured")
-    sealed, read = [], 0
-    for addr in pool.addrs:
-        try:
-            status = await pool.seal_status(addr)
-        except SourceError:
-            continue
-        read += 1
-        if status.get("sealed"):
-            sealed.append(pool.name_of(addr))
-    if not read:
-        return Answer(None, "no Vault replica answered")
-    text = f"{len(sealed)} of {read} Vault replicas sealed" + (f" ({', '.join(sealed)})" if sealed else "")
+    sealed, text = await _sealed(ctx)
+    if sealed is None:
+        return Answer(None, text)
     return Answer("Yes" if sealed else "No", text, also=("Sealed",) if sealed else ("Unsealed",))
 
 
