@@ -687,14 +687,49 @@ async def _close_watches(app: web.Application) -> None:
         queue.put_nowait(WatchEvent(watching.CLOSE, {}))
 
 
+class KubeFaults:
+    """Fault injection for tests: the next ``n`` API requests answer ``status`` (a Status body,
+    as an overloaded API server's 503 ``ServiceUnavailable``) and/or wait ``delay_s`` first (an
+    API server slower than the client's timeout)."""
+
+    def __init__(self) -> None:
+        self.pending: list[list[Any]] = []  # [remaining, status or None, delay_s]
+
+    def fail_next(self, n: int, status: int | None = 503, delay_s: float = 0.0) -> None:
+        self.pending.append([n, status, delay_s])
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.pending and request.path.startswith(("/api/", "/apis/")):
+            fault = self.pending[0]
+            fault[0] -= 1
+            if fault[0] <= 0:
+                self.pending.pop(0)
+            if fault[2]:
+                await asyncio.sleep(fault[2])
+            if fault[1] is not None:
+                reason = {503: "ServiceUnavailable", 500: "InternalError"}.get(fault[1], "InternalError")
+                return _error(ApiError(fault[1], reason, "the server is currently unable to handle the request"))
+        return await handler(request)
+
+
+FAULTS_KEY: web.AppKey[KubeFaults] = web.AppKey("kube_faults", KubeFaults)
+
+
 def make_app(store: ObjectStore, token: str, *,
              continue_ttl_s: float | None = 300.0) -> web.Application:
     """The API server over ``store``; every request needs ``Authorization: Bearer <token>``.
     Continue tokens expire (410) after ``continue_ttl_s``, like the real server's 5-minute etcd
     compaction; None keeps them forever."""
     api = KubeApi(store, continue_ttl_s=continue_ttl_s)
-    app = web.Application(middlewares=[_auth_middleware(token)], client_max_size=64 * 1024 * 1024)
+    faults = KubeFaults()
+    app = web.Application(middlewares=[_auth_middleware(token), faults.middleware],
+                          client_max_size=64 * 1024 * 1024)
     app[STORE_KEY] = store
+    app[FAULTS_KEY] = faults
     app[_WATCHES] = set()
     app.on_shutdown.append(_close_watches)
     app.router.add_route("*", "/{tail:.*}", api.handle)

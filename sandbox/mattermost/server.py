@@ -96,7 +96,10 @@ def make_gate_mw(state: MattermostState) -> Callable[[web.Request, Handler], Awa
             return await handler(request)
         status = state.take_fault(path)
         if status is not None:
-            return AppError("ServeHTTP", "api.sandbox.injected_fault.app_error", "Injected fault.", status).response()
+            resp = AppError("ServeHTTP", "api.sandbox.injected_fault.app_error", "Injected fault.", status).response()
+            if status == 429:  # as the real limiter answers: when to come back (1 s, its smallest)
+                resp.headers.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1", "Retry-After": "1"})
+            return resp
         token = token_of(request)
         user = state.user_for_token(token)
         decision = state.check_rate(token or (request.remote or ""), user)
