@@ -297,6 +297,17 @@ def lease_name(namespace: str, service: str) -> str:
     return f"cilium-l2announce-{namespace}-{service}"
 
 
+async def l2_lease_holder(ctx: HandlerContext, namespace: str, service: str) -> str | None:
+    """The node announcing ``namespace/service`` (its lease's holder); None: no lease or no holder."""
+    try:
+        lease = await ctx.require_kube().get(COORDINATION, "leases", lease_name(namespace, service), KS)
+    except SourceError as exc:
+        if exc.status != 404:
+            raise
+        return None
+    return (lease.get("spec") or {}).get("holderIdentity")
+
+
 @sop("l2-announcements", title="Cilium L2 announcements: flag, policy matching real nodes, IP pool, lease",
      section="3.2", severity=Severity.P1,
      causes=("L2 announcements disabled", "no CiliumL2AnnouncementPolicy", "policy selects no node",
@@ -354,13 +365,7 @@ async def l2_announcements(ctx: HandlerContext, params: NoParams) -> list[Findin
                                 actions=[SuggestedAction(action="create-lb-pool")] if cfg.pool else []))
     # Which node answers ARP for Traefik's address: the holder of its announcement lease.
     if flag == "true" and working and pools:
-        try:
-            lease = await kube.get(COORDINATION, "leases", lease_name(lb.namespace, lb.service), KS)
-            holder = (lease.get("spec") or {}).get("holderIdentity")
-        except SourceError as exc:
-            if exc.status != 404:
-                raise
-            holder = None
+        holder = await l2_lease_holder(ctx, lb.namespace, lb.service)
         ip = lb.expected_ip or "<traefik-lb-ip>"
         if holder:
             findings.append(Finding(status=Status.ok, target=f"lease/{KS}/{lease_name(lb.namespace, lb.service)}",

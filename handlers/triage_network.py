@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from bot.sdk import Answer, HandlerContext, SourceError, check_settings, condition, decision
 from handlers.networking import (KS, SATISFIED, CiliumChecks, TraefikChecks, cilium_agents, cilium_config,
-                                 lease_name, pod_state)
+                                 l2_lease_holder, lease_name, pod_state)
 from handlers.triage import _certs_not_ready, _sealed
 
 CILIUM_ALPHA = "cilium.io/v2alpha1"
-COORDINATION = "coordination.k8s.io/v1"
 
 
 async def _external_ip(ctx: HandlerContext) -> tuple[bool | None, str]:
@@ -49,13 +48,7 @@ async def _announced(ctx: HandlerContext) -> tuple[bool, str]:
     policies = await kube.list(CILIUM_ALPHA, "ciliuml2announcementpolicies")
     if not policies:
         return False, "no CiliumL2AnnouncementPolicy"
-    try:
-        lease = await kube.get(COORDINATION, "leases", lease_name(cfg.namespace, cfg.service), KS)
-        holder = (lease.get("spec") or {}).get("holderIdentity")
-    except SourceError as exc:
-        if exc.status != 404:
-            raise
-        holder = None
+    holder = await l2_lease_holder(ctx, cfg.namespace, cfg.service)
     if not holder:
         return False, f"{len(policies)} L2 policy(ies) but no node holds lease {lease_name(cfg.namespace, cfg.service)}"
     return True, f"announced by {holder} (lease {lease_name(cfg.namespace, cfg.service)})"
