@@ -35,7 +35,7 @@ async def test_a_replica_that_does_not_exist_is_an_argument_error_without_a_thre
 
 async def test_sop_fix_shows_the_risk_rule_where_risk_depends_on_the_arguments(sandbox, bot):
     text = (await run_as(sandbox, "alice", "/sop fix")).json()["text"]
-    [unseal] = [line for line in text.splitlines() if line.startswith("- `vault-unseal")]
+    [unseal] = [line for line in text.splitlines() if line.startswith("- `vault-unseal ")]
     assert unseal.endswith("risk low with source=holders, high with source=secret (the bot reads every share)")
     [restart] = [line for line in text.splitlines() if line.startswith("- `restart ")]
     assert restart.endswith("risk low")
