@@ -34,6 +34,7 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 CLAIM_RETRY_S = 0.5  # how soon a group another replica holds is asked for again
+RESCAN_S = 2.0  # how often a replica sharing the inbox reads it from the start
 
 
 class AlertService:
@@ -91,6 +92,7 @@ class AlertService:
         self.claims = (GroupClaims(store, claims_owner) if claims_owner and getattr(store, "pool", None) is not None
                        else None)
         self._seen: set[int] = set()
+        self._rescan_at = 0.0
         self._retry_key: dict[int, str] = {}
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -140,7 +142,13 @@ class AlertService:
             if self.claims is None:
                 entries = await self.inbox.pending(after_id=self._cursor)
             else:
-                entries = [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id not in self._seen]
+                # After the cursor as one replica does; from the start now and then for the gaps.
+                full = time.monotonic() >= self._rescan_at
+                if full:
+                    self._rescan_at = time.monotonic() + RESCAN_S
+                entries = [e for e in await self.inbox.pending(after_id=0 if full else self._cursor,
+                                                               limit=10_000 if full else 500)
+                           if e.id not in self._seen]
                 self._seen.update(e.id for e in entries)
             entries += await self._due_retries()
             ready, self._released = self._released, []
@@ -173,7 +181,7 @@ class AlertService:
     def _next_retry_in(self) -> float:
         if not self._retry_at:
             # Another replica's entries wake nobody here: a short rescan when they are shared.
-            return 60.0 if self.claims is None else 2.0
+            return 60.0 if self.claims is None else RESCAN_S
         return max(min(self._retry_at.values()) - time.monotonic(), 0.0)
 
     async def _parse(self, entry: Entry) -> WebhookPayload | None:
