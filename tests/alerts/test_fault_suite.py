@@ -251,3 +251,49 @@ async def _drop_connections(admin: asyncpg.Connection, db: str) -> int:
 async def _deliver_all(w: World, rng: random.Random, bodies: list[dict[str, Any]]) -> None:
     for body in bodies:
         await deliver(w, rng, body, timeout_s=90)
+
+
+# kill -9 at a chosen stage of one alert: the victim is held at that stage by a table lock taken
+# from an operator's connection (its statement waits on it), killed there, then the lock goes.
+STAGES = {
+    "before-the-inbox-commit": "alert_inbox",  # the webhook's INSERT waits: no 2xx was given
+    "after-the-inbox-commit": "alert_group_claims",  # 2xx given, processing not started
+    "after-the-root-post-before-saving": "alert_groups",  # the root is in Mattermost, not in the store
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+async def test_kill_9_at_a_stage_of_an_alert(world: World, stage: str):
+    rng = random.Random(8)
+    victim, survivor = world.pair.replicas
+    prefix = f"stage{list(STAGES).index(stage)}"
+    [body] = storm(prefix, 1, rng)[:1]
+    admin = await asyncpg.connect(world.pair.db_url)  # the bot's database, as its owner
+    try:
+        lock = admin.transaction()
+        await lock.start()
+        await admin.execute(f"LOCK TABLE {STAGES[stage]} IN EXCLUSIVE MODE")  # reads go on, writes wait
+        sending = asyncio.create_task(post_webhook(victim.url, world.sb.alertmanager_token, body))
+        await wait_until(f"the victim waiting {stage}", lambda: _waiting_on(admin, STAGES[stage]))
+        if stage != "before-the-inbox-commit":
+            assert await sending == 200
+            world.sent[f"{prefix}-0"] = 1
+        if stage == "after-the-root-post-before-saving":
+            assert len([k for k in world.pair.roots_by_group() if f'"{prefix}-0"' in k]) == 1
+        victim.kill9()
+        if stage == "before-the-inbox-commit":
+            assert await sending == 0  # no answer: Alertmanager retries, through the Service
+        await lock.rollback()
+        if stage == "before-the-inbox-commit":
+            await deliver(world, rng, body)
+    finally:
+        await admin.close()
+    victim.start()
+    await victim.ready()
+    await settled(world, prefix, 1)
+
+
+async def _waiting_on(admin: asyncpg.Connection, table: str) -> bool:
+    """A session waits for the table (parsing its statement already takes the table's lock)."""
+    return bool(await admin.fetchval("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass",
+                                     table))
