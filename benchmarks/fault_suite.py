@@ -9,7 +9,7 @@ duplicates (a group with more than one root, a post made twice under one key), l
 without a root), then the webhook 2xx latency p50/p99 on PostgreSQL at ``--rate``/s, alternating
 the replicas (client side, this process, which also runs the sandbox: an upper bound).
 
-    python benchmarks/fault_suite.py [--runs 3] [--groups 12] [--rate 100] [--seconds 10]
+    python benchmarks/fault_suite.py [--runs 3] [--first-seed 1] [--groups 12] [--rate 100] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -137,14 +137,15 @@ async def latency(pg: Any, rate: float, seconds: float, work: Path) -> dict[str,
             await pair.stop()
 
 
-async def main(runs: int, groups: int, rate: float, seconds: float) -> None:
+async def main(runs: int, groups: int, rate: float, seconds: float, first_seed: int = 1) -> None:
     work = Path(tempfile.mkdtemp(prefix="sopbot-faults-"))
     with server() as pg:
-        results = [await one_run(pg, seed, groups, work) for seed in range(1, runs + 1)]
+        results = [await one_run(pg, seed, groups, work) for seed in range(first_seed, first_seed + runs)]
         for r in results:
             print(f"seed {r['seed']} faults {'+'.join(r['faults']):32} groups {r['groups']:3} "
                   f"notifications {r['sent']:3} (2xx {r['accepted']:3})  roots {r['roots']:3}  "
-                  f"duplicates {r['duplicates']}  lost {r['lost']}  inbox failed {r['failed']} pending {r['pending']}")
+                  f"duplicates {r['duplicates']}  lost {r['lost']}  inbox failed {r['failed']} pending {r['pending']}",
+                  flush=True)
         total = {k: sum(r[k] for r in results) for k in ("groups", "sent", "roots", "duplicates", "lost")}
         print(f"total over {runs} runs      : alert groups sent {total['groups']}, notifications {total['sent']}, "
               f"roots {total['roots']}, duplicates {total['duplicates']}, lost {total['lost']}")
@@ -161,5 +162,6 @@ if __name__ == "__main__":
     parser.add_argument("--groups", type=int, default=12)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--first-seed", type=int, default=1)
     a = parser.parse_args()
-    asyncio.run(main(a.runs, a.groups, a.rate, a.seconds))
+    asyncio.run(main(a.runs, a.groups, a.rate, a.seconds, a.first_seed))

@@ -137,6 +137,16 @@ class AlertService:
 
     # -- the worker ----------------------------------------------------------------------------
     async def _worker(self) -> None:
+        # A store error (a PostgreSQL connection dropped, a failover) must not end the worker:
+        # nothing accepted afterwards would be applied until a restart.
+        while True:
+            try:
+                await self._work()
+            except Exception:
+                log.exception("the alert inbox worker failed; going on in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _work(self) -> None:
         while True:
             self._wake.clear()
             if self.claims is None:
@@ -210,9 +220,9 @@ class AlertService:
         due = [i for i, t in self._retry_at.items() if t <= now and i not in self._inflight]
         if not due:
             return []
-        for i in due:
-            del self._retry_at[i]
         entries = [e for e in await self.inbox.pending(after_id=0, limit=10_000) if e.id in due]
+        for i in due:  # after the read: a failed read leaves them due
+            del self._retry_at[i]
         there = {e.id for e in entries}
         for i in due:
             key = self._retry_key.pop(i, None)
