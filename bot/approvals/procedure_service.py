@@ -206,8 +206,9 @@ class ProcedureService:
             return None
         existing = await self.repo.open_for(name, data)
         if existing is not None:
-            await self.a.chat.post(channel_id, f"`{call_text(name, data)}` is already proposed: "
-                                   f"procedure #{existing.id} ({existing.state.value}).", root_id=root_id)
+            if existing.root_id != root_id:  # in this thread already: nothing to add
+                await self.a.chat.post(channel_id, f"`{call_text(name, data)}` is already proposed: "
+                                       f"procedure #{existing.id} ({existing.state.value}).", root_id=root_id)
             return existing
         rule = rule_for(self.a.config, name, proc.risk)
         rid = await self.repo.create(procedure=name, params=data, risk=proc.risk, requester=requester,

@@ -206,8 +206,10 @@ class ApprovalService:
             return None
         existing = await self.repo.open_for(name, data)
         if existing is not None:
-            await self.chat.post(channel_id, f"`{call_text(name, data)}` is already proposed: "
-                                 f"proposal #{existing.id} ({existing.state.value}).", root_id=root_id)
+            # Two findings of one report calling for the same fix: the proposal is right there.
+            if existing.root_id != root_id:
+                await self.chat.post(channel_id, f"`{call_text(name, data)}` is already proposed: "
+                                     f"proposal #{existing.id} ({existing.state.value}).", root_id=root_id)
             return existing
         risk = action.risk_for(params)
         rule = rule_for(self.config, name, risk)
