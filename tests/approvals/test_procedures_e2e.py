@@ -254,6 +254,11 @@ def probe():
 
 
 async def crash(bots, rt) -> None:
+    """The process dies: everything stops where it is, the periodic sweep first (left running,
+    it could resume the run in a task of its own that outlives this "crash")."""
+    if rt.approvals is not None and rt.approvals._sweeper is not None:
+        rt.approvals._sweeper.cancel()
+        await asyncio.gather(rt.approvals._sweeper, return_exceptions=True)
     for task in list(rt.bot._tasks):
         task.cancel()
     await asyncio.gather(*list(rt.bot._tasks), return_exceptions=True)
