@@ -149,9 +149,12 @@ class Store:
                 await self.db.execute("COMMIT")
             except BaseException as exc:
                 self._note(exc)
-                if self.db.in_transaction:  # a failed COMMIT may have rolled back already
-                    await self.db.execute("ROLLBACK")
-                raise
+                try:
+                    if self.db.in_transaction:  # a failed COMMIT may have rolled back already
+                        await self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # a cancelled COMMIT still ran in aiosqlite's thread: nothing to undo
+                raise  # the first exception: a cancellation must stay one
         finally:
             self._lock.release()
 
