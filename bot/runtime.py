@@ -29,6 +29,7 @@ from bot.clients.probe import Prober
 from bot.clients.prometheus import PrometheusClient
 from bot.clients.vault import VaultPool
 from bot import logs
+from bot.claims import Claims, replica_identity
 from bot.config import Settings, secret_values
 from bot.context import HandlerContext
 from bot.engine import run_sop
@@ -216,7 +217,8 @@ class Runtime:
         if not tokens:
             log.warning("no slash command tokens configured (slash.tokens): every /sop is refused")
         self.store = await open_store(s.store)  # SQLite, or PostgreSQL with store.url
-        self.outbox = Outbox(self.store, self.chat, backoff=Backoff.from_config(s.mattermost))
+        self.outbox = Outbox(self.store, self.chat, backoff=Backoff.from_config(s.mattermost),
+                             claims=Claims(self.store, replica_identity(), lease_s=15.0) if self.store.shared else None)
         await self.outbox.start()
         # Slash-command threads, reports, health reports, proposals and action outcomes go
         # through the outbox; alerts have their own durable inbox and post directly.
@@ -389,7 +391,7 @@ async def start_alerts(s: Settings, store: Store, chat: MattermostChat, bot: Bot
                            leader=leader, on_report=on_report,
                            backoff=Backoff.from_config(s.mattermost), triage=triage,
                            # This replica, as the owner of the alert groups it applies (bot.alerts.inbox.GroupClaims).
-                           claims_owner=f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}")
+                           claims_owner=replica_identity())
     await service.start()
     return service
 

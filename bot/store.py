@@ -72,6 +72,9 @@ class WriteLock:
 
 
 class Store:
+    # A file of one process's: replicas need PostgreSQL (bot.store_pg), where the claims on
+    # shared work (alert groups, the chat outbox) come into play.
+    shared = False
     # Not ready for this long after a commit failed for want of storage: with a full disk, a
     # tiny probe write can still succeed while every webhook's insert fails.
     failure_window_s = 30.0

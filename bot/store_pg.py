@@ -69,6 +69,7 @@ class PgConnection:
 
 class PgStore:
     failure_window_s = 30.0
+    shared = True  # replicas share it: work they could both do is claimed first (bot.claims)
     # No inbox file here: the urgent writes are plain transactions on connections of their own.
     writer = None
 

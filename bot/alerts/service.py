@@ -89,7 +89,7 @@ class AlertService:
         # applied under a claim (one replica at a time); pending entries are rescanned from the
         # start (another replica's id may commit after a later one this worker already read),
         # _seen keeping each in the pipeline once. SQLite is one replica (the chart refuses more).
-        self.claims = (GroupClaims(store, claims_owner) if claims_owner and getattr(store, "pool", None) is not None
+        self.claims = (GroupClaims(store, claims_owner) if claims_owner and store.shared
                        else None)
         self._seen: set[int] = set()
         self._rescan_at = 0.0

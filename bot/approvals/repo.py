@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from bot.approvals.actions import Outcome, Plan, Risk
@@ -235,83 +233,6 @@ class ProposalRepo:
         log.info("audit proposal=%s event=%s actor=%s action=%s", pid, event, actor, action,
                  extra={"audit": {"proposal": pid, "event": event, "actor": actor,
                                   "action": action, "detail": detail}})
-
-
-CLAIMS_MIGRATION = ("approvals-claims-1", [
-    # Who is executing a proposal or advancing a procedure run, until when: with several
-    # replicas on one store, the one that claimed it works on it, the others leave it alone
-    # until the claim lapses (its owner died).
-    """CREATE TABLE approval_claims (
-        kind TEXT NOT NULL, id INTEGER NOT NULL, owner TEXT NOT NULL, until TEXT NOT NULL,
-        PRIMARY KEY (kind, id))""",
-])
-
-
-class Claims:
-    """Compare-and-set ownership of a piece of work, with a lease: ``claim`` succeeds for a
-    free item, one whose claim lapsed, or one this owner holds (a renewal)."""
-
-    def __init__(self, store: Store, owner: str, lease_s: float = 60.0):
-        self.store = store
-        self.owner = owner
-        self.lease_s = lease_s
-
-    async def migrate(self) -> None:
-        await self.store.migrate(*CLAIMS_MIGRATION)
-
-    async def claim(self, kind: str, item: int, now: datetime) -> bool:
-        until = (now + timedelta(seconds=self.lease_s)).astimezone(timezone.utc).isoformat()
-        stamp = now.astimezone(timezone.utc).isoformat()
-        async with self.store.transaction() as db:
-            cur = await db.execute("INSERT OR IGNORE INTO approval_claims (kind, id, owner, until) VALUES (?,?,?,?)",
-                                   (kind, item, self.owner, until))
-            if cur.rowcount == 1:
-                return True
-            cur = await db.execute(
-                "UPDATE approval_claims SET owner=?, until=? WHERE kind=? AND id=? AND (owner=? OR until<?)",
-                (self.owner, until, kind, item, self.owner, stamp))
-            return cur.rowcount == 1
-
-    @asynccontextmanager
-    async def holding(self, kind: str, item: int, clock: Callable[[], datetime]) -> AsyncIterator[bool]:
-        """Claim for the block (False: someone else works on it), renewed while it runs,
-        released at its end; a crash leaves the claim to lapse."""
-        if not await self.claim(kind, item, clock()):
-            yield False
-            return
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
-                try:
-                    if not await self.claim(kind, item, clock()):
-                        log.error("claim on %s %s lost to another replica while working on it", kind, item)
-                except Exception as exc:  # the store down: the work goes on, the claim may lapse
-                    log.warning("renewing the claim on %s %s failed: %s", kind, item, exc)
-
-        task = asyncio.create_task(renew(), name=f"claim:{kind}:{item}")
-        try:
-            yield True
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self.release(kind, item)
-
-    async def release(self, kind: str, item: int) -> None:
-        await self.store.execute("DELETE FROM approval_claims WHERE kind=? AND id=? AND owner=?",
-                                 (kind, item, self.owner))
-
-    async def live(self, kind: str, item: int, now: datetime) -> bool:
-        """Someone (this owner included) holds a claim that has not lapsed."""
-        row = await self.store.fetchone("SELECT until FROM approval_claims WHERE kind=? AND id=?", (kind, item))
-        return row is not None and row["until"] >= now.astimezone(timezone.utc).isoformat()
-
-    async def held_elsewhere(self, kind: str, item: int, now: datetime) -> bool:
-        """Another live owner holds it (its claim has not lapsed)."""
-        row = await self.store.fetchone("SELECT owner, until FROM approval_claims WHERE kind=? AND id=?",
-                                        (kind, item))
-        return (row is not None and row["owner"] != self.owner
-                and row["until"] >= now.astimezone(timezone.utc).isoformat())
 
 
 def _dump(params: dict[str, Any]) -> str:

@@ -16,10 +16,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -34,7 +32,8 @@ from bot.approvals.models import Proposal, State
 from bot.approvals.render import (APPROVE, REJECT, call_text, hhmm, params_text, proposal_text,
                                   readonly_text)
 from bot.approvals.procedure_service import ProcedureService
-from bot.approvals.repo import Claims, ProposalRepo
+from bot.approvals.repo import ProposalRepo
+from bot.claims import Claims, replica_identity
 from bot.approvals.rules import rule_for, secret_holders
 from bot.clients.errors import SourceError
 from bot.commands import CommandError, Invocation, Reply, Subcommand, parse_args
@@ -80,7 +79,7 @@ class ApprovalService:
         self._dialog_key = dialog_key or secrets.token_bytes(32)
         # This replica, as the owner of the proposals it executes and the procedure runs it
         # advances (several replicas share one store: a claim keeps the others off them).
-        self.identity = f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.identity = replica_identity()
         self.claims = Claims(store, self.identity)
         # Multi-step procedures (bot/approvals/procedures.py): same chat, rules, clock and audit.
         self.procedures = ProcedureService(self)

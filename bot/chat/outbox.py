@@ -6,7 +6,13 @@ restarted meanwhile delivers what is left at its next start.
 Order is kept per thread (a reply never overtakes its root or an earlier reply); nothing is
 posted twice: each post carries its key in ``props.sopbot_key``, and an entry whose earlier
 attempt may have reached the server is looked for (``Chat.find_post``) before it is posted again.
-A 4xx other than 429 (the bot is not in the channel, the channel does not exist) is final."""
+A 4xx other than 429 (the bot is not in the channel, the channel does not exist) is final.
+
+Replicas on one shared store (PostgreSQL) share one outbox: it is drained by one of them at a
+time, the one holding its claim (``bot.claims``, kind ``chat-outbox``), so no entry is sent by
+two at once and order per thread holds across them. The others look again every ``poll_s``
+while entries are pending (their own callers wait on entries another replica delivers), and
+take over when the holder's lease lapses (it died without releasing it)."""
 
 from __future__ import annotations
 
@@ -17,9 +23,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from bot.backoff import Backoff
+from bot.claims import Claims
 from bot.chat.errors import ChatError
 from bot.chat.models import PostRef
 from bot.ports import Chat
@@ -29,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # Bot and Mattermost clocks differ: look this much further back for a post made before a crash.
 CLOCK_SLACK_S = 300.0
+CLAIM_KIND = "chat-outbox"  # one claim for the whole outbox (bot.claims)
 
 MIGRATION = ("chat-outbox-1", [
     """CREATE TABLE chat_outbox (
@@ -79,9 +88,18 @@ def transient(exc: Exception) -> bool:
 
 
 class Outbox:
+    poll_s = 0.5  # while another replica holds the claim and entries are pending
+    # Shared store, nothing to do: look for entries another replica left (it died holding the
+    # claim, or is busy) this often.
+    idle_poll_s = 5.0
+
     def __init__(self, store: Store, chat: Chat, *, backoff: Backoff | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, claims: Claims | None = None):
+        """``claims``: given when replicas share the store; None (one replica): no claim."""
         self.store = store
+        self.claims = claims
+        self._held_since: float | None = None  # monotonic time of the last successful claim
+        self._recheck_at = 0.0  # another replica delivers: look again then
         self.chat = chat
         self.backoff = backoff or Backoff()
         self.clock = clock
@@ -95,6 +113,8 @@ class Outbox:
 
     async def start(self) -> None:
         await self.store.migrate(*MIGRATION)
+        if self.claims is not None:
+            await self.claims.migrate()
         await self.prune()
         self._task = asyncio.create_task(self._deliver_forever(), name="chat-outbox")
 
@@ -116,13 +136,17 @@ class Outbox:
         """Deliver what can be delivered within ``timeout_s``; the rest waits for the next start."""
         deadline = time.monotonic() + timeout_s
         while await self.pending_count() and time.monotonic() < deadline \
-                and self._pause_until <= time.monotonic():
+                and self._pause_until <= time.monotonic() and self._recheck_at <= time.monotonic():
             await asyncio.sleep(0.05)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._release_waiters()
+        try:  # the other replicas need not wait for the lease to lapse
+            await self._release_claim()
+        except Exception as exc:  # the store down: the claim lapses instead
+            log.warning("releasing the chat outbox claim failed: %s", exc)
 
     # -- adding ----------------------------------------------------------------------------
     async def post(self, channel_id: str, message: str, *, root_id: str | None = None,
@@ -193,9 +217,11 @@ class Outbox:
             except Exception:  # the store itself failed: try again later, never stop delivering
                 log.exception("chat outbox round failed")
                 self._pause_until = time.monotonic() + self.backoff.max_s
-            wait = max(self._pause_until - time.monotonic(), 0.0)
+            wait: float | None = max(max(self._pause_until, self._recheck_at) - time.monotonic(), 0.0)
+            if not wait:  # idle: woken by an entry of this replica's, or, shared, to look at the others'
+                wait = self.idle_poll_s if self.claims is not None else None
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait if wait > 0 else None)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
             if self._pause_until > time.monotonic():
@@ -204,9 +230,16 @@ class Outbox:
     async def _round(self) -> None:
         if self._pause_until > time.monotonic():
             return
+        self._recheck_at = 0.0
         rows = await self.store.fetchall("SELECT * FROM chat_outbox WHERE state='pending' ORDER BY id")
+        if not rows:
+            await self._release_claim()  # nothing to deliver: another replica may take it
+            return
         dead: set[str] = set()  # threads whose root was given up in this round
         for r in rows:
+            if not await self._claim():  # before every entry: the lease is renewed as it goes
+                self._recheck_at = time.monotonic() + self.poll_s
+                return
             if r["thread"] in dead:
                 continue
             row = _Row(r["id"], r["key"], r["thread"], r["op"], r["channel_id"], r["root_id"],
@@ -237,6 +270,27 @@ class Outbox:
                                      "message='' WHERE id=?", (post_id, row.id))
             self.delivered += 1
             self._resolve(row.key, post_id)
+        if self.claims is not None:
+            self._wake.set()  # read again: entries another replica added meanwhile, or release
+
+    async def _claim(self) -> bool:
+        """Hold the outbox's claim (always, with no claims): taken, or renewed once a third
+        of its lease has passed."""
+        if self.claims is None:
+            return True
+        now = time.monotonic()
+        if self._held_since is not None and now - self._held_since < self.claims.lease_s / 3:
+            return True
+        if await self.claims.claim(CLAIM_KIND, 0, datetime.now(timezone.utc)):
+            self._held_since = now
+            return True
+        self._held_since = None
+        return False
+
+    async def _release_claim(self) -> None:
+        if self.claims is not None and self._held_since is not None:
+            self._held_since = None
+            await self.claims.release(CLAIM_KIND, 0)
 
     async def _deliver(self, row: _Row) -> str:
         if row.op == "edit":

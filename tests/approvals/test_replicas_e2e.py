@@ -14,7 +14,7 @@ from bot.approvals import ActionParams, Outcome
 from bot.approvals.procedure_repo import RunState
 from bot.approvals.procedures import PROCEDURES, Gate, Procedure, Step, StepRun, procedure
 from bot.approvals.render import APPROVE
-from bot.approvals.repo import Claims
+from bot.claims import Claims
 from bot.approvals.service import utcnow
 from tests.approvals.conftest import kubectl_json, wait_for
 from tests.approvals.support import propose, replies, wait_state
