@@ -46,6 +46,14 @@ MIGRATION = ("alerts-groups-1", [
 ])
 
 
+# One row per new alert group, kept for the storm window (bot/alerts/storm.py): the count of
+# new groups every replica sees.
+STORM_MIGRATION = ("alerts-storm-arrivals-1", [
+    "CREATE TABLE alert_storm_arrivals (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL)",
+    "CREATE INDEX alert_storm_arrivals_at ON alert_storm_arrivals(at)",
+])
+
+
 # Posts the bot meant to make, recorded before posting: a crash between the post and the save
 # of its id leaves an intent without a post id, and the replay looks the post up by its key.
 POSTS_MIGRATION = ("alerts-posts-1", [
@@ -97,6 +105,7 @@ class GroupRepo:
         await self.store.migrate(*MIGRATION)
         await self.store.migrate(*POSTS_MIGRATION)
         await self.store.migrate(*RELATIONS_MIGRATION)
+        await self.store.migrate(*STORM_MIGRATION)
 
     async def current(self, group_key: str) -> AlertGroup | None:
         """The newest thread of a group key (older ones were followed by a new thread)."""
@@ -190,9 +199,12 @@ class GroupRepo:
         row = await self.store.fetchone("SELECT post_id, created_at FROM alert_posts WHERE key=?", (key,))
         return Intent(row["post_id"], row["created_at"]) if row else None
 
-    async def intend(self, key: str, at: datetime) -> None:
-        await self.store.execute("INSERT OR IGNORE INTO alert_posts(key, created_at) VALUES (?, ?)",
-                                 (key, at.timestamp()))
+    async def intend(self, key: str, at: datetime) -> bool:
+        """Record the intent; False when it was there already (another replica's, just now)."""
+        async with self.store.transaction() as db:
+            cur = await db.execute("INSERT OR IGNORE INTO alert_posts(key, created_at) VALUES (?, ?)",
+                                   (key, at.timestamp()))
+            return cur.rowcount == 1
 
     async def posted(self, key: str, post_id: str) -> None:
         await self.store.execute("UPDATE alert_posts SET post_id=? WHERE key=?", (post_id, key))

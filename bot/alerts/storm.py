@@ -1,14 +1,17 @@
 """Storm control: more than ``threshold`` new groups within ``window_s`` → the next ones are
 listed in one storm thread (edited in place) instead of each getting a root post, and their
 diagnoses run from a queue, highest severity first. The chat adapter's write queue keeps the
-posting rate under the limit whatever happens here."""
+posting rate under the limit whatever happens here.
+
+New groups are counted in the store (``alert_storm_arrivals``), and the ongoing storm is the
+store's: replicas sharing it (each applying some of the groups) see one storm, one thread, and a
+restarted bot goes on with the storm it was in."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 60
 Work = Callable[[], Awaitable[None]]
 
+# A replica that joins a storm another one opened waits this long for its thread's root post.
+ROOT_WAIT_S = 20.0
+
 
 class StormControl:
     def __init__(self, *, repo: GroupRepo, chat: Chat, threshold: int, window_s: float,
@@ -34,9 +40,6 @@ class StormControl:
         self.threshold = threshold
         self.window = timedelta(seconds=window_s)
         self.debounce_s = debounce_s
-        self._recent: deque[datetime] = deque()
-        self._storm: tuple[int, str, str] | None = None  # (id, root_id, channel_id)
-        self._last_new: datetime | None = None
         self._queue: asyncio.PriorityQueue[tuple[str, int, Work]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._workers: list[asyncio.Task[None]] = []
@@ -45,6 +48,7 @@ class StormControl:
         self._edits: Debounced[tuple[int, str]] = Debounced(debounce_s, self._edit, "storm thread edit")
         self.storms = 0
         self._lock = asyncio.Lock()
+        self._opened: set[int] = set()  # storms this process opened (it posts their root)
         self._rows: dict[int, dict[str, StormRow]] = {}
         self.diagnoses = StormDiagnoses(chat, debounce_s)  # one per (SOP, target) per storm
 
@@ -56,32 +60,58 @@ class StormControl:
             return await self._place(group, now)
 
     async def _place(self, group: AlertGroup, now: datetime) -> bool:
-        self._recent.append(now)
-        while self._recent and now - self._recent[0] > self.window:
-            self._recent.popleft()
-        ongoing = self._storm is not None and self._last_new is not None and now - self._last_new <= self.window
-        if len(self._recent) <= self.threshold and not ongoing:
-            self._storm = None
-            return False
-        if not ongoing or self._storm is None or self._storm[2] != group.channel_id:
-            await self._start(group.channel_id, now)
-        assert self._storm is not None
-        self._last_new = now
-        group.storm_id, group.root_id = self._storm[0], self._storm[1]
+        t, since = now.timestamp(), (now - self.window).timestamp()
+        # One transaction: of two replicas placing groups at once, one opens the storm.
+        async with self.repo.store.transaction() as db:
+            await db.execute("DELETE FROM alert_storm_arrivals WHERE at < ?", (since,))
+            await db.execute("INSERT INTO alert_storm_arrivals(at) VALUES (?)", (t,))
+            cur = await db.execute("SELECT COUNT(*) AS n FROM alert_storm_arrivals WHERE at >= ?", (since,))
+            recent = (await cur.fetchone())["n"]
+            cur = await db.execute("SELECT id, root_id, last_at FROM alert_storms WHERE channel_id=? "
+                                   "ORDER BY id DESC LIMIT 1", (group.channel_id,))
+            last = await cur.fetchone()
+            ongoing = last is not None and t - last["last_at"] <= self.window.total_seconds()
+            if recent <= self.threshold and not ongoing:
+                return False
+            if ongoing:
+                assert last is not None
+                storm_id, root_id = int(last["id"]), last["root_id"] or None
+                await db.execute("UPDATE alert_storms SET last_at=? WHERE id=? AND last_at<?", (t, storm_id, t))
+            else:
+                cur = await db.execute("INSERT INTO alert_storms(channel_id, started_at, last_at) VALUES (?,?,?)",
+                                       (group.channel_id, t, t))
+                storm_id, root_id = int(cur.lastrowid or 0), None
+        if root_id is None:  # a new storm, or its root post failed (here: try again; elsewhere: wait)
+            mine = not ongoing or storm_id in self._opened
+            self._opened.add(storm_id)
+            root_id = await (self._start(storm_id, group.channel_id) if mine
+                             else self._root_of(storm_id, group.channel_id))
+        group.storm_id, group.root_id = storm_id, root_id
         return True
 
-    async def _start(self, channel_id: str, now: datetime) -> None:
-        storm_id = await self.repo.store.execute(
-            "INSERT INTO alert_storms(channel_id, started_at, last_at) VALUES (?,?,?)",
-            (channel_id, now.timestamp(), now.timestamp()))
+    async def _start(self, storm_id: int, channel_id: str) -> str:
         post = await self.chat.post(channel_id, f"#### :cloud_with_lightning: Alert storm: more than "
                                     f"{self.threshold} new alert groups within {self.window.total_seconds():g}s",
                                     props={"sopbot_alert_storm": storm_id}, urgent=True)
         # Urgent (above): the storm's diagnoses wait for this root; other writes need not go first.
         await self.repo.store.execute("UPDATE alert_storms SET root_id=? WHERE id=?", (post.id, storm_id))
-        self._storm = (storm_id, post.id, channel_id)
         self.storms += 1
         log.warning("alert storm %d started", storm_id)
+        return post.id
+
+    async def _root_of(self, storm_id: int, channel_id: str) -> str:
+        """The root of a storm another replica opened (or this one, before a restart): posted by
+        now or within ``ROOT_WAIT_S``; else its opener died first, and this replica posts it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ROOT_WAIT_S
+        while True:
+            row = await self.repo.store.fetchone("SELECT root_id FROM alert_storms WHERE id=?", (storm_id,))
+            if row is not None and row["root_id"]:
+                return str(row["root_id"])
+            if loop.time() > deadline:
+                log.warning("alert storm %d has no thread after %.0fs: posting it here", storm_id, ROOT_WAIT_S)
+                return await self._start(storm_id, channel_id)
+            await asyncio.sleep(0.2)
 
     # -- the storm root, edited in place (debounced) ---------------------------------------------
     async def changed(self, group: AlertGroup) -> None:
@@ -97,6 +127,8 @@ class StormControl:
 
     async def _edit(self, item: tuple[int, str]) -> None:
         storm_id, root_id = item
+        if self.repo.store.shared:  # other replicas change groups of this storm too
+            self._rows[storm_id] = {g.group_key: StormRow.of(g) for g in await self.repo.in_storm(storm_id)}
         rows = list(self._rows.get(storm_id, {}).values())
         await self.chat.edit(root_id, storm_message(rows, self.threshold, self.window))
 

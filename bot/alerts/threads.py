@@ -18,7 +18,7 @@ from bot.safe_text import code
 from bot.alerts.render import (_cell, cannot_run_message, changed_message, diagnosis_message,
                                reopened_message, resolved_message, root_message, unmapped_message)
 from bot.alerts.related import Dependencies, Link, related_lines
-from bot.alerts.repo import GroupRepo, PriorDiagnosis
+from bot.alerts.repo import GroupRepo, Intent, PriorDiagnosis
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
 from bot.alerts.storm_diag import StormDiagnoses
 from bot.flowchart import flowcharts
@@ -39,6 +39,8 @@ ReportHook = Callable[[Report, str, str, str], Awaitable[None]]
 REQUESTER = "alertmanager"  # who "asked" for an alert diagnosis's proposals
 # Bot and Mattermost clocks differ: look this much further back for a post made before a crash.
 CLOCK_SLACK_S = 300.0
+# Replicas: how long one waits for the post another is making under the same key.
+POSTING_WAIT_S = 10.0
 
 
 def utcnow() -> datetime:
@@ -549,7 +551,11 @@ class ThreadManager:
         the intent is saved first, the key rides in the post's props, and a replay whose intent
         has no post id looks for the post before posting again."""
         intent = await self.repo.intent(key)
+        if intent is None and not await self.repo.intend(key, self.clock()):
+            intent = await self.repo.intent(key)  # another replica intended it meanwhile
         if intent is not None:
+            if not intent.post_id and self.repo.store.shared:
+                intent = await self._posted_elsewhere(key, intent)
             if intent.post_id:
                 return intent.post_id
             found = await self.chat.find_post(channel_id, key, root_id=root_id,
@@ -558,12 +564,21 @@ class ThreadManager:
                 log.info("found post %s made before a restart; not posting it again", key)
                 await self.repo.posted(key, found.id)
                 return found.id
-        else:
-            await self.repo.intend(key, self.clock())
         post = await self.chat.post(channel_id, message, root_id=root_id,
                                     props={**(props or {}), "sopbot_key": key}, urgent=urgent)
         await self.repo.posted(key, post.id)
         return post.id
+
+    async def _posted_elsewhere(self, key: str, intent: Intent) -> Intent:
+        """A fresh intent without a post id, in a store replicas share: another replica is
+        posting it right now; its post id, once saved (within ``POSTING_WAIT_S``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POSTING_WAIT_S
+        while (loop.time() < deadline and not intent.post_id
+               and self.clock().timestamp() - intent.created_at < 2 * POSTING_WAIT_S):
+            await asyncio.sleep(0.2)
+            intent = await self.repo.intent(key) or intent
+        return intent
 
     def _changes(self, report: Report, before: list[dict[str, Any]]) -> str:
         old = {(f["target"], f["summary"], f["status"]) for f in before}

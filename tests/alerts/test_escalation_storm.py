@@ -15,13 +15,13 @@ from bot.alerts.threads import ThreadManager
 from bot.chat.models import ReactionEvent
 from bot.config import EscalationConfig
 from bot.models import Severity
-from bot.store import Store
 from tests.alerts.support import Clock, FakeHandlers, RecordingChat, alert, payload
 
 
 @pytest.fixture
-async def parts():
-    store = await Store.open(":memory:")
+async def parts(open_store):
+    """On each backend (SQLite, a real PostgreSQL): escalation and storms read and write the store."""
+    store = await open_store()
     repo = GroupRepo(store)
     await repo.migrate()
     chat, clock, handlers = RecordingChat(), Clock(), FakeHandlers()
@@ -144,3 +144,33 @@ async def test_after_a_restart_the_storm_thread_still_lists_every_group(parts):
     assert "3 alert groups (2 still firing)" in storm_root.text
     await storm.stop()
     await storm2.stop()
+
+
+async def test_two_replicas_sharing_the_store_see_one_storm_and_one_thread(parts, open_store):
+    """Each replica applies some of the groups (the claims split them): the storm is counted
+    and opened in the store, so together they cross the threshold once, into one thread."""
+    store, repo, chat, clock, handlers = parts
+    store_b = await open_store()
+    repo_b = GroupRepo(store_b)
+    await repo_b.migrate()
+    storms = [StormControl(repo=r, chat=chat, threshold=3, window_s=60, workers=1, debounce_s=0)
+              for r in (repo, repo_b)]
+    managers = [manager(r, chat, clock, handlers, storm=st) for r, st in zip((repo, repo_b), storms)]
+    try:
+        for i in range(8):  # alternately: neither replica alone passes the threshold
+            await managers[i % 2].process(P(payload(f"g{i}", [alert("NodeDiskPressure", node=f"w-{i}", fp=f"f{i}")])),
+                                          i + 1)
+            clock.advance(1)
+        for st in storms:
+            st.start()
+        for st in storms:
+            await st.join()
+        storm_roots = [r for r in chat.roots if "Alert storm" in r.text]
+        assert len(storm_roots) == 1
+        assert len(chat.roots) == 3 + 1  # three threads of their own, then the storm's
+        if store.shared:  # PostgreSQL: each edit renders every replica's groups from the store
+            assert "5 alert groups (5 still firing)" in storm_roots[0].text
+    finally:
+        for st in storms:
+            await st.stop()
+        await store_b.close()
