@@ -52,7 +52,9 @@ class Escalator:
         groups = await self.repo.by_root_all(event.post_id)
         who = event.username or event.user_id
         for seen in groups:
-            async with self.threads.lock(seen.group_key):
+            async with self.threads.exclusive(seen.group_key) as mine:
+                if not mine:  # the replica applying it got the same reaction: it acks
+                    continue
                 group = await self.repo.get(seen.id)
                 if group is None or group.state is not GroupState.open or group.acked_by:
                     continue
@@ -71,7 +73,9 @@ class Escalator:
         for seen in await self.repo.open_summaries():
             if seen.acked_by or seen.escalated or now < self._deadline(seen.severity, seen.opened_at):
                 continue
-            async with self.threads.lock(seen.group_key):
+            async with self.threads.exclusive(seen.group_key) as mine:
+                if not mine:  # being applied elsewhere: the next pass
+                    continue
                 group = await self.repo.get(seen.id)
                 if (group is None or group.state is not GroupState.open or group.acked_by
                         or group.escalated_at or group.root_id is None):

@@ -135,6 +135,12 @@ CLAIMS_MIGRATION = ("alerts-group-claims-1", [
 ])
 
 
+@dataclass
+class _Held:
+    taken: asyncio.Future[bool]  # the store's answer to this replica's take
+    count: int = 1  # this replica's blocks inside
+
+
 class GroupClaims:
     """Which replica applies a group's notifications, until when. With several replicas on one
     PostgreSQL store every replica sees every pending entry (an HA pair notifies both, the
@@ -147,6 +153,7 @@ class GroupClaims:
         self.owner = owner
         self.lease_s = lease_s
         self.clock = clock
+        self._held: dict[str, _Held] = {}  # the groups this replica holds (or is taking)
 
     async def migrate(self) -> None:
         await self.store.migrate(*CLAIMS_MIGRATION)
@@ -171,8 +178,30 @@ class GroupClaims:
     @asynccontextmanager
     async def holding(self, group_key: str) -> AsyncIterator[bool]:
         """Claimed for the block (False: another replica applies the group now), renewed while
-        it runs (a diagnosis can outlast the lease), released at its end; a crash lets it lapse."""
-        if not await self.take(group_key):
+        it runs (a diagnosis can outlast the lease), released at its end; a crash lets it lapse.
+        Re-entrant within this replica: the worker applying a notification and the reconcile or
+        escalation loop touching the same group share the claim, released by the last to leave."""
+        held = self._held.get(group_key)
+        if held is not None:  # this replica holds it, or is taking it right now
+            if not await asyncio.shield(held.taken):
+                yield False
+                return
+            held.count += 1
+            try:
+                yield True
+            finally:
+                held.count -= 1
+            return
+        held = self._held[group_key] = _Held(asyncio.get_running_loop().create_future())
+        try:
+            ok = await self.take(group_key)
+        except BaseException:
+            del self._held[group_key]
+            held.taken.set_result(False)
+            raise
+        held.taken.set_result(ok)
+        if not ok:
+            del self._held[group_key]
             yield False
             return
 
@@ -188,10 +217,13 @@ class GroupClaims:
         try:
             yield True
         finally:
+            held.count -= 1
+            while held.count > 0:  # others of this replica still inside: they keep it until they leave
+                await asyncio.sleep(0.05)
+            del self._held[group_key]
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             try:
                 await self.release(group_key)
             except Exception as exc:  # it lapses instead
                 log.warning("releasing the claim on alert group %s failed: %s", group_key, exc)
-

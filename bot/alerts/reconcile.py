@@ -37,7 +37,9 @@ class Reconciler:
         active = {a.fingerprint for a in alerts}
         closed = 0
         for seen in await self.repo.open_groups():
-            async with self.threads.lock(seen.group_key):
+            async with self.threads.exclusive(seen.group_key) as mine:
+                if not mine:  # being applied elsewhere: the next pass
+                    continue
                 group = await self.repo.get(seen.id)
                 if group is None or group.state is not GroupState.open:
                     continue

@@ -91,6 +91,7 @@ class AlertService:
         # _seen keeping each in the pipeline once. SQLite is one replica (the chart refuses more).
         self.claims = (GroupClaims(store, claims_owner) if claims_owner and store.shared
                        else None)
+        self.threads.claims = self.claims  # reconcile, escalation and acks take them too
         self._seen: set[int] = set()
         self._rescan_at = 0.0
         self._retry_key: dict[int, str] = {}

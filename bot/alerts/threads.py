@@ -8,7 +8,8 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from bot.safe_text import code
 from bot.alerts.render import (_cell, cannot_run_message, changed_message, diagnosis_message,
                                reopened_message, resolved_message, root_message, unmapped_message)
 from bot.alerts.related import Dependencies, Link, related_lines
+from bot.alerts.inbox import GroupClaims
 from bot.alerts.repo import GroupRepo, Intent, PriorDiagnosis
 from bot.alerts.router import Decision, Diagnosis, Router, diagnosis_for
 from bot.alerts.storm_diag import StormDiagnoses
@@ -83,6 +85,8 @@ class ThreadManager:
         self.on_report = on_report  # read at each call: features add hooks after start
         self.triage = triage
         self._locks: dict[str, asyncio.Lock] = {}
+        # Replicas sharing the store (set by AlertService): who applies a group's changes.
+        self.claims: GroupClaims | None = None
         self._diagnose_slots = asyncio.Semaphore(diagnose_concurrency)
         self.budget = ReplyBudget(replies_per_group, reply_window_s)
         self.flaps = Flaps(flap_window_s)
@@ -91,6 +95,23 @@ class ThreadManager:
         self.deps = Dependencies.build(router.registry, flowcharts(runbook) if runbook else ())
         self._relevant = set(self.deps.causes) | {c for cs in self.deps.causes.values() for c in cs}
         self._tasks: set[asyncio.Task[None]] = set()  # re-checks after a cause resolved
+
+    @asynccontextmanager
+    async def exclusive(self, group_key: str) -> AsyncIterator[bool]:
+        """The group to itself, for a change outside a notification (reconcile, escalation, an
+        ack): this process's lock and, replicas sharing the store, the group's claim, as the
+        notification worker takes them. False: another replica applies the group right now;
+        leave it for the next pass (a change saved from a stale read would undo its work)."""
+        if self.claims is None:
+            async with self.lock(group_key):
+                yield True
+            return
+        async with self.claims.holding(group_key) as held:
+            if not held:
+                yield False
+                return
+            async with self.lock(group_key):
+                yield True
 
     def lock(self, group_key: str) -> asyncio.Lock:
         lock = self._locks.get(group_key)

@@ -174,3 +174,25 @@ async def test_two_replicas_sharing_the_store_see_one_storm_and_one_thread(parts
         for st in storms:
             await st.stop()
         await store_b.close()
+
+
+async def test_escalation_leaves_a_group_another_replica_is_applying(parts):
+    """Replicas sharing the store: a group held by the replica applying its notification is
+    not escalated from a stale read (that save would undo the other's change); the next pass
+    escalates it once the claim is released."""
+    from bot.alerts.inbox import GroupClaims
+
+    store, repo, chat, clock, handlers = parts
+    tm = manager(repo, chat, clock, handlers)
+    tm.claims = GroupClaims(store, "replica-a")
+    await tm.claims.migrate()
+    await tm.process(P(payload("n", [alert("NodeNotReady", node="worker-1", fp="n1")])), 1)  # P2: 1 h
+    (group,) = await repo.open_groups()
+    other = GroupClaims(store, "replica-b")
+    assert await other.take(group.group_key)
+    esc = escalator(repo, tm, chat, clock)
+    clock.advance(3600)
+    assert await esc.run_once() == 0
+    assert not [m for m in chat.replies(chat.roots[0].id) if "Escalation" in m.text]
+    await other.release(group.group_key)
+    assert await esc.run_once() == 1
