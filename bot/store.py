@@ -218,6 +218,10 @@ class Store:
         finally:
             self._lock.release()
 
+    async def now(self) -> float:
+        """The time leases are judged by (claims): here this process's clock, one replica's."""
+        return time.time()
+
     # Cursors closed at once: an open statement pins its connection to an old snapshot, and
     # that connection's next BEGIN IMMEDIATE, after the other one committed, would be "locked".
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:

@@ -197,6 +197,12 @@ class PgStore:
                 if not fut.done():
                     fut.set_result(result)
 
+    async def now(self) -> float:
+        """The database server's clock: replicas judge claims' leases by one clock, so a replica
+        whose own clock jumps (or drifts) neither takes a live claim nor keeps a lapsed one."""
+        async with self.pool.acquire() as conn:
+            return float(await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())"))
+
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
             return await (await self._run(conn, sql, params)).fetchone()

@@ -209,3 +209,28 @@ async def test_check_config_on_sqlite_creates_nothing(tmp_path):
     path = tmp_path / "data" / "bot.db"
     assert await check_store(StoreConfig(path=path)) is None
     assert not path.exists()
+
+
+async def test_claims_are_judged_by_the_database_clock_whatever_a_replicas_clock_says(pg_url, monkeypatch):
+    """A replica's clock jumps an hour ahead (a bad NTP step): by its own clock every claim
+    has lapsed and it would take the group another replica is applying. Leases are judged by
+    the database server's clock, so it waits for the lease to lapse there."""
+    import time
+
+    from bot.alerts.inbox import GroupClaims
+
+    store_a = await PgStore.open(pg_url, sslmode="disable")
+    store_b = await PgStore.open(pg_url, sslmode="disable")
+    try:
+        a, b = GroupClaims(store_a, "replica-a", lease_s=1.0), GroupClaims(store_b, "replica-b", lease_s=1.0)
+        await a.migrate()
+        assert await a.take("{}:{alertname=\"X\"}")
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)
+        assert not await b.take("{}:{alertname=\"X\"}")  # live by the database's clock
+        monkeypatch.undo()
+        await asyncio.sleep(1.2)  # the lease lapses by the database's clock
+        assert await b.take("{}:{alertname=\"X\"}")
+    finally:
+        await store_a.close()
+        await store_b.close()

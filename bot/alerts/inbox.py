@@ -148,7 +148,8 @@ class GroupClaims:
     and a replica that died holding it gives way once the claim lapses (``lease_s``)."""
 
     def __init__(self, store: Store, owner: str, *, lease_s: float = 20.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] | None = None):
+        """``clock``: for tests; by default the store's (``Store.now``: the database server's)."""
         self.store = store
         self.owner = owner
         self.lease_s = lease_s
@@ -160,7 +161,7 @@ class GroupClaims:
 
     async def take(self, group_key: str) -> bool:
         """Compare-and-set: a free group, a lapsed claim, or one this owner holds (a renewal)."""
-        now = self.clock()
+        now = self.clock() if self.clock is not None else await self.store.now()
         async with self.store.transaction() as db:
             cur = await db.execute("INSERT OR IGNORE INTO alert_group_claims(group_key, owner, until) "
                                    "VALUES (?, ?, ?)", (group_key, self.owner, now + self.lease_s))

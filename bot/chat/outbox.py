@@ -281,7 +281,8 @@ class Outbox:
         now = time.monotonic()
         if self._held_since is not None and now - self._held_since < self.claims.lease_s / 3:
             return True
-        if await self.claims.claim(CLAIM_KIND, 0, datetime.now(timezone.utc)):
+        # Judged by the store's clock (the database server's): replicas' own clocks may differ.
+        if await self.claims.claim(CLAIM_KIND, 0, datetime.fromtimestamp(await self.store.now(), timezone.utc)):
             self._held_since = now
             return True
         self._held_since = None
