@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 def replica_identity() -> str:
     """This process's claim owner: readable in the store (the pod), unique per start."""
     return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def renewing(take: Callable[[], Awaitable[bool]], lease_s: float, what: str) -> asyncio.Task[None]:
+    """A task renewing a held claim every third of its lease, until cancelled (the holder's
+    block ends). A failed renewal is logged and the work goes on: the claim may lapse."""
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                if not await take():
+                    log.error("claim on %s lost to another replica while working on it", what)
+            except Exception as exc:  # the store down
+                log.warning("renewing the claim on %s failed: %s", what, exc)
+
+    return asyncio.create_task(renew(), name=f"claim:{what[:40]}")
 
 
 CLAIMS_MIGRATION = ("approvals-claims-1", [
@@ -66,16 +81,7 @@ class Claims:
             yield False
             return
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
-                try:
-                    if not await self.claim(kind, item, clock()):
-                        log.error("claim on %s %s lost to another replica while working on it", kind, item)
-                except Exception as exc:  # the store down: the work goes on, the claim may lapse
-                    log.warning("renewing the claim on %s %s failed: %s", kind, item, exc)
-
-        task = asyncio.create_task(renew(), name=f"claim:{kind}:{item}")
+        task = renewing(lambda: self.claim(kind, item, clock()), self.lease_s, f"{kind} {item}")
         try:
             yield True
         finally:

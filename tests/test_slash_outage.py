@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +23,10 @@ OUTAGE = 10**9  # faults injected: "until cleared"
 
 
 
-async def start_bot(sb: Sandbox) -> Runtime:
+async def start_bot(sb: Sandbox, **sections: Any) -> Runtime:
+    """``sections``: other settings sections (a shared store, another port for a replica)."""
     mm = dict(sb.bot_config()["mattermost"], retry_base_s=0.05, retry_max_s=0.2, websocket=False)
-    settings = sb.settings(mattermost=mm)
+    settings = sb.settings(mattermost=mm, **sections)
     # Each failed attempt is brief (2 tries); what carries the work across the outage is the outbox.
     chat = MattermostChat(settings.mattermost,
                           queue=WriteQueue(backoff_base_s=0.01, backoff_max_s=0.02, max_attempts=2))

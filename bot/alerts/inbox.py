@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.backoff import Backoff
+from bot.claims import renewing
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -206,15 +207,7 @@ class GroupClaims:
             yield False
             return
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
-                try:
-                    await self.take(group_key)
-                except Exception as exc:  # the store down: the work goes on, the claim may lapse
-                    log.warning("renewing the claim on alert group %s failed: %s", group_key, exc)
-
-        task = asyncio.create_task(renew(), name=f"alert-claim:{group_key[:40]}")
+        task = renewing(lambda: self.take(group_key), self.lease_s, f"alert group {group_key}")
         try:
             yield True
         finally:

@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.chat import MattermostChat
-from bot.chat.queue import WriteQueue
 from bot.runtime import Runtime
 from sandbox.runner import Sandbox
-from tests.test_slash_outage import OUTAGE, run_as
+from tests.test_slash_outage import OUTAGE, run_as, start_bot
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -26,14 +24,8 @@ COMMANDS = ["/sop vault-status", "/sop vault-status replica=vault-0", "/sop vaul
 
 
 async def start_replica(sb: Sandbox, store: dict[str, Any], port: int | None = None) -> Runtime:
-    mm = dict(sb.bot_config()["mattermost"], retry_base_s=0.05, retry_max_s=0.2, websocket=False)
     server = dict(sb.bot_config()["server"], **({"port": port} if port is not None else {}))
-    settings = sb.settings(mattermost=mm, store=store, server=server)
-    chat = MattermostChat(settings.mattermost,
-                          queue=WriteQueue(backoff_base_s=0.01, backoff_max_s=0.02, max_attempts=2))
-    runtime = Runtime(settings, chat=chat)
-    await runtime.start()
-    return runtime
+    return await start_bot(sb, store=store, server=server)
 
 
 @pytest.fixture
