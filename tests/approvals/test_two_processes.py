@@ -1,5 +1,5 @@
-"""Approvals across two ``sopbot run`` processes on one real PostgreSQL: the replica that proposed
-a fix is killed with ``kill -9``; the approval reaction, seen by the survivor's websocket, runs
+"""Approvals across two ``sopbot run`` processes on one real PostgreSQL: the leader (the Lease
+holder) is killed with ``kill -9`` once a fix is proposed; the approval reaction, seen by the survivor's websocket, runs
 the action once there; the killed replica, restarted, does not run it again. And the websocket
 dropped by Mattermost in the middle of an approval: a reaction made while both replicas are
 disconnected is found by their resync, and still runs the action once."""
@@ -53,21 +53,32 @@ async def pair(tmp_path: Path, postgres_server):
             await pair.stop()
 
 
-async def test_an_approval_after_the_proposer_is_killed_runs_once_on_the_survivor(pair: Pair):
+async def leader(sb: Sandbox) -> str:
+    async def holder() -> str | None:
+        try:
+            lease = await kubectl_json(sb, "-n", "default", "get", "lease", "sopbot-scheduler")
+        except Exception:  # not created yet
+            return None
+        return lease["spec"].get("holderIdentity")
+    return await wait_for(holder, timeout=30, what="a leader")
+
+
+async def test_an_approval_through_a_leader_kill_runs_once_on_the_survivor(pair: Pair):
     sb = pair.sb
-    a, b = pair.replicas
     before = await generation(sb)
-    p = await propose(sb, "alice", RESTART)  # slash commands reach replica a
-    a.kill9()
+    p = await propose(sb, "alice", RESTART)  # slash commands reach replica 0
+    (killed,) = [r for r in pair.replicas if r.name == await leader(sb)]
+    (survivor,) = [r for r in pair.replicas if r is not killed]
+    killed.kill9()
     sb.mattermost.react("alice", p.id, APPROVE)
     await wait_state(sb, p.id, "succeeded")
     assert await generation(sb) == before + 1
-    a.start()  # back after the kill: its start-up recovery finds the proposal done
-    await a.ready()
+    killed.start()  # back after the kill: its start-up recovery finds the proposal done
+    await killed.ready()
     await asyncio.sleep(3)
     assert await generation(sb) == before + 1
     assert successes(sb, p.root_id) == 1, pair.logs()
-    assert "Traceback" not in b.log.read_text(errors="replace"), pair.logs()
+    assert "Traceback" not in survivor.log.read_text(errors="replace"), pair.logs()
 
 
 async def test_a_reaction_made_while_the_websockets_are_down_runs_once(pair: Pair):
