@@ -10,6 +10,7 @@ trend to ``deriv()``, not a made-up answer."""
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ def _number(v: float) -> str:
     return repr(float(v))
 
 
+VERSION_METRIC = "sandbox_exporter_version"
+
+
 @dataclass
 class Exporter:
     """Gauge families by metric name → label set → value."""
@@ -42,6 +46,10 @@ class Exporter:
     help: dict[str, str] = field(default_factory=dict)
     scrapes: int = 0
     version: int = 0  # bumped by every change: the runner waits for a scrape after one
+    # Which exporter this is: every scrape carries VERSION_METRIC{exporter=<id>} = version, so
+    # the runner can ask Prometheus whether a scrape after a change was stored (not only served:
+    # on a loaded machine Prometheus may give up on a scrape it was being served).
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
     # Scrapes come from the shared Prometheus's proxy thread (sandbox.prometheus), changes from the loop.
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -84,4 +92,5 @@ class Exporter:
                 v = value(self.scrapes) if callable(value) else value
                 body = ",".join(f'{k}="{_escape(val)}"' for k, val in labels)
                 out.append(f"{name}{{{body}}} {_number(v)}" if body else f"{name} {_number(v)}")
+        out += [f"# TYPE {VERSION_METRIC} gauge", f'{VERSION_METRIC}{{exporter="{self.id}"}} {self.version}']
         return "\n".join(out) + "\n"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from aiohttp import web
 
@@ -28,7 +29,7 @@ from sandbox.kube.server import write_kubeconfig
 from sandbox.kube.tls import create_server_tls
 from sandbox.mattermost.server import make_app as make_mattermost_app
 from sandbox.mattermost.state import MattermostState
-from sandbox.exporter import Exporter
+from sandbox.exporter import VERSION_METRIC, Exporter
 from sandbox.platform import LB_IP, Platform
 from sandbox.ports import free_port
 from sandbox.prometheus import PrometheusUnavailable, SharedPrometheus, shared_prometheus
@@ -43,6 +44,16 @@ RUNBOOK = Path(__file__).with_name("runbook.md")
 
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def _stored(http: httpx.AsyncClient, query: str, version: int) -> bool:
+    """Prometheus holds a scrape of the exporter at ``version`` or later (queryable now)."""
+    try:
+        resp = await http.get("/api/v1/query", params={"query": query})
+        result = resp.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    return bool(result) and float(result[0]["value"][1]) >= version
 
 
 def make_metrics_app(metrics: Exporter) -> web.Application:
@@ -255,11 +266,13 @@ class Sandbox:
             return
         version, want = metrics.version, metrics.scrapes + 2
         deadline = loop_time() + timeout_s
-        while metrics.scrapes < want:
-            if loop_time() > deadline:
-                raise TimeoutError(f"Prometheus did not scrape the sandbox exporter in {timeout_s:g}s:\n"
-                                   f"{self._prometheus.log_tail()}")
-            await asyncio.sleep(0.05)
+        query = f'{VERSION_METRIC}{{exporter="{metrics.id}"}}'
+        async with httpx.AsyncClient(base_url=self._prometheus.url, timeout=5) as http:
+            while metrics.scrapes < want or not await _stored(http, query, version):
+                if loop_time() > deadline:
+                    raise TimeoutError(f"Prometheus did not store a scrape of the sandbox exporter in "
+                                       f"{timeout_s:g}s:\n{self._prometheus.log_tail()}")
+                await asyncio.sleep(0.05)
         self._settled_version = version
 
     async def sync_vault_listeners(self) -> None:

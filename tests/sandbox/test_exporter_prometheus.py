@@ -15,8 +15,11 @@ def test_exposition_text_escapes_labels_and_evaluates_callables_per_scrape() -> 
     e.set("demo_lag", {"pod": "b"}, lambda n: 10 * n)
     first, second = e.text(), e.text()
     assert first.splitlines() == ["# HELP demo_lag Help text", "# TYPE demo_lag gauge",
-                                  'demo_lag{note="say \\"hi\\"\\\\",pod="a"} 1.5', 'demo_lag{pod="b"} 10.0']
-    assert second.splitlines()[-1] == 'demo_lag{pod="b"} 20.0'
+                                  'demo_lag{note="say \\"hi\\"\\\\",pod="a"} 1.5', 'demo_lag{pod="b"} 10.0',
+                                  # the exporter's change counter, for the runner's settle()
+                                  "# TYPE sandbox_exporter_version gauge",
+                                  f'sandbox_exporter_version{{exporter="{e.id}"}} 2']
+    assert second.splitlines()[3] == 'demo_lag{pod="b"} 20.0'
     assert e.remove("demo_lag", pod="a") == 1 and "pod=\"a\"" not in e.text()
 
 
