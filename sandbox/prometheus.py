@@ -4,7 +4,7 @@ One process per Python process, started on first use and stopped at exit: a star
 so sandboxes come and go (one per test) and only register their exporter with it. Prometheus
 scrapes one static target, a small HTTP server in this process serving the registered sandbox's
 metrics (a new service-discovery target would wait up to 5 s for Prometheus's discovery
-batching; a static one is scraped within the 250 ms interval). When a sandbox registers, every
+batching; a static one is scraped within the 500 ms interval). When a sandbox registers, every
 stored sample so far is deleted (admin API), so its queries — range queries too — never see an
 earlier sandbox's series; series it does not serve get staleness markers at the next scrape.
 """
@@ -29,7 +29,11 @@ from sandbox.ports import free_port
 if TYPE_CHECKING:
     from sandbox.exporter import Exporter
 
-SCRAPE_INTERVAL = "250ms"
+# The timeout as long as the interval allows: a scrape that times out (the proxy thread waiting
+# for the GIL on a loaded machine) marks every series stale until the next one succeeds, and a
+# SOP querying in between finds nothing (a fresh-clone run saw "no mysqld_exporter metrics").
+SCRAPE_INTERVAL = "500ms"
+SCRAPE_TIMEOUT = "490ms"
 JOB = "sandbox-exporters"
 
 
@@ -124,7 +128,7 @@ class SharedPrometheus:
 
     def start(self) -> None:
         config = {
-            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "240ms"},
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_TIMEOUT},
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [self.target]}],
                 # Series with a `member` label are etcd members' own metrics (sandbox/etcd_metrics.py):
                 # they get the job and instance a scrape of each member on :2381 would give.
