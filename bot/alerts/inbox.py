@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.backoff import Backoff
 from bot.claims import renewing
@@ -140,6 +140,12 @@ CLAIMS_MIGRATION = ("alerts-group-claims-1", [
 class _Held:
     taken: asyncio.Future[bool]  # the store's answer to this replica's take
     count: int = 1  # this replica's blocks inside
+    left: asyncio.Event = field(default_factory=asyncio.Event)  # set when count falls to 0
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.left.set()
 
 
 class GroupClaims:
@@ -192,7 +198,7 @@ class GroupClaims:
             try:
                 yield True
             finally:
-                held.count -= 1
+                held.leave()
             return
         held = self._held[group_key] = _Held(asyncio.get_running_loop().create_future())
         try:
@@ -211,9 +217,8 @@ class GroupClaims:
         try:
             yield True
         finally:
-            held.count -= 1
-            while held.count > 0:  # others of this replica still inside: they keep it until they leave
-                await asyncio.sleep(0.05)
+            held.leave()
+            await held.left.wait()  # others of this replica still inside keep it until they leave
             del self._held[group_key]
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
