@@ -146,7 +146,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         await self._lock.acquire()
         try:
-            await self.db.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self.db
                 await self.db.execute("COMMIT")
@@ -160,6 +160,19 @@ class Store:
                 raise  # the first exception: a cancellation must stay one
         finally:
             self._lock.release()
+
+    async def _begin(self, tries: int = 50) -> None:
+        """BEGIN IMMEDIATE. SQLite answers "database is locked" at once, without its busy
+        timeout, where waiting could deadlock (another connection to the file, e.g. a second
+        replica starting on it, holds or recovers its log): try again for up to ~5 s."""
+        for attempt in range(tries):
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.1)
 
     def _note(self, exc: BaseException) -> None:
         if isinstance(exc, sqlite3.Error) and (exc.sqlite_errorcode or 0) & 0xFF in _STORAGE_FAILURES:
